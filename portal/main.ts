@@ -1,0 +1,40 @@
+#!/usr/bin/env node
+/**
+ * flotilla-portal: the portal daemon for one stream on this server. Wiring and lifecycle only;
+ * the routing logic is src/portal.ts.
+ */
+import { Command } from 'commander';
+import { loadMap } from '../src/map';
+import { createLogger } from '../src/log';
+import { Portal } from '../src/portal';
+import { die, notifyReady, whichServer } from '../src/cli/common';
+
+const program = new Command('flotilla-portal')
+  .description('Serve one stream on this server: take batches on its TCP port, route each record by key to a local component slot.')
+  .requiredOption('-m, --map <file>', 'map file (YAML or JSON)', process.env.FLOTILLA_MAP)
+  .requiredOption('-s, --stream <name>', 'stream this portal serves')
+  .option('--server <name>', "this server's name in the map (default $FLOTILLA_SERVER, else the host name)")
+  .option('--run-dir <dir>', "directory for ipc sockets (default the map's run_dir)")
+  .option('--bind <host>', "address to listen on (default the server's host in the map)")
+  .addHelpText('after', '\nExample:\n  flotilla-portal --map /etc/flotilla/map.yaml --server alpha --stream clicks\n')
+  .showHelpAfterError();
+
+async function main(): Promise<void> {
+  program.parse();
+  const o = program.opts<{ map: string; stream: string; server?: string; runDir?: string; bind?: string }>();
+  process.umask(0o007); // sockets and spool for the service's user and group only
+  const map = loadMap(o.map);
+  const server = whichServer(map, o.server);
+  const log = createLogger('portal', { stream: o.stream, server });
+  const portal = new Portal({ map, server, stream: o.stream, runDir: o.runDir, bindHost: o.bind, log });
+  await portal.start();
+  notifyReady();
+  const stop = (signal: string) => {
+    log.info(`portal ${o.stream}: ${signal}, stopping`);
+    void portal.stop().then(() => process.exit(0));
+  };
+  process.once('SIGTERM', () => stop('SIGTERM'));
+  process.once('SIGINT', () => stop('SIGINT'));
+}
+
+main().catch((err: unknown) => die(err));

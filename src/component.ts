@@ -1,0 +1,176 @@
+/**
+ * The component SDK: a worker process that serves one slot of a stream on its server.
+ *
+ *   portal --DELIVER (batch)--> component.onBatch(records, ctx) --DONE--> portal
+ *                                      \--ctx.emit(stream, value)--> sender --> next portal
+ *
+ * Deliveries are handled one at a time, in order, so records of a key are seen in the order they
+ * were sent. A delivery is acknowledged (DONE) only after `onBatch` returns (or its promise
+ * resolves) and every record it emitted has been acknowledged by the portal it went to, so a
+ * crash at any point loses nothing: the portal holds unacknowledged deliveries and gives them to
+ * the slot again when a component registers for it.
+ */
+import * as zmq from 'zeromq';
+import { decodeBody, type Delivered } from './envelope';
+import { createLogger, type Logger } from './log';
+import { type FlotillaMap, loadMap, streamOf } from './map';
+import { slotsEndpoint } from './run-dir';
+import { Outbox } from './outbox';
+import { Sender } from './sender';
+import { decodeHeader, encodeHeader, MessageType } from './wire';
+
+/** What a handler can do besides read its records. */
+export interface ComponentContext {
+  server: string;
+  stream: string;
+  slot: number;
+  /**
+   * Sends a record on `stream` (any stream of the map, this one included). `from` is the record
+   * it was made from: its provenance, plus this hop, goes with the new record.
+   */
+  emit(stream: string, value: Record<string, unknown>, from?: Delivered<unknown>): void;
+}
+
+export interface ComponentOptions<T> {
+  map: FlotillaMap | string;
+  server: string;
+  stream: string;
+  slot: number;
+  runDir?: string;
+  /** Handles one delivery's records, in order. Throwing crashes the component (see above). */
+  onBatch?: (records: Delivered<T>[], ctx: ComponentContext) => void | Promise<void>;
+  /** Instead of onBatch: the envelopes undecoded (`count` of them end to end in `body`). */
+  onRawBatch?: (body: Buffer, count: number, ctx: ComponentContext) => void | Promise<void>;
+  log?: Logger;
+}
+
+export class Component<T = Record<string, unknown>> {
+  private readonly map: FlotillaMap;
+  private readonly socket = new zmq.Dealer({ linger: 0, receiveHighWaterMark: 0 });
+  private readonly log: Logger;
+  private readonly ctx: ComponentContext;
+  private readonly endpoint: string;
+  private readonly outbox: Outbox;
+  private sender: Sender | null = null;
+  private emitted = false;
+  private closed = false;
+  private done: Promise<void> = Promise.resolve();
+  /** Records and deliveries handled so far. */
+  readonly stats = { records: 0, deliveries: 0 };
+
+  constructor(private readonly opts: ComponentOptions<T>) {
+    if (!opts.onBatch === !opts.onRawBatch) throw new TypeError('give a component exactly one of onBatch and onRawBatch');
+    this.map = typeof opts.map === 'string' ? loadMap(opts.map) : opts.map;
+    streamOf(this.map, opts.stream);
+    this.log = opts.log ?? createLogger('component', { stream: opts.stream, slot: opts.slot });
+    this.endpoint = slotsEndpoint(opts.runDir ?? this.map.runDir, opts.stream);
+    this.outbox = new Outbox(this.socket, (err) => this.log.warn({ err: err.message }, 'component: send to portal failed'));
+    const hop = `${opts.server}/${opts.stream}/${opts.slot}`;
+    this.ctx = {
+      server: opts.server,
+      stream: opts.stream,
+      slot: opts.slot,
+      emit: (stream, value, from) => {
+        this.emitted = true;
+        this.senderFor().send(stream, value, from ? [...from.provenance, hop] : [hop]);
+      },
+    };
+  }
+
+  /** Connects to the portal and registers for the slot; records start arriving. */
+  start(): void {
+    // Watch before connecting: an ipc connect can complete before a later watcher would see it.
+    void this.watchConnection(this.socket.events);
+    this.socket.connect(this.endpoint);
+    this.ready();
+    this.done = this.loop();
+    this.log.info({ endpoint: this.endpoint }, `component ${this.opts.stream}/${this.opts.slot} connecting to ${this.endpoint}`);
+  }
+
+  /** Resolves when the component has stopped (after `stop()`, or on a handler error). */
+  get finished(): Promise<void> {
+    return this.done;
+  }
+
+  /** Stops taking deliveries, waits for emitted records to settle, closes. */
+  async stop(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.outbox.close();
+    this.socket.close();
+    if (this.sender) {
+      await this.sender.flush();
+      this.sender.close();
+    }
+  }
+
+  private senderFor(): Sender {
+    this.sender ??= new Sender({ map: this.opts.map, log: this.log });
+    return this.sender;
+  }
+
+  private ready(): void {
+    this.outbox.push([
+      encodeHeader(MessageType.READY, 0, this.map.epoch, 0),
+      Buffer.from(JSON.stringify({ slot: this.opts.slot, pid: process.pid })),
+    ]);
+  }
+
+  /** Registers again after every (re)connect: ZeroMQ reconnects, but the portal must be told. */
+  private async watchConnection(events: zmq.Observer): Promise<void> {
+    for await (const event of events) {
+      if (this.closed) return;
+      if (event.type === 'connect') this.ready();
+    }
+  }
+
+  private async loop(): Promise<void> {
+    const { onBatch, onRawBatch } = this.opts;
+    const type = streamOf(this.map, this.opts.stream).type;
+    while (!this.closed) {
+      let msg: Buffer[];
+      try {
+        msg = await this.socket.receive();
+      } catch {
+        if (this.closed) return;
+        continue;
+      }
+      const header = decodeHeader(msg[0]);
+      if (!header || header.type !== MessageType.DELIVER || !msg[1]) continue;
+      this.emitted = false;
+      if (onRawBatch) await onRawBatch(msg[1], header.count, this.ctx);
+      else await onBatch!(decodeBody<T>(msg[1], type), this.ctx);
+      // Records made from this delivery must be safe downstream before it counts as done.
+      if (this.emitted) await this.sender!.flush();
+      this.stats.records += header.count;
+      this.stats.deliveries++;
+      if (this.closed) return;
+      this.outbox.push([encodeHeader(MessageType.DONE, header.seq, this.map.epoch, header.count)]);
+    }
+  }
+}
+
+/**
+ * Runs a component until SIGTERM or SIGINT, then stops it cleanly. A handler that throws ends
+ * the process with exit code 1: its unfinished delivery stays with the portal, which gives it
+ * to the slot again once the component restarts (under systemd, at once).
+ */
+export function runComponent<T = Record<string, unknown>>(opts: ComponentOptions<T>): Component<T> {
+  const component = new Component<T>(opts);
+  const log = opts.log ?? createLogger('component', { stream: opts.stream, slot: opts.slot });
+  const shutdown = (signal: string) => {
+    log.info(`component ${opts.stream}/${opts.slot}: ${signal}, stopping`);
+    component.stop().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  process.once('SIGTERM', () => shutdown('SIGTERM'));
+  process.once('SIGINT', () => shutdown('SIGINT'));
+  component.start();
+  component.finished.catch((err: unknown) => {
+    log.error({ err }, `component ${opts.stream}/${opts.slot}: handler failed; exiting so the delivery is given again`);
+    process.exit(1);
+  });
+  return component;
+}

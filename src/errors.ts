@@ -1,0 +1,80 @@
+/**
+ * Every failure Flotilla reports has a stable `code`. A person reads the message; a script or a
+ * sender in another language matches the code. Codes that travel on the wire (see
+ * docs/protocol.md) are the `WireErrorCode` subset.
+ */
+
+/** Codes a portal may put in an ERROR reply. Stable: senders in other languages match them. */
+export const WIRE_ERROR_CODES = [
+  'UNKNOWN_STREAM',
+  'MALFORMED',
+  'TOO_LARGE',
+  'WRONG_OWNER',
+  'WINDOW_EXCEEDED',
+  'UNSUPPORTED_VERSION',
+] as const;
+export type WireErrorCode = (typeof WIRE_ERROR_CODES)[number];
+
+export type ErrorCode =
+  | WireErrorCode
+  | 'MAP_INVALID'
+  | 'MAP_UNREADABLE'
+  | 'CONFIG_INVALID'
+  | 'IPC_PATH_TOO_LONG'
+  | 'PORTAL_ALREADY_RUNNING'
+  | 'SENDER_CLOSED'
+  | 'RECORD_INVALID'
+  | 'UNKNOWN_SERVER'
+  | 'PORTAL_UNREACHABLE';
+
+/** Base class: every Flotilla error has a `code` and a message meant for a person. */
+export class FlotillaError extends Error {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = 'FlotillaError';
+    this.code = code;
+  }
+}
+
+/** One problem found in a map file, at a JSON-pointer-like path (`streams[0].port`). */
+export interface MapProblem {
+  path: string;
+  message: string;
+}
+
+/** The map file failed validation; `problems` lists every problem found, not just the first. */
+export class MapInvalidError extends FlotillaError {
+  readonly problems: MapProblem[];
+  readonly file: string;
+  constructor(file: string, problems: MapProblem[]) {
+    super(
+      'MAP_INVALID',
+      `${file}: ${problems.length} problem${problems.length === 1 ? '' : 's'}:\n` +
+        problems.map((p) => `  ${p.path}: ${p.message}`).join('\n'),
+    );
+    this.name = 'MapInvalidError';
+    this.file = file;
+    this.problems = problems;
+  }
+}
+
+/**
+ * An error reply from a portal, parsed back from the wire. `epoch` is the portal's map epoch;
+ * for WRONG_OWNER it tells the sender which map to load before it routes the batch again.
+ */
+export class WireError extends FlotillaError {
+  declare readonly code: WireErrorCode;
+  readonly epoch: number;
+  constructor(code: WireErrorCode, message: string, epoch = 0) {
+    super(code, message);
+    this.name = 'WireError';
+    this.epoch = epoch;
+  }
+
+  /** Parses the code frame of an ERROR reply; an unknown code is kept as MALFORMED. */
+  static parse(code: string, message: string, epoch: number): WireError {
+    const known = (WIRE_ERROR_CODES as readonly string[]).includes(code);
+    return new WireError(known ? (code as WireErrorCode) : 'MALFORMED', known ? message : `${code}: ${message}`, epoch);
+  }
+}

@@ -1,0 +1,62 @@
+/**
+ * The JSON Schema a map file is checked against before anything uses it. Cross-field rules that
+ * a schema cannot say (unique names, ports that clash, a key field that exists in the Avro
+ * schema) are checked afterwards in map.ts, and reported the same way.
+ */
+
+const NAME = '^[a-z][a-z0-9_-]{0,31}$';
+const PORT = { type: 'integer', minimum: 1, maximum: 65535 } as const;
+const perStream = (value: object) => ({
+  type: 'object',
+  propertyNames: { pattern: NAME },
+  additionalProperties: value,
+});
+
+export const MAP_SCHEMA = {
+  $id: 'https://flotilla.invalid/map.schema.json',
+  type: 'object',
+  required: ['instance', 'epoch', 'servers', 'streams'],
+  additionalProperties: false,
+  properties: {
+    instance: { type: 'string', pattern: NAME, description: 'deployment name (prod, dev, test)' },
+    epoch: { type: 'integer', minimum: 1, maximum: 4294967295, description: 'raise by one on every edit' },
+    heartbeat_ms: { type: 'integer', minimum: 50, maximum: 60000 },
+    run_dir: { type: 'string', minLength: 1 },
+    servers: {
+      type: 'array',
+      minItems: 1,
+      items: {
+        type: 'object',
+        required: ['name', 'host'],
+        additionalProperties: false,
+        properties: {
+          name: { type: 'string', pattern: NAME },
+          host: { type: 'string', minLength: 1, pattern: '^[^\\s:/]+$' },
+          weight: { type: 'number', exclusiveMinimum: 0, maximum: 1000 },
+          agent_port: PORT,
+          ports: perStream(PORT),
+          slots: perStream({ type: 'integer', minimum: 1, maximum: 1024 }),
+        },
+      },
+    },
+    streams: {
+      type: 'array',
+      minItems: 1,
+      items: {
+        type: 'object',
+        required: ['name', 'key', 'port', 'schema'],
+        additionalProperties: false,
+        properties: {
+          name: { type: 'string', pattern: NAME },
+          key: { type: 'string', minLength: 1 },
+          port: PORT,
+          buckets: { type: 'integer', minimum: 1, maximum: 65536 },
+          slots: { type: 'integer', minimum: 1, maximum: 1024 },
+          window: { type: 'integer', minimum: 1, maximum: 1024 },
+          max_batch_bytes: { type: 'integer', minimum: 1024, maximum: 67108864 },
+          schema: { type: ['object', 'string'] },
+        },
+      },
+    },
+  },
+} as const;

@@ -1,0 +1,333 @@
+/**
+ * The map file: which server owns which key of each stream, and where each portal listens.
+ * `loadMap` reads, validates (JSON Schema, then the rules a schema cannot state) and resolves a
+ * map in one step; it either returns a complete `FlotillaMap` or throws a `MapInvalidError`
+ * listing every problem as `path: message`. Nothing uses a map that did not pass.
+ */
+import { readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import Ajv, { type ErrorObject } from 'ajv';
+import avro from 'avsc';
+import { LineCounter, parseDocument, type Document } from 'yaml';
+import { FlotillaError, MapInvalidError, type MapProblem } from './errors';
+import { MAP_SCHEMA } from './map-schema';
+import { placeBuckets } from './placement';
+
+export const DEFAULT_HEARTBEAT_MS = 1000;
+export const DEFAULT_BUCKETS = 1024;
+export const DEFAULT_SLOTS = 4;
+export const DEFAULT_WINDOW = 16;
+export const DEFAULT_MAX_BATCH_BYTES = 1 << 20;
+export const DEFAULT_WEIGHT = 1;
+
+/** Field names people reach for that the map calls something else. */
+const RENAMED: Record<string, string> = {
+  partitions: 'buckets',
+  workers: 'slots',
+  key_field: 'key',
+  hostname: 'host',
+  address: 'host',
+  heartbeat: 'heartbeat_ms',
+};
+
+const KEY_TYPES = new Set(['string', 'int', 'long']);
+
+/** A server of the map, with its defaults filled in. */
+export interface MapServer {
+  name: string;
+  host: string;
+  weight: number;
+  agentPort: number | undefined;
+  /** Per-stream overrides of the stream's port and slot count, as written. */
+  ports: Record<string, number>;
+  slots: Record<string, number>;
+}
+
+/** A stream of the map, resolved: its Avro type is built and its buckets are placed. */
+export interface MapStream {
+  name: string;
+  /** Name of the payload field whose value is the record's key. */
+  keyField: string;
+  port: number;
+  buckets: number;
+  slots: number;
+  window: number;
+  maxBatchBytes: number;
+  /** The payload's Avro type, built once. */
+  type: avro.Type;
+  /** The schema as written (after loading a file reference). */
+  schema: object;
+  /** owner[bucket] is the index in `map.servers` of the server that owns the bucket. */
+  owner: Uint16Array;
+}
+
+/** A validated, resolved map. Immutable once built: a new map file is a new object. */
+export interface FlotillaMap {
+  file: string;
+  instance: string;
+  epoch: number;
+  heartbeatMs: number;
+  runDir: string;
+  servers: MapServer[];
+  streams: MapStream[];
+}
+
+const ajv = new Ajv({ allErrors: true, strict: true, allowUnionTypes: true });
+const validateSchema = ajv.compile(MAP_SCHEMA);
+
+/** Reads and validates a map file (YAML or JSON, chosen by content). Throws MapInvalidError. */
+export function loadMap(file: string): FlotillaMap {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new FlotillaError('MAP_UNREADABLE', `cannot read map ${file}: ${(err as Error).message}`, { cause: err });
+  }
+  return parseMap(text, file);
+}
+
+/** Validates map text. `file` names it in errors and anchors relative schema paths. */
+export function parseMap(text: string, file = '<map>'): FlotillaMap {
+  const lines = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false });
+  if (doc.errors.length > 0) {
+    throw new MapInvalidError(
+      file,
+      doc.errors.map((e) => ({ path: `line ${lines.linePos(e.pos[0]).line}`, message: e.message.split('\n')[0]! })),
+    );
+  }
+  const raw: unknown = doc.toJS();
+  const at = (segs: (string | number)[]) => lineOf(doc, lines, segs);
+
+  if (!validateSchema(raw)) {
+    throw new MapInvalidError(file, schemaProblems(validateSchema.errors ?? [], at));
+  }
+  return resolveMap(raw as RawMap, file, at);
+}
+
+interface RawServer {
+  name: string;
+  host: string;
+  weight?: number;
+  agent_port?: number;
+  ports?: Record<string, number>;
+  slots?: Record<string, number>;
+}
+interface RawStream {
+  name: string;
+  key: string;
+  port: number;
+  buckets?: number;
+  slots?: number;
+  window?: number;
+  max_batch_bytes?: number;
+  schema: object | string;
+}
+interface RawMap {
+  instance: string;
+  epoch: number;
+  heartbeat_ms?: number;
+  run_dir?: string;
+  servers: RawServer[];
+  streams: RawStream[];
+}
+
+type LineOf = (segs: (string | number)[]) => string;
+
+function resolveMap(raw: RawMap, file: string, at: LineOf): FlotillaMap {
+  const problems: MapProblem[] = [];
+  const problem = (segs: (string | number)[], message: string) =>
+    problems.push({ path: pathOf(segs), message: message + at(segs) });
+
+  const servers: MapServer[] = raw.servers.map((s) => ({
+    name: s.name,
+    host: s.host,
+    weight: s.weight ?? DEFAULT_WEIGHT,
+    agentPort: s.agent_port,
+    ports: s.ports ?? {},
+    slots: s.slots ?? {},
+  }));
+  duplicates(raw.servers.map((s) => s.name)).forEach((i) =>
+    problem(['servers', i, 'name'], `duplicate server name "${raw.servers[i]!.name}"`),
+  );
+  duplicates(raw.streams.map((s) => s.name)).forEach((i) =>
+    problem(['streams', i, 'name'], `duplicate stream name "${raw.streams[i]!.name}"`),
+  );
+
+  const streamNames = new Set(raw.streams.map((s) => s.name));
+  raw.servers.forEach((s, i) => {
+    for (const field of ['ports', 'slots'] as const) {
+      for (const name of Object.keys(s[field] ?? {})) {
+        if (!streamNames.has(name)) problem(['servers', i, field, name], `no stream named "${name}" in streams`);
+      }
+    }
+  });
+
+  const baseDir = dirname(resolve(file));
+  const streams: MapStream[] = [];
+  raw.streams.forEach((s, i) => {
+    let schema: object;
+    if (typeof s.schema === 'string') {
+      const schemaFile = resolve(baseDir, s.schema);
+      try {
+        schema = JSON.parse(readFileSync(schemaFile, 'utf8')) as object;
+      } catch (err) {
+        problem(['streams', i, 'schema'], `cannot load Avro schema file ${schemaFile}: ${(err as Error).message}`);
+        return;
+      }
+    } else {
+      schema = s.schema;
+    }
+    let type: avro.Type;
+    try {
+      type = avro.Type.forSchema(schema as avro.Schema);
+    } catch (err) {
+      problem(['streams', i, 'schema'], `not a valid Avro schema: ${(err as Error).message}`);
+      return;
+    }
+    if (!(type instanceof avro.types.RecordType)) {
+      problem(['streams', i, 'schema'], `must be an Avro record, not ${type.typeName}`);
+      return;
+    }
+    const keyField = type.fields.find((f) => f.name === s.key);
+    if (!keyField) {
+      problem(['streams', i, 'key'], `field "${s.key}" is not in the schema (fields: ${type.fields.map((f) => f.name).join(', ')})`);
+      return;
+    }
+    if (!KEY_TYPES.has(keyField.type.typeName)) {
+      problem(['streams', i, 'key'], `field "${s.key}" has type ${keyField.type.typeName}; a key must be string, int or long`);
+      return;
+    }
+    const buckets = s.buckets ?? DEFAULT_BUCKETS;
+    streams.push({
+      name: s.name,
+      keyField: s.key,
+      port: s.port,
+      buckets,
+      slots: s.slots ?? DEFAULT_SLOTS,
+      window: s.window ?? DEFAULT_WINDOW,
+      maxBatchBytes: s.max_batch_bytes ?? DEFAULT_MAX_BATCH_BYTES,
+      type,
+      schema,
+      owner: placeBuckets(s.name, buckets, servers),
+    });
+  });
+
+  // Two listeners on one host and port cannot both bind.
+  const listeners = new Map<string, string>();
+  raw.servers.forEach((s, i) => {
+    const claim = (segs: (string | number)[], port: number, what: string) => {
+      const where = `${s.host}:${port}`;
+      const other = listeners.get(where);
+      if (other) problem(segs, `port ${port} on host ${s.host} is also used by ${other}`);
+      else listeners.set(where, what);
+    };
+    if (s.agent_port !== undefined) claim(['servers', i, 'agent_port'], s.agent_port, `the agent of ${s.name}`);
+    raw.streams.forEach((st, j) => {
+      const override = s.ports?.[st.name];
+      const segs = override !== undefined ? ['servers', i, 'ports', st.name] : ['streams', j, 'port'];
+      claim(segs, override ?? st.port, `the ${st.name} portal of ${s.name}`);
+    });
+  });
+
+  if (problems.length > 0) throw new MapInvalidError(file, problems);
+  return {
+    file,
+    instance: raw.instance,
+    epoch: raw.epoch,
+    heartbeatMs: raw.heartbeat_ms ?? DEFAULT_HEARTBEAT_MS,
+    runDir: raw.run_dir ?? `/run/flotilla/${raw.instance}`,
+    servers,
+    streams,
+  };
+}
+
+/** The stream named `name`, or an error that lists the streams there are. */
+export function streamOf(map: FlotillaMap, name: string): MapStream {
+  const stream = map.streams.find((s) => s.name === name);
+  if (!stream) {
+    throw new FlotillaError('UNKNOWN_STREAM', `no stream "${name}" in map ${map.file} (streams: ${map.streams.map((s) => s.name).join(', ')})`);
+  }
+  return stream;
+}
+
+/** The server named `name`, or an error that lists the servers there are. */
+export function serverOf(map: FlotillaMap, name: string): MapServer {
+  const server = map.servers.find((s) => s.name === name);
+  if (!server) {
+    throw new FlotillaError('UNKNOWN_SERVER', `no server "${name}" in map ${map.file} (servers: ${map.servers.map((s) => s.name).join(', ')})`);
+  }
+  return server;
+}
+
+/** The TCP port of `stream`'s portal on `server`. */
+export function portalPort(server: MapServer, stream: MapStream): number {
+  return server.ports[stream.name] ?? stream.port;
+}
+
+/** How many component slots `stream` has on `server`. */
+export function slotCount(server: MapServer, stream: MapStream): number {
+  return server.slots[stream.name] ?? stream.slots;
+}
+
+/** The address a sender connects to for `stream`'s portal on `server`. */
+export function portalEndpoint(server: MapServer, stream: MapStream): string {
+  return `tcp://${server.host}:${portalPort(server, stream)}`;
+}
+
+function duplicates(names: string[]): number[] {
+  const seen = new Set<string>();
+  const out: number[] = [];
+  names.forEach((n, i) => (seen.has(n) ? out.push(i) : seen.add(n)));
+  return out;
+}
+
+/** `['streams', 0, 'port']` -> `streams[0].port`. */
+export function pathOf(segs: (string | number)[]): string {
+  let out = '';
+  for (const s of segs) out += typeof s === 'number' ? `[${s}]` : out === '' ? s : `.${s}`;
+  return out === '' ? '(top level)' : out;
+}
+
+function schemaProblems(errors: ErrorObject[], at: LineOf): MapProblem[] {
+  const problems: MapProblem[] = [];
+  const seen = new Set<string>();
+  for (const e of errors) {
+    const segs: (string | number)[] = e.instancePath
+      .split('/')
+      .slice(1)
+      .map((p) => p.replace(/~1/g, '/').replace(/~0/g, '~'))
+      .map((p) => (/^\d+$/.test(p) ? Number(p) : p));
+    let message = e.message ?? 'is invalid';
+    if (e.keyword === 'required') {
+      segs.push((e.params as { missingProperty: string }).missingProperty);
+      message = 'is required';
+    } else if (e.keyword === 'additionalProperties') {
+      const field = (e.params as { additionalProperty: string }).additionalProperty;
+      segs.push(field);
+      message = RENAMED[field] ? `unknown field; did you mean "${RENAMED[field]}"?` : 'unknown field';
+    } else if (e.keyword === 'pattern' && segs[segs.length - 1] === 'name') {
+      message = 'must be lower case letters, digits, "-" or "_", starting with a letter, at most 32 characters';
+    } else if (e.keyword === 'propertyNames') {
+      continue; // reported again, more precisely, as the pattern error on the name itself
+    } else if (e.keyword === 'pattern' && e.propertyName !== undefined) {
+      message = `"${e.propertyName}" is not a stream name`;
+    } else if (e.keyword === 'type') {
+      message = `must be ${(e.params as { type: string | string[] }).type.toString().replace(',', ' or ')}`;
+    }
+    const path = pathOf(segs);
+    const line = `${path}: ${message}`;
+    if (seen.has(line)) continue;
+    seen.add(line);
+    problems.push({ path, message: message + at(segs) });
+  }
+  return problems;
+}
+
+function lineOf(doc: Document, lines: LineCounter, segs: (string | number)[]): string {
+  for (let n = segs.length; n > 0; n--) {
+    const node = doc.getIn(segs.slice(0, n), true) as { range?: [number, number, number] } | undefined;
+    if (node && typeof node === 'object' && node.range) return ` (line ${lines.linePos(node.range[0]).line})`;
+  }
+  return '';
+}

@@ -1,0 +1,500 @@
+/**
+ * The portal: the one way in for a stream's records on a server.
+ *
+ *   senders --tcp ROUTER--> portal --ipc ROUTER--> component slots 0..n-1
+ *
+ * Each BATCH is checked, its records' keys hashed to buckets, and the records split into one
+ * DELIVER per slot (order within a slot, and so within a key, is the order of arrival). A batch
+ * is acknowledged to its sender only when every slot has said DONE for its part. Memory is
+ * bounded three ways: each sender may have at most `window` batches unacknowledged, each slot at
+ * most `slotWindow` deliveries in flight, and when more than `maxQueuedRecords` wait in the
+ * portal it stops reading from senders until the slots catch up.
+ */
+import * as zmq from 'zeromq';
+import { RecordIndex } from './envelope';
+import { FlotillaError, type WireErrorCode } from './errors';
+import { fnv1a32, slotOf } from './bucket';
+import { CauseCounter, type Logger } from './log';
+import { type FlotillaMap, type MapStream, portalPort, serverOf, slotCount, streamOf } from './map';
+import { Outbox } from './outbox';
+import { controlEndpoint, ensureRunDir, slotsEndpoint } from './run-dir';
+import { decodeHeader, encodeHeader, MessageType, VERSION } from './wire';
+
+export const DEFAULT_SLOT_WINDOW = 4;
+export const DEFAULT_MAX_QUEUED_RECORDS = 200_000;
+
+export interface PortalOptions {
+  map: FlotillaMap;
+  /** This server's name in the map. */
+  server: string;
+  stream: string;
+  /** Overrides the map's run_dir (tests, the demo). */
+  runDir?: string;
+  /** Address to bind the TCP port on; default the server's host from the map. */
+  bindHost?: string;
+  /** Overrides the port from the map; 0 lets the OS choose (read `port` after start). */
+  port?: number;
+  slotWindow?: number;
+  maxQueuedRecords?: number;
+  log: Logger;
+}
+
+/** A sender's batch, waiting for its slots. */
+interface InBatch {
+  sender: Buffer;
+  senderKey: string;
+  seq: number;
+  count: number;
+  remaining: number;
+}
+
+/** One slot's part of a batch. */
+interface Delivery {
+  id: number;
+  batch: InBatch;
+  slot: Slot;
+  body: Buffer;
+  count: number;
+  sentAt: number;
+}
+
+/** A local component slot as the portal sees it. */
+class Slot {
+  routingId: Buffer | null = null;
+  pid = 0;
+  /** Waiting to be sent, in order. */
+  pending: Delivery[] = [];
+  /** Sent, waiting for DONE, in order of sending. */
+  inflight = new Map<number, Delivery>();
+  queuedRecords = 0;
+  inflightRecords = 0;
+  processed = 0;
+  /** Mean time from DELIVER to DONE, ms, smoothed. */
+  serviceMs = 0;
+  registrations = 0;
+  constructor(readonly index: number) {}
+}
+
+/** What `stats()` returns; the demo and `portalctl status` read it over the control socket. */
+export interface PortalStats {
+  server: string;
+  stream: string;
+  epoch: number;
+  port: number;
+  uptimeMs: number;
+  recordsIn: number;
+  recordsOut: number;
+  batchesIn: number;
+  batchesAcked: number;
+  queuedRecords: number;
+  readingPaused: boolean;
+  rates: { inPerSec: number; outPerSec: number };
+  errors: Record<string, number>;
+  slots: {
+    slot: number;
+    connected: boolean;
+    pid: number;
+    queuedRecords: number;
+    inflightRecords: number;
+    processed: number;
+    serviceMs: number;
+    registrations: number;
+  }[];
+}
+
+export class Portal {
+  private readonly map: FlotillaMap;
+  private readonly stream: MapStream;
+  private readonly selfIndex: number;
+  private readonly log: Logger;
+  private readonly runDir: string;
+  private readonly slotWindow: number;
+  private readonly maxQueued: number;
+  private readonly slots: Slot[];
+  private readonly ingress = new zmq.Router({ linger: 0, receiveHighWaterMark: 1000, sendHighWaterMark: 100_000 });
+  private readonly egress = new zmq.Router({ linger: 0, mandatory: true, sendHighWaterMark: 100_000 });
+  private readonly control = new zmq.Reply({ linger: 0 });
+  private readonly ingressOut: Outbox;
+  private readonly egressOut: Outbox;
+  private readonly index = new RecordIndex();
+  private readonly deliveries = new Map<number, Delivery>();
+  private readonly senderInflight = new Map<string, number>();
+  private readonly causes: CauseCounter;
+  private nextDelivery = 1;
+  private queued = 0;
+  private resumeReading: (() => void) | null = null;
+  private closed = false;
+  private startedAt = Date.now();
+  private rateTimer: NodeJS.Timeout | null = null;
+  private lastIn = 0;
+  private lastOut = 0;
+  private rateIn = 0;
+  private rateOut = 0;
+  /** The TCP port bound (useful when the OS chose it). */
+  port = 0;
+  private counters = { recordsIn: 0, recordsOut: 0, batchesIn: 0, batchesAcked: 0 };
+  private slotOfRecord = new Uint16Array(1024);
+  private slotBytes: Uint32Array;
+  private slotCounts: Uint32Array;
+
+  constructor(private readonly opts: PortalOptions) {
+    this.map = opts.map;
+    this.stream = streamOf(opts.map, opts.stream);
+    const server = serverOf(opts.map, opts.server);
+    this.selfIndex = opts.map.servers.indexOf(server);
+    this.log = opts.log;
+    this.runDir = opts.runDir ?? opts.map.runDir;
+    this.slotWindow = opts.slotWindow ?? DEFAULT_SLOT_WINDOW;
+    this.maxQueued = opts.maxQueuedRecords ?? DEFAULT_MAX_QUEUED_RECORDS;
+    const n = slotCount(server, this.stream);
+    this.slots = Array.from({ length: n }, (_, i) => new Slot(i));
+    this.slotBytes = new Uint32Array(n);
+    this.slotCounts = new Uint32Array(n);
+    this.ingressOut = new Outbox(this.ingress, (err) => this.causes.count('REPLY_FAILED', err.message));
+    this.egressOut = new Outbox(this.egress, (err) => this.causes.count('SLOT_UNREACHABLE', err.message));
+    this.causes = new CauseCounter(this.log, `portal ${opts.stream}`);
+  }
+
+  /** Binds the sockets and starts serving. Fails if another portal serves this stream here. */
+  async start(): Promise<void> {
+    ensureRunDir(this.runDir);
+    const ctl = controlEndpoint(this.runDir, this.stream.name);
+    await this.refuseIfRunning(ctl);
+    const host = this.opts.bindHost ?? this.map.servers[this.selfIndex]!.host;
+    const port = this.opts.port ?? portalPort(this.map.servers[this.selfIndex]!, this.stream);
+    await this.ingress.bind(`tcp://${host}:${port === 0 ? '*' : port}`);
+    this.port = Number(/:(\d+)$/.exec(this.ingress.lastEndpoint ?? '')?.[1] ?? port);
+    await this.egress.bind(slotsEndpoint(this.runDir, this.stream.name));
+    await this.control.bind(ctl);
+    this.startedAt = Date.now();
+    this.rateTimer = setInterval(() => this.sampleRates(), 1000);
+    this.rateTimer.unref();
+    void this.ingressLoop();
+    void this.egressLoop();
+    void this.controlLoop();
+    this.log.info(
+      { stream: this.stream.name, port: this.port, slots: this.slots.length, epoch: this.map.epoch },
+      `portal ${this.stream.name} listening on ${host}:${this.port}, ${this.slots.length} slots`,
+    );
+  }
+
+  /** Closes every socket. Records not yet acknowledged are the senders' to resend. */
+  async stop(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.rateTimer) clearInterval(this.rateTimer);
+    this.causes.stop();
+    this.ingressOut.close();
+    this.egressOut.close();
+    this.resumeReading?.();
+    this.ingress.close();
+    this.egress.close();
+    this.control.close();
+  }
+
+  /** Counters, rates and per-slot state, as `portalctl status` shows them. */
+  stats(): PortalStats {
+    return {
+      server: this.opts.server,
+      stream: this.stream.name,
+      epoch: this.map.epoch,
+      port: this.port,
+      uptimeMs: Date.now() - this.startedAt,
+      ...this.counters,
+      queuedRecords: this.queued,
+      readingPaused: this.resumeReading !== null,
+      rates: { inPerSec: this.rateIn, outPerSec: this.rateOut },
+      errors: { ...this.causes.totals },
+      slots: this.slots.map((s) => ({
+        slot: s.index,
+        connected: s.routingId !== null,
+        pid: s.pid,
+        queuedRecords: s.queuedRecords,
+        inflightRecords: s.inflightRecords,
+        processed: s.processed,
+        serviceMs: Math.round(s.serviceMs * 1000) / 1000,
+        registrations: s.registrations,
+      })),
+    };
+  }
+
+  private sampleRates(): void {
+    this.rateIn = this.counters.recordsIn - this.lastIn;
+    this.rateOut = this.counters.recordsOut - this.lastOut;
+    this.lastIn = this.counters.recordsIn;
+    this.lastOut = this.counters.recordsOut;
+  }
+
+  private async refuseIfRunning(ctl: string): Promise<void> {
+    // A second bind to an ipc path silently takes it from the first process, so ask first.
+    const probe = new zmq.Request({ linger: 0, receiveTimeout: 300, sendTimeout: 300 });
+    probe.connect(ctl);
+    try {
+      await probe.send('{"cmd":"ping"}');
+      await probe.receive();
+      throw new FlotillaError('PORTAL_ALREADY_RUNNING', `a portal for stream ${this.stream.name} already serves ${ctl}`);
+    } catch (err) {
+      if (err instanceof FlotillaError) throw err;
+      // No answer: no portal there (a stale socket file is simply bound over).
+    } finally {
+      probe.close();
+    }
+  }
+
+  // ---- senders -------------------------------------------------------------------------
+
+  private async ingressLoop(): Promise<void> {
+    while (!this.closed) {
+      if (this.queued > this.maxQueued) {
+        await new Promise<void>((resolve) => (this.resumeReading = resolve));
+        this.resumeReading = null;
+        continue;
+      }
+      let msg: Buffer[];
+      try {
+        msg = await this.ingress.receive();
+      } catch (err) {
+        if (this.closed) return;
+        this.causes.count('RECEIVE_FAILED', (err as Error).message);
+        continue;
+      }
+      try {
+        this.onSenderMessage(msg);
+      } catch (err) {
+        // A bug must not take the portal down with every sender's records in it.
+        this.log.error({ err }, 'portal: unexpected error handling a batch');
+      }
+    }
+  }
+
+  private reject(sender: Buffer, seq: number, code: WireErrorCode, message: string): void {
+    this.causes.count(code, message);
+    this.ingressOut.push([sender, encodeHeader(MessageType.ERROR, seq, this.map.epoch, 0), Buffer.from(code), Buffer.from(message)]);
+  }
+
+  private onSenderMessage(msg: Buffer[]): void {
+    const sender = msg[0]!;
+    const header = decodeHeader(msg[1]);
+    if (!header) return this.reject(sender, 0, 'MALFORMED', 'first frame is not a 16-byte Flotilla header');
+    const { seq } = header;
+    if (header.version !== VERSION) {
+      return this.reject(sender, seq, 'UNSUPPORTED_VERSION', `protocol version ${header.version}; this portal speaks ${VERSION}`);
+    }
+    if (header.type !== MessageType.BATCH) return this.reject(sender, seq, 'MALFORMED', `message type ${header.type} is not BATCH`);
+    if (msg.length !== 4) return this.reject(sender, seq, 'MALFORMED', `a BATCH has 3 frames, this one has ${msg.length - 1}`);
+    const streamName = msg[2]!.toString('utf8');
+    if (streamName !== this.stream.name) {
+      return this.reject(sender, seq, 'UNKNOWN_STREAM', `this portal serves stream "${this.stream.name}", not "${streamName.slice(0, 64)}"`);
+    }
+    const body = msg[3]!;
+    if (body.length > this.stream.maxBatchBytes) {
+      return this.reject(sender, seq, 'TOO_LARGE', `batch body is ${body.length} bytes; the limit is ${this.stream.maxBatchBytes}`);
+    }
+    const senderKey = sender.toString('latin1');
+    const inflight = this.senderInflight.get(senderKey) ?? 0;
+    if (inflight >= this.stream.window) {
+      return this.reject(sender, seq, 'WINDOW_EXCEEDED', `${inflight} batches unacknowledged; the window is ${this.stream.window}`);
+    }
+    const index = this.index;
+    if (!index.scan(body, header.count)) return this.reject(sender, seq, 'MALFORMED', index.error);
+    if (!this.route(body, index)) {
+      return this.reject(
+        sender,
+        seq,
+        'WRONG_OWNER',
+        `batch holds keys of buckets this server (${this.opts.server}) does not own at epoch ${this.map.epoch}; reload the map and route again`,
+      );
+    }
+    const count = index.count;
+    this.counters.batchesIn++;
+    this.counters.recordsIn += count;
+    this.senderInflight.set(senderKey, inflight + 1);
+    if (count === 0) return this.ack({ sender, senderKey, seq, count, remaining: 0 });
+    this.split(body, index, { sender, senderKey, seq, count, remaining: 0 });
+  }
+
+  /** Computes each record's slot into slotOfRecord; false if a record's bucket is not ours. */
+  private route(body: Buffer, index: RecordIndex): boolean {
+    const { buckets, owner } = this.stream;
+    const nSlots = this.slots.length;
+    const self = this.selfIndex;
+    if (this.slotOfRecord.length < index.count) this.slotOfRecord = new Uint16Array(index.keyStarts.length);
+    const slotOfRecord = this.slotOfRecord;
+    const bytes = this.slotBytes.fill(0);
+    const counts = this.slotCounts.fill(0);
+    for (let i = 0; i < index.count; i++) {
+      const bucket = fnv1a32(body, index.keyStarts[i], index.keyEnds[i]) % buckets;
+      if (owner[bucket] !== self) return false;
+      const slot = slotOf(bucket, nSlots);
+      slotOfRecord[i] = slot;
+      bytes[slot] += index.starts[i + 1]! - index.starts[i]!;
+      counts[slot]++;
+    }
+    return true;
+  }
+
+  /** Copies each slot's records, in order, into one DELIVER body per slot. */
+  private split(body: Buffer, index: RecordIndex, batch: InBatch): void {
+    const nSlots = this.slots.length;
+    const bytes = this.slotBytes;
+    const counts = this.slotCounts;
+    const bodies: (Buffer | undefined)[] = new Array(nSlots);
+    const fill = new Uint32Array(nSlots);
+    let used = 0;
+    for (let s = 0; s < nSlots; s++) {
+      if (counts[s] === 0) continue;
+      used++;
+      // Every record in one slot: hand the sender's buffer on as it is, no copy.
+      bodies[s] = counts[s] === index.count ? body : Buffer.allocUnsafe(bytes[s]!);
+    }
+    if (used > 1) {
+      const starts = index.starts;
+      const slotOfRecord = this.slotOfRecord;
+      let i = 0;
+      while (i < index.count) {
+        // Copy runs of consecutive records bound for the same slot in one go.
+        const s = slotOfRecord[i]!;
+        let j = i + 1;
+        while (j < index.count && slotOfRecord[j] === s) j++;
+        body.copy(bodies[s]!, fill[s], starts[i], starts[j]);
+        fill[s] += starts[j]! - starts[i]!;
+        i = j;
+      }
+    }
+    batch.remaining = used;
+    const now = performance.now();
+    for (let s = 0; s < nSlots; s++) {
+      if (counts[s] === 0) continue;
+      const slot = this.slots[s]!;
+      const d: Delivery = { id: this.nextDelivery++, batch, slot, body: bodies[s]!, count: counts[s]!, sentAt: now };
+      if (this.nextDelivery > 0xffffffff) this.nextDelivery = 1;
+      this.deliveries.set(d.id, d);
+      slot.pending.push(d);
+      slot.queuedRecords += d.count;
+      this.queued += d.count;
+      this.pump(slot);
+    }
+  }
+
+  private ack(batch: InBatch): void {
+    const left = (this.senderInflight.get(batch.senderKey) ?? 1) - 1;
+    if (left === 0) this.senderInflight.delete(batch.senderKey);
+    else this.senderInflight.set(batch.senderKey, left);
+    this.counters.batchesAcked++;
+    this.ingressOut.push([batch.sender, encodeHeader(MessageType.ACK, batch.seq, this.map.epoch, batch.count)]);
+  }
+
+  // ---- component slots -------------------------------------------------------------------
+
+  /** Sends a slot's pending deliveries while its window has room. */
+  private pump(slot: Slot): void {
+    if (!slot.routingId) return;
+    while (slot.inflight.size < this.slotWindow && slot.pending.length > 0) {
+      const d = slot.pending.shift()!;
+      slot.inflight.set(d.id, d);
+      slot.queuedRecords -= d.count;
+      slot.inflightRecords += d.count;
+      d.sentAt = performance.now();
+      this.egressOut.push([slot.routingId, encodeHeader(MessageType.DELIVER, d.id, this.map.epoch, d.count), d.body]);
+    }
+  }
+
+  private async egressLoop(): Promise<void> {
+    while (!this.closed) {
+      let msg: Buffer[];
+      try {
+        msg = await this.egress.receive();
+      } catch (err) {
+        if (this.closed) return;
+        this.causes.count('RECEIVE_FAILED', (err as Error).message);
+        continue;
+      }
+      try {
+        this.onComponentMessage(msg);
+      } catch (err) {
+        this.log.error({ err }, 'portal: unexpected error handling a component message');
+      }
+    }
+  }
+
+  private onComponentMessage(msg: Buffer[]): void {
+    const header = decodeHeader(msg[1]);
+    if (!header) return this.causes.count('COMPONENT_MALFORMED', 'component sent a frame that is not a header');
+    if (header.type === MessageType.DONE) return this.onDone(header.seq);
+    if (header.type === MessageType.READY) return this.onReady(msg[0]!, msg[2]);
+    this.causes.count('COMPONENT_MALFORMED', `component sent message type ${header.type}`);
+  }
+
+  private onReady(routingId: Buffer, frame: Buffer | undefined): void {
+    let hello: { slot?: unknown; pid?: unknown };
+    try {
+      hello = JSON.parse(frame?.toString('utf8') ?? '') as typeof hello;
+    } catch {
+      return this.causes.count('COMPONENT_MALFORMED', 'READY without a JSON body');
+    }
+    const slot = typeof hello.slot === 'number' ? this.slots[hello.slot] : undefined;
+    if (!slot) {
+      return this.causes.count('COMPONENT_BAD_SLOT', `a component asked for slot ${String(hello.slot)}; this portal has slots 0-${this.slots.length - 1}`);
+    }
+    if (slot.routingId?.equals(routingId)) return; // the same connection saying READY twice
+    // A component that registers again (a restart, or a reconnect) gets everything it had not
+    // finished, first and in order: held for it, never handed to another slot.
+    if (slot.inflight.size > 0) {
+      const unfinished = [...slot.inflight.values()];
+      for (const d of unfinished) {
+        slot.inflightRecords -= d.count;
+        slot.queuedRecords += d.count;
+      }
+      slot.pending.unshift(...unfinished);
+      slot.inflight.clear();
+    }
+    slot.routingId = routingId;
+    slot.pid = typeof hello.pid === 'number' ? hello.pid : 0;
+    slot.registrations++;
+    this.log.info({ slot: slot.index, pid: slot.pid }, `portal ${this.stream.name}: slot ${slot.index} ready (pid ${slot.pid})`);
+    this.pump(slot);
+  }
+
+  private onDone(id: number): void {
+    const d = this.deliveries.get(id);
+    if (!d) return this.causes.count('COMPONENT_UNKNOWN_DELIVERY', `DONE for delivery ${id}, which is not in flight`);
+    const slot = d.slot;
+    if (!slot.inflight.delete(id)) return; // answered twice; counted once
+    this.deliveries.delete(id);
+    slot.inflightRecords -= d.count;
+    slot.processed += d.count;
+    const ms = performance.now() - d.sentAt;
+    slot.serviceMs = slot.serviceMs === 0 ? ms : slot.serviceMs * 0.9 + ms * 0.1;
+    this.queued -= d.count;
+    this.counters.recordsOut += d.count;
+    if (--d.batch.remaining === 0) this.ack(d.batch);
+    this.pump(slot);
+    if (this.resumeReading && this.queued <= this.maxQueued / 2) this.resumeReading();
+  }
+
+  // ---- control -----------------------------------------------------------------------------
+
+  private async controlLoop(): Promise<void> {
+    while (!this.closed) {
+      let req: Buffer;
+      try {
+        [req] = (await this.control.receive()) as [Buffer];
+      } catch {
+        if (this.closed) return;
+        continue;
+      }
+      let reply: unknown;
+      try {
+        const { cmd } = JSON.parse(req.toString('utf8')) as { cmd?: string };
+        reply = cmd === 'stats' ? this.stats() : cmd === 'ping' ? { ok: true } : { error: `unknown command ${String(cmd)}` };
+      } catch {
+        reply = { error: 'request is not JSON' };
+      }
+      try {
+        await this.control.send(JSON.stringify(reply));
+      } catch {
+        if (this.closed) return;
+      }
+    }
+  }
+}

@@ -1,0 +1,35 @@
+/**
+ * Names of the ipc sockets a server's processes share, all under the instance's run directory,
+ * so two instances on one host never meet. Linux limits a socket path to 107 bytes; a longer
+ * one is an error that names the path, not a silent truncation.
+ */
+import { mkdirSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { FlotillaError } from './errors';
+
+export const MAX_IPC_PATH = 107;
+
+function ipc(path: string): string {
+  if (Buffer.byteLength(path) > MAX_IPC_PATH) {
+    throw new FlotillaError(
+      'IPC_PATH_TOO_LONG',
+      `ipc socket path is ${Buffer.byteLength(path)} bytes, over Linux's ${MAX_IPC_PATH}: ${path}; choose a shorter run_dir`,
+    );
+  }
+  return `ipc://${path}`;
+}
+
+/** Where a stream's portal and its components meet. */
+export function slotsEndpoint(runDir: string, stream: string): string {
+  return ipc(join(resolve(runDir), `${stream}.slots.ipc`));
+}
+
+/** The portal's control socket (stats, ping). */
+export function controlEndpoint(runDir: string, stream: string): string {
+  return ipc(join(resolve(runDir), `${stream}.ctl.ipc`));
+}
+
+/** Creates the run directory, readable only by the service's user and group. */
+export function ensureRunDir(runDir: string): void {
+  mkdirSync(runDir, { recursive: true, mode: 0o770 });
+}

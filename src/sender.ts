@@ -1,0 +1,407 @@
+/**
+ * The sender library: `send(stream, record)` looks the record's key up in the map and batches it
+ * for the portal of the server that owns it.
+ *
+ *   send() -> [batch per (stream, server)] --flush on size or linger--> portal --ACK--> settled
+ *
+ * A batch is kept until the portal acknowledges it: after a reconnect every unacknowledged batch
+ * is sent again (so delivery is at least once), a WRONG_OWNER reply makes the sender reload the
+ * map and route the batch's records again, and at most `window` batches per portal are in
+ * flight. When a portal's window is full and batches queue behind it, `send` returns false and
+ * the caller should `await sender.writable()` before sending more.
+ */
+import { randomBytes } from 'node:crypto';
+import * as zmq from 'zeromq';
+import { bucketOf, fnv1a32 } from './bucket';
+import { EnvelopeWriter, RecordIndex } from './envelope';
+import { FlotillaError, WireError } from './errors';
+import { createLogger, type Logger } from './log';
+import { type FlotillaMap, loadMap, type MapStream, portalEndpoint, streamOf } from './map';
+import { Outbox } from './outbox';
+import { decodeHeader, encodeHeader, MessageType } from './wire';
+
+export const DEFAULT_LINGER_MS = 2;
+export const DEFAULT_BATCH_BYTES = 256 * 1024;
+export const DEFAULT_BATCH_RECORDS = 4096;
+/** Closed batches that may wait behind a full window before `send` says false. */
+const QUEUED_BATCHES_BEFORE_FULL = 2;
+const REDIRECT_RETRY_MS = 200;
+
+export interface SenderOptions {
+  /** The map, or the path of the map file (then a redirect reloads it). */
+  map: FlotillaMap | string;
+  /** Longest a record waits for its batch to fill before the batch is sent. */
+  lingerMs?: number;
+  /** A batch is sent once its body reaches this many bytes (capped by the stream's limit). */
+  batchBytes?: number;
+  /** ...or this many records. */
+  batchRecords?: number;
+  /** Called for each batch a portal refused for good (malformed, too large, unknown stream). */
+  onError?: (err: WireError, records: number) => void;
+  log?: Logger;
+}
+
+/** A batch sent and not yet acknowledged. */
+interface OutBatch {
+  seq: number;
+  body: Buffer;
+  count: number;
+  /** Set when the batch is handed to the socket; performance.now() ms. */
+  sentAt: number;
+}
+
+/** The sender's link to one portal: one stream on one server. */
+class Channel {
+  readonly socket: zmq.Dealer;
+  readonly events: zmq.Observer;
+  readonly outbox: Outbox;
+  readonly writer = new EnvelopeWriter();
+  readonly streamFrame: Buffer;
+  /** Sent, unacknowledged, in order of seq. */
+  readonly inflight = new Map<number, OutBatch>();
+  /** Closed but not sent: the window is full. */
+  readonly queue: OutBatch[] = [];
+  nextSeq = 1;
+  linger: NodeJS.Timeout | null = null;
+  connectedOnce = false;
+  disconnected = false;
+
+  constructor(
+    readonly stream: MapStream,
+    readonly serverIndex: number,
+    readonly endpoint: string,
+    onError: (err: Error) => void,
+  ) {
+    this.socket = new zmq.Dealer({ linger: 0, immediate: true, sendHighWaterMark: 10_000, receiveHighWaterMark: 10_000 });
+    this.events = this.socket.events; // watch before connecting, or the first connect is missed
+    this.socket.connect(endpoint);
+    this.outbox = new Outbox(this.socket, onError);
+    this.streamFrame = Buffer.from(stream.name);
+  }
+
+  /** Lowest seq not yet settled (acknowledged or refused), or Infinity. */
+  lowestUnsettled(): number {
+    let low = this.queue.length > 0 ? this.queue[0]!.seq : Infinity;
+    for (const seq of this.inflight.keys()) if (seq < low) low = seq;
+    return low;
+  }
+}
+
+/** Counters a sender keeps; cheap to read at any time. */
+export interface SenderStats {
+  records: number;
+  acked: number;
+  refused: number;
+  batches: number;
+  resent: number;
+  redirects: number;
+}
+
+export class Sender {
+  private map: FlotillaMap;
+  private readonly mapFile: string | null;
+  private readonly lingerMs: number;
+  private readonly batchBytes: number;
+  private readonly batchRecords: number;
+  private readonly log: Logger;
+  private readonly onError: (err: WireError, records: number) => void;
+  private channels = new Map<string, Channel>();
+  private readonly id = Buffer.alloc(16);
+  private counter = 0;
+  private closed = false;
+  private writableWaiters: (() => void)[] = [];
+  private flushWaiters: { targets: Map<Channel, number>; resolve: () => void }[] = [];
+  private readonly index = new RecordIndex();
+  /** Counters since the sender was opened. */
+  readonly stats: SenderStats = { records: 0, acked: 0, refused: 0, batches: 0, resent: 0, redirects: 0 };
+  /** Called with each acknowledged batch: records in it and the ms from send to ack. */
+  onAck: ((count: number, ms: number) => void) | null = null;
+
+  constructor(opts: SenderOptions) {
+    this.mapFile = typeof opts.map === 'string' ? opts.map : null;
+    this.map = typeof opts.map === 'string' ? loadMap(opts.map) : opts.map;
+    this.lingerMs = opts.lingerMs ?? DEFAULT_LINGER_MS;
+    this.batchBytes = opts.batchBytes ?? DEFAULT_BATCH_BYTES;
+    this.batchRecords = opts.batchRecords ?? DEFAULT_BATCH_RECORDS;
+    this.log = opts.log ?? createLogger('sender');
+    this.onError =
+      opts.onError ??
+      ((err, records) => this.log.error({ code: err.code, records }, `sender: portal refused a batch of ${records} records: ${err.code}: ${err.message}`));
+    randomBytes(8).copy(this.id, 0);
+  }
+
+  /** The map epoch this sender routes by. */
+  get epoch(): number {
+    return this.map.epoch;
+  }
+
+  /**
+   * Queues `value` (a payload of the stream's Avro schema) for the owner of its key. Returns
+   * false when batches are queuing behind a full window: await `writable()` before sending more.
+   * `provenance` lists the hops the record took so far.
+   */
+  send(stream: string, value: Record<string, unknown>, provenance: readonly string[] = []): boolean {
+    const s = this.streamOf(stream);
+    const keyValue = value[s.keyField];
+    if (keyValue === undefined || keyValue === null) {
+      throw new FlotillaError('RECORD_INVALID', `record for stream ${stream} has no key field "${s.keyField}"`);
+    }
+    const key = typeof keyValue === 'string' ? keyValue : String(keyValue);
+    const ch = this.channelFor(s, key);
+    try {
+      ch.writer.append(key, this.nextId(), Date.now(), provenance, s.type, value);
+    } catch (err) {
+      throw new FlotillaError('RECORD_INVALID', `record for stream ${stream} does not match its schema: ${(err as Error).message}`, {
+        cause: err,
+      });
+    }
+    return this.appended(ch);
+  }
+
+  /** Like `send`, for a payload already Avro-encoded (a relay, or a benchmark). */
+  sendEncoded(stream: string, key: string, payload: Buffer, provenance: readonly string[] = []): boolean {
+    const s = this.streamOf(stream);
+    const ch = this.channelFor(s, key);
+    ch.writer.appendEncoded(key, this.nextId(), Date.now(), provenance, payload);
+    return this.appended(ch);
+  }
+
+  /** Resolves once no portal has batches queued behind a full window. */
+  writable(): Promise<void> {
+    if (!this.full()) return Promise.resolve();
+    return new Promise((resolve) => this.writableWaiters.push(resolve));
+  }
+
+  /** Sends what is batched now and resolves when every record sent so far is settled. */
+  flush(): Promise<void> {
+    const targets = new Map<Channel, number>();
+    for (const ch of this.channels.values()) {
+      this.closeBatch(ch);
+      if (ch.nextSeq > 1) targets.set(ch, ch.nextSeq - 1);
+    }
+    return new Promise((resolve) => {
+      const waiter = { targets, resolve };
+      if (!this.flushDone(waiter)) this.flushWaiters.push(waiter);
+    });
+  }
+
+  /** Records sent and not yet settled. */
+  get pending(): number {
+    return this.stats.records - this.stats.acked - this.stats.refused;
+  }
+
+  /** Closes every socket. Unsettled records are dropped: call `flush()` first to keep them. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const ch of this.channels.values()) {
+      if (ch.linger) clearTimeout(ch.linger);
+      ch.outbox.close();
+      ch.socket.close();
+    }
+    this.channels.clear();
+    for (const w of this.writableWaiters) w();
+    this.writableWaiters = [];
+  }
+
+  // ---- batching ------------------------------------------------------------------------
+
+  private streamOf(name: string): MapStream {
+    if (this.closed) throw new FlotillaError('SENDER_CLOSED', 'send on a closed sender');
+    return streamOf(this.map, name);
+  }
+
+  private nextId(): Buffer {
+    const n = ++this.counter;
+    this.id.writeUInt32BE(Math.floor(n / 0x100000000), 8);
+    this.id.writeUInt32BE(n >>> 0, 12);
+    return this.id;
+  }
+
+  private channelFor(s: MapStream, key: string): Channel {
+    return this.channel(s, s.owner[bucketOf(key, s.buckets)]!);
+  }
+
+  private channel(s: MapStream, serverIndex: number): Channel {
+    const name = `${s.name}/${serverIndex}`;
+    let ch = this.channels.get(name);
+    if (!ch) {
+      const server = this.map.servers[serverIndex]!;
+      ch = new Channel(s, serverIndex, portalEndpoint(server, s), (err) =>
+        this.log.warn({ err: err.message }, `sender: send to ${server.name} failed`),
+      );
+      this.channels.set(name, ch);
+      void this.receiveLoop(ch);
+      void this.watchConnection(ch);
+    }
+    return ch;
+  }
+
+  private appended(ch: Channel): boolean {
+    this.stats.records++;
+    const w = ch.writer;
+    if (w.count >= this.batchRecords || w.size >= Math.min(this.batchBytes, ch.stream.maxBatchBytes * 0.9)) {
+      this.closeBatch(ch);
+    } else if (!ch.linger) {
+      ch.linger = setTimeout(() => {
+        ch.linger = null;
+        this.closeBatch(ch);
+      }, this.lingerMs);
+    }
+    return ch.queue.length < QUEUED_BATCHES_BEFORE_FULL;
+  }
+
+  private closeBatch(ch: Channel): void {
+    if (ch.linger) {
+      clearTimeout(ch.linger);
+      ch.linger = null;
+    }
+    if (ch.writer.count === 0) return;
+    const count = ch.writer.count;
+    const batch: OutBatch = { seq: ch.nextSeq++, body: ch.writer.take(), count, sentAt: 0 };
+    ch.queue.push(batch);
+    this.pump(ch);
+  }
+
+  private pump(ch: Channel): void {
+    while (ch.queue.length > 0 && ch.inflight.size < ch.stream.window) {
+      const batch = ch.queue.shift()!;
+      ch.inflight.set(batch.seq, batch);
+      this.transmit(ch, batch);
+    }
+  }
+
+  private transmit(ch: Channel, batch: OutBatch): void {
+    batch.sentAt = performance.now();
+    this.stats.batches++;
+    ch.outbox.push([encodeHeader(MessageType.BATCH, batch.seq, this.map.epoch, batch.count), ch.streamFrame, batch.body]);
+  }
+
+  private full(): boolean {
+    for (const ch of this.channels.values()) if (ch.queue.length >= QUEUED_BATCHES_BEFORE_FULL) return true;
+    return false;
+  }
+
+  // ---- replies -------------------------------------------------------------------------
+
+  private async receiveLoop(ch: Channel): Promise<void> {
+    while (!this.closed) {
+      let msg: Buffer[];
+      try {
+        msg = await ch.socket.receive();
+      } catch {
+        if (this.closed) return;
+        continue;
+      }
+      const header = decodeHeader(msg[0]);
+      if (!header) continue;
+      const batch = ch.inflight.get(header.seq);
+      if (!batch) continue; // a reply to a batch already settled (we resent it)
+      if (header.type === MessageType.ACK) {
+        ch.inflight.delete(header.seq);
+        this.stats.acked += batch.count;
+        this.onAck?.(batch.count, performance.now() - batch.sentAt);
+      } else if (header.type === MessageType.ERROR) {
+        const err = WireError.parse(msg[1]?.toString() ?? '', msg[2]?.toString() ?? '', header.epoch);
+        this.onRefused(ch, batch, err);
+      }
+      this.settled(ch);
+    }
+  }
+
+  private onRefused(ch: Channel, batch: OutBatch, err: WireError): void {
+    if (err.code === 'WRONG_OWNER') {
+      ch.inflight.delete(batch.seq);
+      this.stats.redirects++;
+      this.redirect(ch, batch, err.epoch);
+    } else if (err.code === 'WINDOW_EXCEEDED') {
+      // Only after a reconnect resent more than the window; send again once acks arrive.
+      setTimeout(() => ch.inflight.has(batch.seq) && this.transmit(ch, batch), REDIRECT_RETRY_MS).unref();
+    } else {
+      ch.inflight.delete(batch.seq);
+      this.stats.refused += batch.count;
+      this.onError(err, batch.count);
+    }
+  }
+
+  /** Routes a redirected batch's records again under the newest map (loading it if needed). */
+  private redirect(ch: Channel, batch: OutBatch, portalEpoch: number): void {
+    if (this.mapFile && portalEpoch > this.map.epoch) {
+      try {
+        const next = loadMap(this.mapFile);
+        if (next.epoch > this.map.epoch) this.useMap(next);
+      } catch (err) {
+        this.log.warn({ err: (err as Error).message }, 'sender: redirected, but the map file does not load');
+      }
+    }
+    if (this.map.epoch < portalEpoch) {
+      // The new map has not reached us yet: hold the batch and try again shortly.
+      ch.inflight.set(batch.seq, batch);
+      setTimeout(() => {
+        if (!ch.inflight.delete(batch.seq)) return;
+        this.redirect(ch, batch, portalEpoch);
+      }, REDIRECT_RETRY_MS).unref();
+      return;
+    }
+    const s = streamOf(this.map, ch.stream.name);
+    const index = this.index;
+    index.scan(batch.body, batch.count);
+    const touched = new Set<Channel>();
+    for (let i = 0; i < index.count; i++) {
+      const bucket = fnv1a32(batch.body, index.keyStarts[i], index.keyEnds[i]) % s.buckets;
+      const target = this.channel(s, s.owner[bucket]!);
+      target.writer.appendRaw(batch.body, index.starts[i]!, index.starts[i + 1]!, 1);
+      touched.add(target);
+    }
+    // Send at once, and make any flush() that was waiting for this batch wait for its records
+    // in their new batches instead.
+    for (const target of touched) {
+      this.closeBatch(target);
+      for (const w of this.flushWaiters) {
+        if ((w.targets.get(ch) ?? 0) >= batch.seq) w.targets.set(target, Math.max(w.targets.get(target) ?? 0, target.nextSeq - 1));
+      }
+    }
+  }
+
+  private useMap(next: FlotillaMap): void {
+    this.log.info({ from: this.map.epoch, to: next.epoch }, `sender: now routing by map epoch ${next.epoch}`);
+    this.map = next;
+    // Channels keep their sockets; a stream's new MapStream is looked up per record.
+  }
+
+  private settled(ch: Channel): void {
+    this.pump(ch);
+    if (this.writableWaiters.length > 0 && !this.full()) {
+      const waiters = this.writableWaiters;
+      this.writableWaiters = [];
+      for (const w of waiters) w();
+    }
+    if (this.flushWaiters.length > 0) this.flushWaiters = this.flushWaiters.filter((w) => !this.flushDone(w));
+  }
+
+  private flushDone(w: { targets: Map<Channel, number>; resolve: () => void }): boolean {
+    for (const [ch, seq] of w.targets) if (ch.lowestUnsettled() <= seq) return false;
+    w.resolve();
+    return true;
+  }
+
+  /** After a reconnect, sends every unacknowledged batch again, in order. */
+  private async watchConnection(ch: Channel): Promise<void> {
+    for await (const event of ch.events) {
+      if (this.closed) return;
+      if (event.type === 'disconnect') {
+        ch.disconnected = true;
+      } else if (event.type === 'connect') {
+        if (ch.connectedOnce && ch.disconnected) {
+          this.log.info({ endpoint: ch.endpoint, batches: ch.inflight.size }, `sender: reconnected to ${ch.endpoint}, resending ${ch.inflight.size} batches`);
+          for (const batch of ch.inflight.values()) {
+            this.stats.resent++;
+            this.transmit(ch, batch);
+          }
+        }
+        ch.connectedOnce = true;
+        ch.disconnected = false;
+      }
+    }
+  }
+}

@@ -1,0 +1,67 @@
+/**
+ * Frames of the Flotilla wire protocol (docs/protocol.md). Every message starts with a 16-byte
+ * header frame:
+ *
+ *   offset 0  2 bytes  magic "FL"
+ *          2  1 byte   version (1)
+ *          3  1 byte   type (MessageType)
+ *          4  4 bytes  seq, big-endian: the sender's batch number, echoed in the reply
+ *          8  4 bytes  epoch, big-endian: the map epoch of whoever wrote the message
+ *         12  4 bytes  count, big-endian: records in the batch (or acknowledged)
+ */
+
+export const MAGIC0 = 0x46; // 'F'
+export const MAGIC1 = 0x4c; // 'L'
+export const VERSION = 1;
+export const HEADER_BYTES = 16;
+
+/** Message types. Values are part of the protocol and never change. */
+export const MessageType = {
+  /** sender -> portal: [header, stream, body] */
+  BATCH: 1,
+  /** portal -> sender: [header]; every record of batch `seq` was processed */
+  ACK: 2,
+  /** portal -> sender: [header, code, message]; batch `seq` was refused */
+  ERROR: 3,
+  /** component -> portal: [header, json {slot, pid}]; this process serves `slot` */
+  READY: 16,
+  /** portal -> component: [header, body]; delivery `seq` holds `count` records */
+  DELIVER: 17,
+  /** component -> portal: [header]; delivery `seq` is processed */
+  DONE: 18,
+} as const;
+export type MessageType = (typeof MessageType)[keyof typeof MessageType];
+
+/** A decoded header. */
+export interface Header {
+  version: number;
+  type: number;
+  seq: number;
+  epoch: number;
+  count: number;
+}
+
+/** Encodes a header into a new 16-byte buffer. */
+export function encodeHeader(type: MessageType, seq: number, epoch: number, count: number): Buffer {
+  const b = Buffer.allocUnsafe(HEADER_BYTES);
+  b[0] = MAGIC0;
+  b[1] = MAGIC1;
+  b[2] = VERSION;
+  b[3] = type;
+  b.writeUInt32BE(seq >>> 0, 4);
+  b.writeUInt32BE(epoch >>> 0, 8);
+  b.writeUInt32BE(count >>> 0, 12);
+  return b;
+}
+
+/** Decodes a header frame; null if it is not one (wrong size or magic). */
+export function decodeHeader(frame: Buffer | undefined): Header | null {
+  if (!frame || frame.length !== HEADER_BYTES || frame[0] !== MAGIC0 || frame[1] !== MAGIC1) return null;
+  return {
+    version: frame[2]!,
+    type: frame[3]!,
+    seq: frame.readUInt32BE(4),
+    epoch: frame.readUInt32BE(8),
+    count: frame.readUInt32BE(12),
+  };
+}

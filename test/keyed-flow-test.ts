@@ -1,0 +1,67 @@
+/**
+ * End to end, one host, two hops:
+ *
+ *   test sender --tcp--> orders portal --ipc--> 4 recorder slots --emit--> audits portal --ipc--> 4 recorder slots
+ *
+ * 200,000 records over 10,000 keys: each processed exactly once per stream, by the slot that
+ * owns its key, in order per key.
+ */
+import { strict as assert } from 'node:assert';
+import { after, before, test } from 'node:test';
+import { join } from 'node:path';
+import { Sender } from '../src/sender';
+import { DIST, deploy, type Deployment } from './support/deploy';
+import { checkExactlyOnceInOrder, twoStreamMap } from './support/flows';
+import { freePorts } from './support/ports';
+
+const KEYS = 10_000;
+const PER_KEY = 20;
+const RECORDER = join(DIST, 'test', 'fixtures', 'recorder.js');
+
+let d: Deployment;
+const outs = (stream: string) => [0, 1, 2, 3].map((slot) => join(d.dir, `${stream}-${slot}.log`));
+
+before(async () => {
+  d = deploy(twoStreamMap(await freePorts(2)));
+  d.startPortal('orders');
+  d.startPortal('audits');
+  for (const [stream, emit] of [['orders', 'audits'], ['audits', undefined]] as const) {
+    for (let slot = 0; slot < 4; slot++) {
+      const args = ['--map', d.mapFile, '--server', 'solo', '--stream', stream, '--slot', String(slot), '--out', join(d.dir, `${stream}-${slot}.log`)];
+      if (emit) args.push('--emit', emit);
+      d.startComponent(RECORDER, args);
+    }
+  }
+  await d.waitSlotsConnected('orders', 4);
+  await d.waitSlotsConnected('audits', 4);
+});
+
+after(async () => {
+  await d?.stop();
+  if (process.env.FLOTILLA_TEST_LOGS) process.stderr.write(d.logs.join(''));
+});
+
+test('200,000 records over 10,000 keys: once each, by the owning slot, in order per key, on both hops', async () => {
+  const sender = new Sender({ map: d.mapFile });
+  for (let q = 0; q < PER_KEY; q++) {
+    for (let k = 0; k < KEYS; k++) {
+      if (!sender.send('orders', { key: `k${k}`, seq: q })) await sender.writable();
+    }
+  }
+  await sender.flush();
+  sender.close();
+  assert.equal(sender.stats.acked, KEYS * PER_KEY, 'every record acknowledged');
+  assert.equal(sender.stats.refused, 0);
+
+  // The orders components acknowledge only after their audits records were acknowledged, so
+  // both hops are complete once the sender's flush returns.
+  assert.deepEqual(checkExactlyOnceInOrder(d.map, 'orders', outs('orders'), KEYS, PER_KEY), []);
+  assert.deepEqual(checkExactlyOnceInOrder(d.map, 'audits', outs('audits'), KEYS, PER_KEY), []);
+
+  const orders = await d.stats('orders');
+  assert.equal(orders.recordsIn, KEYS * PER_KEY);
+  assert.equal(orders.recordsOut, KEYS * PER_KEY);
+  assert.equal(orders.queuedRecords, 0);
+  const audits = await d.stats('audits');
+  assert.equal(audits.recordsOut, KEYS * PER_KEY);
+});

@@ -1,0 +1,95 @@
+/**
+ * Starts a real one-host deployment for a test: a map in a temp dir, one portal process per
+ * stream, component processes for every slot, all torn down by `stop()`.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { stringify } from 'yaml';
+import { portalStats } from '../../src/control-client';
+import { type FlotillaMap, loadMap } from '../../src/map';
+import type { PortalStats } from '../../src/portal';
+
+export const DIST = join(__dirname, '..', '..');
+
+/** Waits until `check` returns true, polling; fails after `timeoutMs` naming what it waited for. */
+export async function waitFor(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 20_000, everyMs = 25): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await check()) return;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+export interface Deployment {
+  dir: string;
+  mapFile: string;
+  map: FlotillaMap;
+  runDir: string;
+  procs: ChildProcess[];
+  logs: string[];
+  startPortal(stream: string, server?: string): ChildProcess;
+  startComponent(script: string, args: string[]): ChildProcess;
+  stats(stream: string): Promise<PortalStats>;
+  waitSlotsConnected(stream: string, n: number): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/** Writes `mapObject` to a temp dir (run_dir set there too) and loads it. */
+export function deploy(mapObject: Record<string, unknown>): Deployment {
+  const dir = mkdtempSync(join(tmpdir(), 'flt-'));
+  const runDir = join(dir, 'run');
+  const mapFile = join(dir, 'map.yaml');
+  writeFileSync(mapFile, stringify({ ...mapObject, run_dir: runDir }));
+  const map = loadMap(mapFile);
+  const procs: ChildProcess[] = [];
+  const logs: string[] = [];
+  const launch = (args: string[]) => {
+    const p = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    p.stdout!.on('data', (d: Buffer) => logs.push(d.toString()));
+    p.stderr!.on('data', (d: Buffer) => logs.push(d.toString()));
+    procs.push(p);
+    return p;
+  };
+  const d: Deployment = {
+    dir,
+    mapFile,
+    map,
+    runDir,
+    procs,
+    logs,
+    startPortal(stream, server = map.servers[0]!.name) {
+      return launch([join(DIST, 'portal', 'main.js'), '--map', mapFile, '--server', server, '--stream', stream]);
+    },
+    startComponent(script, args) {
+      return launch([script, ...args]);
+    },
+    stats: (stream) => portalStats(runDir, stream),
+    async waitSlotsConnected(stream, n) {
+      await waitFor(`${n} connected slots on ${stream}`, async () => {
+        try {
+          const s = await portalStats(runDir, stream, 500);
+          return s.slots.filter((x) => x.connected).length === n;
+        } catch {
+          return false;
+        }
+      });
+    },
+    async stop() {
+      await Promise.all(
+        procs.map(
+          (p) =>
+            new Promise<void>((resolve) => {
+              if (p.exitCode !== null || p.signalCode !== null) return resolve();
+              p.once('exit', () => resolve());
+              p.kill('SIGTERM');
+              setTimeout(() => p.kill('SIGKILL'), 3000).unref();
+            }),
+        ),
+      );
+    },
+  };
+  return d;
+}
