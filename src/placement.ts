@@ -12,12 +12,24 @@ export interface WeightedServer {
   weight: number;
 }
 
+/** Ketama's 40 hashes per server, scaled by the server's weight. */
+export const VNODES_PER_WEIGHT = 40;
+
+/** How many md5 hashes (4 ring points each) a server of this weight puts on the ring. */
+export function vnodesOf(weight: number): number {
+  return Math.max(1, Math.round(VNODES_PER_WEIGHT * weight));
+}
+
 /** Returns, for each bucket of the stream, the index in `servers` of the server that owns it. */
 export function placeBuckets(stream: string, buckets: number, servers: readonly WeightedServer[]): Uint16Array {
-  const weights: Record<string, { weight: number }> = {};
-  for (const s of servers) weights[s.name] = { weight: s.weight };
+  // hashring's own weighting scales every server's points by weight/total x servers, so adding a
+  // server would also move buckets between the others. Giving each server a fixed number of
+  // points, from its weight alone, keeps ketama's promise: an added server takes only its share.
+  // ('vnode count' 0 makes hashring use the per-server count as given.)
+  const vnodes: Record<string, { vnodes: number }> = {};
+  for (const s of servers) vnodes[s.name] = { vnodes: vnodesOf(s.weight) };
   // The LRU cache is useless here (each key is asked once) and costs memory; keep it tiny.
-  const ring = new HashRing(weights, 'md5', { 'max cache size': 1 });
+  const ring = new HashRing(vnodes, 'md5', { 'vnode count': 0, 'max cache size': 1 });
   const index = new Map(servers.map((s, i) => [s.name, i]));
   const table = new Uint16Array(buckets);
   for (let b = 0; b < buckets; b++) {
