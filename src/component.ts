@@ -12,7 +12,7 @@
  */
 import * as zmq from 'zeromq';
 import { decodeBody, type Delivered } from './envelope';
-import { createLogger, type Logger } from './log';
+import { CauseCounter, createLogger, type Logger } from './log';
 import { type FlotillaMap, loadMap, streamOf } from './map';
 import { slotsEndpoint } from './run-dir';
 import { Outbox } from './outbox';
@@ -55,8 +55,13 @@ export class Component<T = Record<string, unknown>> {
   private emitted = false;
   private closed = false;
   private done: Promise<void> = Promise.resolve();
-  /** Records and deliveries handled so far. */
-  readonly stats = { records: 0, deliveries: 0 };
+  /** Records and deliveries handled so far; records whose payload did not decode. */
+  readonly stats = { records: 0, deliveries: 0, badRecords: 0 };
+  private causes: CauseCounter;
+  private readonly badRecord = (index: number, why: string) => {
+    this.stats.badRecords++;
+    this.causes.count('BAD_PAYLOAD', `record ${index} of a delivery: ${why}`);
+  };
 
   constructor(private readonly opts: ComponentOptions<T>) {
     if (!opts.onBatch === !opts.onRawBatch) throw new TypeError('give a component exactly one of onBatch and onRawBatch');
@@ -64,6 +69,7 @@ export class Component<T = Record<string, unknown>> {
     streamOf(this.map, opts.stream);
     this.log = opts.log ?? createLogger('component', { stream: opts.stream, slot: opts.slot });
     this.endpoint = slotsEndpoint(opts.runDir ?? this.map.runDir, opts.stream);
+    this.causes = new CauseCounter(this.log, `component ${opts.stream}/${opts.slot}`);
     this.outbox = new Outbox(this.socket, (err) => this.log.warn({ err: err.message }, 'component: send to portal failed'));
     const hop = `${opts.server}/${opts.stream}/${opts.slot}`;
     this.ctx = {
@@ -139,7 +145,7 @@ export class Component<T = Record<string, unknown>> {
       if (!header || header.type !== MessageType.DELIVER || !msg[1]) continue;
       this.emitted = false;
       if (onRawBatch) await onRawBatch(msg[1], header.count, this.ctx);
-      else await onBatch!(decodeBody<T>(msg[1], type), this.ctx);
+      else await onBatch!(decodeBody<T>(msg[1], type, this.badRecord), this.ctx);
       // Records made from this delivery must be safe downstream before it counts as done.
       if (this.emitted) await this.sender!.flush();
       this.stats.records += header.count;

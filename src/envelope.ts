@@ -101,6 +101,12 @@ export class EnvelopeWriter {
     this.count += count;
   }
 
+  /** Drops the record appended last, which began at byte `mark` (the size before it). */
+  truncate(mark: number): void {
+    this.pos = mark;
+    this.count--;
+  }
+
   /** Returns the current body (a copy sized to fit) and starts a new one. */
   take(): Buffer {
     const body = this.pos === 0 ? EMPTY : Buffer.from(this.buf.subarray(0, this.pos));
@@ -271,11 +277,14 @@ function skipVarint(buf: Uint8Array, pos: number): number {
 
 /**
  * Decodes every envelope of a body and its payload with `type`. The component side: the
- * portal never calls this.
+ * portal never calls this. A record whose payload does not decode as exactly its declared
+ * bytes is passed to `onBadRecord` (with its index and why) and left out, so one bad record
+ * cannot stop a slot.
  */
-export function decodeBody<T>(body: Buffer, type: avro.Type): Delivered<T>[] {
+export function decodeBody<T>(body: Buffer, type: avro.Type, onBadRecord?: (index: number, why: string) => void): Delivered<T>[] {
   const out: Delivered<T>[] = [];
   let pos = 0;
+  let index = 0;
   while (pos < body.length) {
     let len = readLong(body, pos);
     pos = lastPos;
@@ -304,9 +313,20 @@ export function decodeBody<T>(body: Buffer, type: avro.Type): Delivered<T>[] {
     }
     len = readLong(body, pos);
     pos = lastPos;
-    const value = type.decode(body, pos).value as T;
-    pos += len;
-    out.push({ key, id, timestamp, provenance, value });
+    const end = pos + len;
+    let value: T | undefined;
+    let why = '';
+    try {
+      const r = type.decode(body.subarray(0, end), pos);
+      if (r.offset === end) value = r.value as T;
+      else why = r.offset < 0 ? 'payload is shorter than its schema needs' : `payload has ${end - r.offset} bytes left over after decoding`;
+    } catch (err) {
+      why = `payload does not decode: ${(err as Error).message}`;
+    }
+    if (value !== undefined) out.push({ key, id, timestamp, provenance, value });
+    else onBadRecord?.(index, why);
+    pos = end;
+    index++;
   }
   return out;
 }

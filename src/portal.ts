@@ -111,7 +111,7 @@ export class Portal {
   private readonly slotWindow: number;
   private readonly maxQueued: number;
   private readonly slots: Slot[];
-  private readonly ingress = new zmq.Router({ linger: 0, receiveHighWaterMark: 1000, sendHighWaterMark: 100_000 });
+  private readonly ingress: zmq.Router;
   private readonly egress = new zmq.Router({ linger: 0, mandatory: true, sendHighWaterMark: 100_000 });
   private readonly control = new zmq.Reply({ linger: 0 });
   private readonly ingressOut: Outbox;
@@ -147,6 +147,15 @@ export class Portal {
     this.slotWindow = opts.slotWindow ?? DEFAULT_SLOT_WINDOW;
     this.maxQueued = opts.maxQueuedRecords ?? DEFAULT_MAX_QUEUED_RECORDS;
     const n = slotCount(server, this.stream);
+    // A frame up to 4x the batch limit is read and answered TOO_LARGE; beyond that libzmq drops
+    // the connection without reading it, so a hostile sender cannot make the portal buffer
+    // unbounded frames.
+    this.ingress = new zmq.Router({
+      linger: 0,
+      receiveHighWaterMark: 1000,
+      sendHighWaterMark: 100_000,
+      maxMessageSize: 4 * this.stream.maxBatchBytes + 65536,
+    });
     this.slots = Array.from({ length: n }, (_, i) => new Slot(i));
     this.slotBytes = new Uint32Array(n);
     this.slotCounts = new Uint32Array(n);

@@ -43,7 +43,10 @@ export interface SenderOptions {
 
 /** A batch sent and not yet acknowledged. */
 interface OutBatch {
+  /** The header's seq: 1..2^32-1, wrapping. Unique among a channel's unsettled batches. */
   seq: number;
+  /** Position among the channel's batches; never wraps. */
+  order: number;
   body: Buffer;
   count: number;
   /** Set when the batch is handed to the socket; performance.now() ms. */
@@ -61,7 +64,7 @@ class Channel {
   readonly inflight = new Map<number, OutBatch>();
   /** Closed but not sent: the window is full. */
   readonly queue: OutBatch[] = [];
-  nextSeq = 1;
+  nextOrder = 0;
   linger: NodeJS.Timeout | null = null;
   connectedOnce = false;
   disconnected = false;
@@ -79,10 +82,10 @@ class Channel {
     this.streamFrame = Buffer.from(stream.name);
   }
 
-  /** Lowest seq not yet settled (acknowledged or refused), or Infinity. */
+  /** Order of the oldest batch not yet settled (acknowledged or refused), or Infinity. */
   lowestUnsettled(): number {
-    let low = this.queue.length > 0 ? this.queue[0]!.seq : Infinity;
-    for (const seq of this.inflight.keys()) if (seq < low) low = seq;
+    let low = this.queue.length > 0 ? this.queue[0]!.order : Infinity;
+    for (const b of this.inflight.values()) if (b.order < low) low = b.order;
     return low;
   }
 }
@@ -148,21 +151,47 @@ export class Sender {
     }
     const key = typeof keyValue === 'string' ? keyValue : String(keyValue);
     const ch = this.channelFor(s, key);
-    try {
-      ch.writer.append(key, this.nextId(), Date.now(), provenance, s.type, value);
-    } catch (err) {
-      throw new FlotillaError('RECORD_INVALID', `record for stream ${stream} does not match its schema: ${(err as Error).message}`, {
-        cause: err,
-      });
-    }
+    const id = this.nextId();
+    const now = Date.now();
+    this.fit(ch, () => {
+      try {
+        ch.writer.append(key, id, now, provenance, s.type, value);
+      } catch (err) {
+        throw new FlotillaError('RECORD_INVALID', `record for stream ${stream} does not match its schema: ${(err as Error).message}`, {
+          cause: err,
+        });
+      }
+    });
     return this.appended(ch);
+  }
+
+  /**
+   * Appends one record with `append`, keeping every batch within the stream's max_batch_bytes:
+   * a record that would overflow the open batch goes into the next one, and a record that
+   * could never fit is refused here, not by the portal.
+   */
+  private fit(ch: Channel, append: () => void): void {
+    const w = ch.writer;
+    const mark = w.size;
+    append();
+    const limit = ch.stream.maxBatchBytes;
+    if (w.size <= limit) return;
+    const recordBytes = w.size - mark;
+    w.truncate(mark);
+    if (recordBytes > limit) {
+      throw new FlotillaError('RECORD_INVALID', `record for stream ${ch.stream.name} is ${recordBytes} bytes; the stream's max_batch_bytes is ${limit}`);
+    }
+    this.closeBatch(ch);
+    append();
   }
 
   /** Like `send`, for a payload already Avro-encoded (a relay, or a benchmark). */
   sendEncoded(stream: string, key: string, payload: Buffer, provenance: readonly string[] = []): boolean {
     const s = this.streamOf(stream);
     const ch = this.channelFor(s, key);
-    ch.writer.appendEncoded(key, this.nextId(), Date.now(), provenance, payload);
+    const id = this.nextId();
+    const now = Date.now();
+    this.fit(ch, () => ch.writer.appendEncoded(key, id, now, provenance, payload));
     return this.appended(ch);
   }
 
@@ -177,7 +206,7 @@ export class Sender {
     const targets = new Map<Channel, number>();
     for (const ch of this.channels.values()) {
       this.closeBatch(ch);
-      if (ch.nextSeq > 1) targets.set(ch, ch.nextSeq - 1);
+      if (ch.nextOrder > 0) targets.set(ch, ch.nextOrder - 1);
     }
     return new Promise((resolve) => {
       const waiter = { targets, resolve };
@@ -240,7 +269,7 @@ export class Sender {
   private appended(ch: Channel): boolean {
     this.stats.records++;
     const w = ch.writer;
-    if (w.count >= this.batchRecords || w.size >= Math.min(this.batchBytes, ch.stream.maxBatchBytes * 0.9)) {
+    if (w.count >= this.batchRecords || w.size >= Math.min(this.batchBytes, ch.stream.maxBatchBytes)) {
       this.closeBatch(ch);
     } else if (!ch.linger) {
       ch.linger = setTimeout(() => {
@@ -258,7 +287,8 @@ export class Sender {
     }
     if (ch.writer.count === 0) return;
     const count = ch.writer.count;
-    const batch: OutBatch = { seq: ch.nextSeq++, body: ch.writer.take(), count, sentAt: 0 };
+    const order = ch.nextOrder++;
+    const batch: OutBatch = { seq: (order % 0xffffffff) + 1, order, body: ch.writer.take(), count, sentAt: 0 };
     ch.queue.push(batch);
     this.pump(ch);
   }
@@ -334,12 +364,19 @@ export class Sender {
         this.log.warn({ err: (err as Error).message }, 'sender: redirected, but the map file does not load');
       }
     }
-    if (this.map.epoch < portalEpoch) {
-      // The new map has not reached us yet: hold the batch and try again shortly.
+    const s0 = streamOf(this.map, ch.stream.name);
+    const stillOurs = this.map.epoch >= portalEpoch && this.ownsAll(ch, batch, s0);
+    if (this.map.epoch < portalEpoch || stillOurs) {
+      // Either the new map has not reached us yet, or the portal has not caught up with ours
+      // (our map still sends these records to it): hold the batch and try again shortly.
       ch.inflight.set(batch.seq, batch);
       setTimeout(() => {
-        if (!ch.inflight.delete(batch.seq)) return;
-        this.redirect(ch, batch, portalEpoch);
+        if (!ch.inflight.has(batch.seq) || this.closed) return;
+        if (stillOurs) this.transmit(ch, batch);
+        else {
+          ch.inflight.delete(batch.seq);
+          this.redirect(ch, batch, portalEpoch);
+        }
       }, REDIRECT_RETRY_MS).unref();
       return;
     }
@@ -358,9 +395,19 @@ export class Sender {
     for (const target of touched) {
       this.closeBatch(target);
       for (const w of this.flushWaiters) {
-        if ((w.targets.get(ch) ?? 0) >= batch.seq) w.targets.set(target, Math.max(w.targets.get(target) ?? 0, target.nextSeq - 1));
+        if ((w.targets.get(ch) ?? -1) >= batch.order) w.targets.set(target, Math.max(w.targets.get(target) ?? -1, target.nextOrder - 1));
       }
     }
+  }
+
+  /** True if, by our map, every record of the batch belongs to the channel's server. */
+  private ownsAll(ch: Channel, batch: OutBatch, s: MapStream): boolean {
+    const index = this.index;
+    if (!index.scan(batch.body, batch.count)) return false;
+    for (let i = 0; i < index.count; i++) {
+      if (s.owner[fnv1a32(batch.body, index.keyStarts[i], index.keyEnds[i]) % s.buckets] !== ch.serverIndex) return false;
+    }
+    return true;
   }
 
   private useMap(next: FlotillaMap): void {
@@ -380,7 +427,7 @@ export class Sender {
   }
 
   private flushDone(w: { targets: Map<Channel, number>; resolve: () => void }): boolean {
-    for (const [ch, seq] of w.targets) if (ch.lowestUnsettled() <= seq) return false;
+    for (const [ch, order] of w.targets) if (ch.lowestUnsettled() <= order) return false;
     w.resolve();
     return true;
   }

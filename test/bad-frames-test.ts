@@ -8,7 +8,6 @@
  *   Sender (good records) ----/
  */
 import { strict as assert } from 'node:assert';
-import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import * as zmq from 'zeromq';
 import avro from 'avsc';
@@ -16,11 +15,10 @@ import { bucketOf } from '../src/bucket';
 import { EnvelopeWriter } from '../src/envelope';
 import { encodeHeader, HEADER_BYTES, MessageType } from '../src/wire';
 import { Sender } from '../src/sender';
-import { DIST, deploy, waitFor, type Deployment } from './support/deploy';
+import { deploy, waitFor, type Deployment } from './support/deploy';
 import { checkExactlyOnceInOrder, readRecorded, RECORD_SCHEMA } from './support/flows';
 import { freePorts } from './support/ports';
 
-const RECORDER = join(DIST, 'test', 'fixtures', 'recorder.js');
 const type = avro.Type.forSchema(RECORD_SCHEMA('Order') as avro.Schema);
 let d: Deployment;
 let raw: zmq.Dealer;
@@ -44,9 +42,7 @@ before(async () => {
   ownKeys = keys.filter((k) => s.owner[bucketOf(k, s.buckets)] === 0).slice(0, 100);
   foreignKey = keys.find((k) => s.owner[bucketOf(k, s.buckets)] === 1)!;
   d.startPortal('orders', 'solo');
-  for (let slot = 0; slot < 4; slot++) {
-    d.startComponent(RECORDER, ['--map', d.mapFile, '--server', 'solo', '--stream', 'orders', '--slot', String(slot), '--out', join(d.dir, `orders-${slot}.log`)]);
-  }
+  for (let slot = 0; slot < 4; slot++) d.startRecorder('orders', slot);
   await d.waitSlotsConnected('orders', 4);
   raw = new zmq.Dealer({ linger: 0, receiveTimeout: 5000 });
   raw.connect(`tcp://127.0.0.1:${port}`);
@@ -134,7 +130,7 @@ test('each kind of bad frame is answered with its error code while good traffic 
     sender.close();
   }
   assert.equal(sender.stats.acked, sent);
-  const files = [0, 1, 2, 3].map((s) => join(d.dir, `orders-${s}.log`));
+  const files = [0, 1, 2, 3].map((s) => d.outOf('orders', s));
   const problems = checkExactlyOnceInOrder(d.map, 'orders', files, 0, 0).filter((p) => !p.includes('distinct records'));
   assert.deepEqual(problems, []);
   assert.equal(readRecorded(files).length, sent, 'every good record processed once');

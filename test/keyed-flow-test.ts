@@ -8,29 +8,24 @@
  */
 import { strict as assert } from 'node:assert';
 import { after, before, test } from 'node:test';
-import { join } from 'node:path';
 import { Sender } from '../src/sender';
-import { DIST, deploy, type Deployment } from './support/deploy';
+import { deploy, type Deployment } from './support/deploy';
 import { checkExactlyOnceInOrder, twoStreamMap } from './support/flows';
 import { freePorts } from './support/ports';
 
 const KEYS = 10_000;
 const PER_KEY = 20;
-const RECORDER = join(DIST, 'test', 'fixtures', 'recorder.js');
 
 let d: Deployment;
-const outs = (stream: string) => [0, 1, 2, 3].map((slot) => join(d.dir, `${stream}-${slot}.log`));
+const outs = (stream: string) => [0, 1, 2, 3].map((slot) => d.outOf(stream, slot));
 
 before(async () => {
   d = deploy(twoStreamMap(await freePorts(2)));
   d.startPortal('orders');
   d.startPortal('audits');
-  for (const [stream, emit] of [['orders', 'audits'], ['audits', undefined]] as const) {
-    for (let slot = 0; slot < 4; slot++) {
-      const args = ['--map', d.mapFile, '--server', 'solo', '--stream', stream, '--slot', String(slot), '--out', join(d.dir, `${stream}-${slot}.log`)];
-      if (emit) args.push('--emit', emit);
-      d.startComponent(RECORDER, args);
-    }
+  for (let slot = 0; slot < 4; slot++) {
+    d.startRecorder('orders', slot, { emit: 'audits' });
+    d.startRecorder('audits', slot);
   }
   await d.waitSlotsConnected('orders', 4);
   await d.waitSlotsConnected('audits', 4);

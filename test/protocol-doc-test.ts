@@ -15,7 +15,6 @@ import { DIST, deploy, type Deployment } from './support/deploy';
 import { freePorts } from './support/ports';
 
 const ROOT = join(DIST, '..');
-const RECORDER = join(DIST, 'test', 'fixtures', 'recorder.js');
 const EPOCH = 3;
 const SLOTS = 2;
 
@@ -107,7 +106,7 @@ before(async () => {
   });
   d.startPortal('orders');
   for (let slot = 0; slot < SLOTS; slot++) {
-    d.startComponent(RECORDER, ['--map', d.mapFile, '--server', 'solo', '--stream', 'orders', '--slot', String(slot), '--out', outFile(slot)]);
+    d.startRecorder('orders', slot, { out: outFile(slot) });
   }
   await d.waitSlotsConnected('orders', SLOTS);
   dealer = new zmq.Dealer({ linger: 0, receiveTimeout: 15_000, sendTimeout: 15_000 });

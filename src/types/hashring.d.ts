@@ -1,5 +1,5 @@
 declare module 'hashring' {
-  /** Ketama consistent hashing (libketama compatible): 40 vnodes x 4 points per server. */
+  /** Ketama consistent hashing (libketama compatible): md5 points, 4 per vnode. */
   class HashRing {
     constructor(servers: Record<string, { weight?: number; vnodes?: number }> | string[], algorithm?: string, options?: Record<string, unknown>);
     get(key: string): string | undefined;

@@ -30,10 +30,16 @@ export interface Deployment {
   runDir: string;
   procs: ChildProcess[];
   logs: string[];
+  /** Each server's own run directory, so several servers can share this host. */
+  runDirOf(server?: string): string;
   startPortal(stream: string, server?: string): ChildProcess;
+  /** Starts the recorder test component (see fixtures/recorder.ts) for one slot. */
+  startRecorder(stream: string, slot: number, opts?: { server?: string; emit?: string; out?: string }): ChildProcess;
   startComponent(script: string, args: string[]): ChildProcess;
-  stats(stream: string): Promise<PortalStats>;
-  waitSlotsConnected(stream: string, n: number): Promise<void>;
+  stats(stream: string, server?: string): Promise<PortalStats>;
+  waitSlotsConnected(stream: string, n: number, server?: string): Promise<void>;
+  /** The recorder output file of a slot. */
+  outOf(stream: string, slot: number, server?: string): string;
   stop(): Promise<void>;
 }
 
@@ -60,17 +66,26 @@ export function deploy(mapObject: Record<string, unknown>): Deployment {
     runDir,
     procs,
     logs,
+    runDirOf: (server = map.servers[0]!.name) => join(runDir, server),
     startPortal(stream, server = map.servers[0]!.name) {
-      return launch([join(DIST, 'portal', 'main.js'), '--map', mapFile, '--server', server, '--stream', stream]);
+      return launch([join(DIST, 'portal', 'main.js'), '--map', mapFile, '--server', server, '--stream', stream, '--run-dir', d.runDirOf(server)]);
+    },
+    outOf: (stream, slot, server = map.servers[0]!.name) => join(dir, `${server}-${stream}-${slot}.log`),
+    startRecorder(stream, slot, opts = {}) {
+      const server = opts.server ?? map.servers[0]!.name;
+      const args = ['--map', mapFile, '--server', server, '--stream', stream, '--slot', String(slot)];
+      args.push('--run-dir', d.runDirOf(server), '--out', opts.out ?? d.outOf(stream, slot, server));
+      if (opts.emit) args.push('--emit', opts.emit);
+      return launch([join(DIST, 'test', 'fixtures', 'recorder.js'), ...args]);
     },
     startComponent(script, args) {
       return launch([script, ...args]);
     },
-    stats: (stream) => portalStats(runDir, stream),
-    async waitSlotsConnected(stream, n) {
+    stats: (stream, server) => portalStats(d.runDirOf(server), stream),
+    async waitSlotsConnected(stream, n, server) {
       await waitFor(`${n} connected slots on ${stream}`, async () => {
         try {
-          const s = await portalStats(runDir, stream, 500);
+          const s = await portalStats(d.runDirOf(server), stream, 500);
           return s.slots.filter((x) => x.connected).length === n;
         } catch {
           return false;
