@@ -1,0 +1,177 @@
+/**
+ * `npm run demo`: a one-host Flotilla deployment with live output.
+ *
+ *   producer --clicks--> clicks portal --> 4 click-counter slots --pages--> pages portal --> 4 page-counter slots
+ *
+ * Starts the two portals and eight components of config/demo.yaml as real processes, a producer
+ * sending clicks, and prints each portal's rates every second. Ctrl-C (or --seconds N) stops the
+ * producer, waits until everything it sent is acknowledged (so processed on both hops), stops
+ * the rest and prints a summary line. Exit 0 when nothing was lost or refused.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createWriteStream, mkdirSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import { Command, InvalidArgumentError } from 'commander';
+import { die } from '../src/cli/common';
+import { portalStats } from '../src/control-client';
+import { loadMap, portalPort, serverOf, slotCount } from '../src/map';
+import type { PortalStats } from '../src/portal';
+
+const ROOT = join(__dirname, '..', '..');
+const DIST = join(ROOT, 'dist');
+
+const positive = (v: string) => {
+  const n = Number(v);
+  if (!(n > 0)) throw new InvalidArgumentError('must be a positive number');
+  return n;
+};
+
+const program = new Command('demo')
+  .description('Run a one-host Flotilla deployment (two streams, two hops) with live rates.')
+  .option('--seconds <n>', 'run this long, print a summary and exit (default: until Ctrl-C)', positive)
+  .option('--rate <n>', 'records per second the producer sends (default: as fast as flow control allows)', positive)
+  .option('--map <file>', 'map file', join(ROOT, 'config', 'demo.yaml'))
+  .option('--server <name>', 'server of the map to run', 'local')
+  .showHelpAfterError();
+
+interface Options {
+  seconds?: number;
+  rate?: number;
+  map: string;
+  server: string;
+}
+
+const fmt = (n: number) => Math.round(n).toLocaleString('en-US');
+const pad = (s: string, n: number) => s.padStart(n);
+
+async function main(): Promise<void> {
+  program.parse();
+  const o = program.opts<Options>();
+  const map = loadMap(o.map);
+  const server = serverOf(map, o.server);
+  const streams = ['clicks', 'pages'];
+  for (const name of streams) {
+    if (!map.streams.some((s) => s.name === name)) throw new Error(`the demo needs a stream "${name}" in ${o.map}`);
+  }
+  const runDir = map.runDir;
+  mkdirSync(runDir, { recursive: true });
+  const logFile = join(runDir, 'demo.log');
+  const log = createWriteStream(logFile, { flags: 'w' });
+  const children: ChildProcess[] = [];
+  let stopping = false;
+
+  const launch = (what: string, args: string[], stdout?: (s: string) => void): ChildProcess => {
+    // Own process group: Ctrl-C reaches only the demo, which stops everything in order.
+    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    child.stdout!.on('data', (d: Buffer) => (stdout ? stdout(d.toString()) : log.write(d)));
+    child.stderr!.on('data', (d: Buffer) => {
+      log.write(d);
+      // Warnings and errors (pino level >= 40) also go to the screen.
+      for (const line of d.toString().split('\n')) {
+        const m = /"level":(\d+).*?"msg":"([^"]*)"/.exec(line);
+        if (m && Number(m[1]) >= 40) process.stderr.write(`  [${what}] ${m[2]}\n`);
+        else if (line && !line.startsWith('{')) process.stderr.write(`  [${what}] ${line}\n`);
+      }
+    });
+    child.on('exit', (code, signal) => {
+      if (!stopping && what !== 'producer') {
+        process.stderr.write(`demo: ${what} exited (${signal ?? `code ${code}`}) unexpectedly; see ${logFile}\n`);
+        void shutdown(1);
+      }
+    });
+    children.push(child);
+    return child;
+  };
+
+  const shutdown = async (code: number) => {
+    stopping = true;
+    await Promise.all(
+      children.map(
+        (c) =>
+          new Promise<void>((resolve) => {
+            if (c.exitCode !== null || c.signalCode !== null) return resolve();
+            c.once('exit', () => resolve());
+            c.kill('SIGTERM');
+            setTimeout(() => c.kill('SIGKILL'), 5000).unref();
+          }),
+      ),
+    );
+    log.end();
+    process.exit(code);
+  };
+
+  // Until the producer runs, a signal just stops everything; after, it stops the producer first.
+  let onSignal = () => void shutdown(130);
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(signal, () => onSignal());
+  // Whatever happens to the demo, its processes do not outlive it.
+  process.once('exit', () => children.forEach((c) => c.exitCode === null && c.signalCode === null && c.kill('SIGKILL')));
+
+  const where = streams.map((s) => `${s} on ${server.host}:${portalPort(server, map.streams.find((x) => x.name === s)!)}`).join(', ');
+  console.log(`flotilla demo: map ${relative(process.cwd(), o.map) || o.map} (epoch ${map.epoch}), server ${server.name}`);
+  console.log(`  portals: ${where}; logs in ${logFile}`);
+
+  for (const s of streams) launch(`${s} portal`, [join(DIST, 'portal', 'main.js'), '--map', o.map, '--server', server.name, '--stream', s]);
+  const components = { clicks: 'click-counter.js', pages: 'page-counter.js' } as const;
+  for (const s of streams) {
+    const n = slotCount(server, map.streams.find((x) => x.name === s)!);
+    for (let slot = 0; slot < n; slot++) {
+      launch(`${s}/${slot}`, [join(DIST, 'examples', components[s as keyof typeof components]), o.map, server.name, String(slot), runDir]);
+    }
+  }
+  await waitReady(runDir, streams, (s) => slotCount(server, map.streams.find((x) => x.name === s)!));
+  console.log(`  ${children.length} processes up; producer sending clicks${o.rate ? ` at ${fmt(o.rate)}/s` : ''}; ${o.seconds ? `running ${o.seconds} s` : 'Ctrl-C stops'}\n`);
+
+  let producerReport = '';
+  const producerArgs = [join(DIST, 'examples', 'producer.js'), '--map', o.map];
+  if (o.rate) producerArgs.push('--rate', String(o.rate));
+  if (o.seconds) producerArgs.push('--seconds', String(o.seconds));
+  const started = Date.now();
+  const producer = launch('producer', producerArgs, (s) => (producerReport += s));
+  const producerDone = new Promise<void>((resolve) => producer.once('exit', () => resolve()));
+  onSignal = () => {
+    process.stdout.write('\nstopping: the producer flushes what it sent...\n');
+    producer.kill('SIGTERM');
+  };
+
+  console.log(`${pad('time', 6)} ${pad('clicks in/s', 12)} ${pad('out/s', 10)} ${pad('queued', 8)}   ${pad('pages in/s', 11)} ${pad('out/s', 10)} ${pad('queued', 8)}  errors`);
+  const ticker = setInterval(() => {
+    void Promise.all(streams.map((s) => portalStats(runDir, s, 800).catch(() => null))).then(([c, p]) => {
+      if (!c || !p || stopping) return;
+      const errors = Object.values(c.errors).concat(Object.values(p.errors)).reduce((a, b) => a + b, 0);
+      const t = `${Math.round((Date.now() - started) / 1000)}s`;
+      console.log(
+        `${pad(t, 6)} ${pad(fmt(c.rates.inPerSec), 12)} ${pad(fmt(c.rates.outPerSec), 10)} ${pad(fmt(c.queuedRecords), 8)}   ` +
+          `${pad(fmt(p.rates.inPerSec), 11)} ${pad(fmt(p.rates.outPerSec), 10)} ${pad(fmt(p.queuedRecords), 8)}  ${errors}`,
+      );
+    });
+  }, 1000);
+
+  await producerDone;
+  clearInterval(ticker);
+  const elapsed = (Date.now() - started) / 1000;
+  const final = await Promise.all(streams.map((s) => portalStats(runDir, s, 2000).catch(() => null)));
+  const report = JSON.parse(producerReport.trim().split('\n').pop() || '{}') as { sent?: number; acked?: number; refused?: number };
+  const [c, p] = final as [PortalStats | null, PortalStats | null];
+  const ok = report.sent !== undefined && report.acked === report.sent && report.refused === 0 && p?.recordsOut === report.sent;
+  console.log(
+    `\nsummary: ${elapsed.toFixed(1)} s, ${fmt(report.sent ?? 0)} clicks sent, ${fmt(report.acked ?? 0)} acknowledged ` +
+      `(${fmt((report.acked ?? 0) / elapsed)} records/s end to end); clicks processed ${fmt(c?.recordsOut ?? 0)}, ` +
+      `pages processed ${fmt(p?.recordsOut ?? 0)}; ${ok ? 'nothing lost' : 'MISMATCH: see ' + logFile}`,
+  );
+  await shutdown(ok ? 0 : 1);
+}
+
+/** Waits (up to 20 s) until each portal answers and all its slots have registered. */
+async function waitReady(runDir: string, streams: string[], slots: (s: string) => number): Promise<void> {
+  const deadline = Date.now() + 20_000;
+  for (const s of streams) {
+    for (;;) {
+      const st = await portalStats(runDir, s, 500).catch(() => null);
+      if (st && st.slots.filter((x) => x.connected).length === slots(s)) break;
+      if (Date.now() > deadline) throw new Error(`the ${s} portal or its components did not come up within 20 s`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+}
+
+main().catch((err: unknown) => die(err));
