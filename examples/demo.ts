@@ -12,6 +12,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, mkdirSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
+import { stopChildren } from '../src/cli/children';
 import { die } from '../src/cli/common';
 import { portalStats } from '../src/control-client';
 import { loadMap, portalPort, serverOf, slotCount } from '../src/map';
@@ -85,17 +86,7 @@ async function main(): Promise<void> {
 
   const shutdown = async (code: number) => {
     stopping = true;
-    await Promise.all(
-      children.map(
-        (c) =>
-          new Promise<void>((resolve) => {
-            if (c.exitCode !== null || c.signalCode !== null) return resolve();
-            c.once('exit', () => resolve());
-            c.kill('SIGTERM');
-            setTimeout(() => c.kill('SIGKILL'), 5000).unref();
-          }),
-      ),
-    );
+    await stopChildren(children);
     log.end();
     process.exit(code);
   };

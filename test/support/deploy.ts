@@ -7,6 +7,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
+import { stopChildren } from '../../src/cli/children';
 import { portalStats } from '../../src/control-client';
 import { type FlotillaMap, loadMap } from '../../src/map';
 import type { PortalStats } from '../../src/portal';
@@ -93,17 +94,7 @@ export function deploy(mapObject: Record<string, unknown>): Deployment {
       });
     },
     async stop() {
-      await Promise.all(
-        procs.map(
-          (p) =>
-            new Promise<void>((resolve) => {
-              if (p.exitCode !== null || p.signalCode !== null) return resolve();
-              p.once('exit', () => resolve());
-              p.kill('SIGTERM');
-              setTimeout(() => p.kill('SIGKILL'), 3000).unref();
-            }),
-        ),
-      );
+      await stopChildren(procs, 3000);
     },
   };
   return d;
