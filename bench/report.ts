@@ -1,0 +1,119 @@
+/** The bench's results: one JSON object for scripts, or a readable summary for people. */
+import type { LatencyResult, ThroughputResult } from './flotilla-runs';
+import type { Machine } from './machine';
+import type { RateWindow } from './measure';
+import type { BenchOptions } from './options';
+import type { HotFunction } from './profile-summary';
+import { RECORD_BYTES } from './payload';
+import { SLOTS, WINDOW } from './deployment';
+
+export const TARGETS = { records_per_second: 1_000_000, speedup_vs_baseline: 8, p99_ms: 5, portal_rss_mb: 200 };
+
+export interface Results {
+  throughput: ThroughputResult;
+  latency: LatencyResult;
+  baseline: RateWindow | null;
+  portalRssMb: number;
+  machine: Machine;
+  profile: { file: string; hot: HotFunction[]; idlePercent: number } | null;
+  /** Wall time of the whole bench, seconds. */
+  totalSeconds: number;
+}
+
+/** CPU microseconds per record for each role, from a window's CPU % and rate. */
+function cpuPerRecord(w: RateWindow): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [role, pct] of Object.entries(w.cpuPercent)) {
+    if (role !== 'other') out[role] = Math.round((pct / 100 / w.perSecond) * 1e6 * 100) / 100;
+  }
+  return out;
+}
+
+const round = (n: number, digits = 0) => (Number.isFinite(n) ? Math.round(n * 10 ** digits) / 10 ** digits : null);
+
+/** The JSON object `--json` prints. */
+export function toJson(r: Results, o: BenchOptions): Record<string, unknown> {
+  const base = r.baseline?.perSecond ?? NaN;
+  return {
+    records_per_second: round(r.throughput.window.perSecond),
+    baseline_records_per_second: round(base),
+    speedup_vs_baseline: round(r.throughput.window.perSecond / base, 2),
+    p50_ms: round(r.latency.p50Ms, 3),
+    p99_ms: round(r.latency.p99Ms, 3),
+    p90_ms: round(r.latency.p90Ms, 3),
+    max_ms: round(r.latency.maxMs, 3),
+    latency_kind: 'per record, sendEncoded() call to the ack of its batch',
+    latency_target_rate: o.rate,
+    latency_achieved_rate: round(r.latency.window.perSecond),
+    latency_samples: r.latency.samples,
+    portal_rss_mb: round(r.portalRssMb, 1),
+    portal_records_per_second: round(r.throughput.portalPerSecond),
+    saturated_batch_p50_ms: round(r.throughput.batchP50Ms, 3),
+    saturated_batch_p99_ms: round(r.throughput.batchP99Ms, 3),
+    refused_records: r.throughput.refused,
+    cpu_percent: {
+      throughput: r.throughput.window.cpuPercent,
+      latency: r.latency.window.cpuPercent,
+      baseline: r.baseline?.cpuPercent ?? null,
+    },
+    cpu_us_per_record: {
+      throughput: cpuPerRecord(r.throughput.window),
+      latency: cpuPerRecord(r.latency.window),
+      baseline: r.baseline ? cpuPerRecord(r.baseline) : null,
+    },
+    seconds: o.seconds,
+    total_seconds: round(r.totalSeconds, 1),
+    settings: {
+      senders: o.senders,
+      slots: SLOTS,
+      payload_bytes: RECORD_BYTES,
+      window_batches: WINDOW,
+      linger_ms: o.lingerMs,
+      batch_bytes: o.batchBytes,
+      batch_records: o.batchRecords,
+      latency_linger_ms: o.latencyLingerMs,
+    },
+    targets: TARGETS,
+    machine: r.machine,
+    ...(r.profile ? { portal_profile: r.profile } : {}),
+  };
+}
+
+const fmt = (n: number, digits = 0) => (Number.isFinite(n) ? n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }) : 'n/a');
+const mark = (ok: boolean) => (ok ? 'met' : 'NOT met');
+
+/** A readable summary, with each figure against its target. */
+export function toText(r: Results, o: BenchOptions): string {
+  const t = r.throughput;
+  const base = r.baseline?.perSecond ?? NaN;
+  const speedup = t.window.perSecond / base;
+  const cpu = (w: RateWindow) => {
+    const us = cpuPerRecord(w);
+    return Object.entries(w.cpuPercent)
+      .map(([k, v]) => (k === 'other' ? `other processes ${v}%` : `${k} ${v}% (${us[k]} us/record)`))
+      .join(', ');
+  };
+  const lines = [
+    `Flotilla bench: ${r.machine.nproc} cores (${r.machine.cpu_model}), node ${r.machine.node}, load ${r.machine.loadavg_1m.toFixed(2)} at start`,
+    `${RECORD_BYTES}-byte records, ${SLOTS} ack-at-once slots, ${o.senders} sender process(es), ${o.seconds} s windows`,
+    `sender: lingerMs ${o.lingerMs}, batchBytes ${o.batchBytes}, batchRecords ${o.batchRecords}; latency run lingerMs ${o.latencyLingerMs}`,
+    '',
+    `  throughput, acks on      ${fmt(t.window.perSecond).padStart(12)} records/s   target 1,000,000: ${mark(t.window.perSecond >= TARGETS.records_per_second)}`,
+    `  baseline zeromq.js proxy ${fmt(base).padStart(12)} records/s`,
+    `  speed-up over baseline   ${fmt(speedup, 1).padStart(12)} x           target 8x: ${mark(speedup >= TARGETS.speedup_vs_baseline)}`,
+    `  latency p50 at ${fmt(o.rate)}/s ${fmt(r.latency.p50Ms, 2).padStart(7)} ms`,
+    `  latency p99 at ${fmt(o.rate)}/s ${fmt(r.latency.p99Ms, 2).padStart(7)} ms          target < 5 ms: ${mark(r.latency.p99Ms < TARGETS.p99_ms)}`,
+    `  portal peak RSS (VmHWM)  ${fmt(r.portalRssMb, 1).padStart(12)} MB          target < 200 MB: ${mark(r.portalRssMb < TARGETS.portal_rss_mb)}`,
+    '',
+    `  portal's own count over the throughput window: ${fmt(t.portalPerSecond)} records/s; batch ack p50/p99 under saturation ${fmt(t.batchP50Ms, 1)}/${fmt(t.batchP99Ms, 1)} ms`,
+    `  latency run: ${fmt(r.latency.window.perSecond)} records/s achieved, p90 ${fmt(r.latency.p90Ms, 2)} ms, max ${fmt(r.latency.maxMs, 2)} ms, ${fmt(r.latency.samples)} records measured`,
+    `  CPU (% of one core), throughput run: ${cpu(t.window)}`,
+    `  CPU, latency run: ${cpu(r.latency.window)}`,
+    ...(r.baseline ? [`  CPU, baseline: ${cpu(r.baseline)}`] : []),
+  ];
+  if (r.profile) {
+    lines.push('', `portal CPU profile ${r.profile.file} (${r.profile.idlePercent}% idle), top self time:`);
+    for (const h of r.profile.hot) lines.push(`  ${String(h.selfPercent).padStart(5)}%  ${h.where}`);
+  }
+  return lines.join('\n') + '\n';
+}
