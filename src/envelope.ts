@@ -79,8 +79,11 @@ export class EnvelopeWriter {
     for (const p of provenance) need += 3 * p.length + 10;
     this.reserve(need);
     this.writeString(key);
-    id.copy(this.buf, this.pos, 0, 16);
-    this.pos += 16;
+    // 16 bytes: a loop beats Buffer.copy's call overhead at this size.
+    const buf = this.buf;
+    let pos = this.pos;
+    for (let i = 0; i < 16; i++) buf[pos++] = id[i]!;
+    this.pos = pos;
     this.writeLong(timestamp);
     if (provenance.length > 0) {
       this.writeLong(provenance.length);
@@ -88,7 +91,8 @@ export class EnvelopeWriter {
     }
     this.writeLong(0);
     this.writeLong(end - start);
-    payload.copy(this.buf, this.pos, start, end);
+    if (start === 0 && end === payload.length) this.buf.set(payload, this.pos);
+    else payload.copy(this.buf, this.pos, start, end);
     this.pos += end - start;
     this.count++;
   }
@@ -123,7 +127,26 @@ export class EnvelopeWriter {
   }
 
   private writeString(s: string): void {
-    // Write the bytes first (leaving room for the longest length prefix), then the length.
+    // Keys are usually short ASCII: write them byte by byte after a one-byte length.
+    const len = s.length;
+    if (len < 64) {
+      const buf = this.buf;
+      const start = this.pos;
+      let pos = start + 1;
+      let i = 0;
+      for (; i < len; i++) {
+        const c = s.charCodeAt(i);
+        if (c > 0x7f) break;
+        buf[pos++] = c;
+      }
+      if (i === len) {
+        buf[start] = len * 2; // zig-zag of len < 64 fits one byte
+        this.pos = pos;
+        return;
+      }
+    }
+    // Otherwise write the UTF-8 bytes first (leaving room for the longest length prefix),
+    // then the length.
     const room = 5;
     const n = this.buf.write(s, this.pos + room, 'utf8');
     const lenBytes = varintSize(n * 2);

@@ -2,7 +2,7 @@
  * The sender library: `send(stream, record)` looks the record's key up in the map and batches it
  * for the portal of the server that owns it.
  *
- *   send() -> [batch per (stream, server)] --flush on size or linger--> portal --ACK--> settled
+ *   send() -> [batch per (stream, server)] --flush on size, idle link or linger--> portal --ACK--> settled
  *
  * A batch is kept until the portal acknowledges it: after a reconnect every unacknowledged batch
  * is sent again (so delivery is at least once), a WRONG_OWNER reply makes the sender reload the
@@ -21,8 +21,9 @@ import { Outbox } from './outbox';
 import { decodeHeader, encodeHeader, MessageType } from './wire';
 
 export const DEFAULT_LINGER_MS = 2;
-export const DEFAULT_BATCH_BYTES = 256 * 1024;
-export const DEFAULT_BATCH_RECORDS = 4096;
+/** Batches fill to this size or the stream's max_batch_bytes, whichever is smaller. */
+export const DEFAULT_BATCH_BYTES = 900 * 1024;
+export const DEFAULT_BATCH_RECORDS = 8192;
 /** Closed batches that may wait behind a full window before `send` says false. */
 const QUEUED_BATCHES_BEFORE_FULL = 2;
 const REDIRECT_RETRY_MS = 200;
@@ -66,12 +67,14 @@ class Channel {
   readonly queue: OutBatch[] = [];
   nextOrder = 0;
   linger: NodeJS.Timeout | null = null;
+  soon: NodeJS.Immediate | null = null;
   connectedOnce = false;
   disconnected = false;
 
   constructor(
     readonly stream: MapStream,
-    readonly serverIndex: number,
+    /** The owning server's name: indexes change between maps, names do not. */
+    readonly server: string,
     readonly endpoint: string,
     onError: (err: Error) => void,
   ) {
@@ -109,6 +112,10 @@ export class Sender {
   private readonly log: Logger;
   private readonly onError: (err: WireError, records: number) => void;
   private channels = new Map<string, Channel>();
+  /** channels by stream, then by server index: the per-record lookup, no string building. */
+  private byStream = new Map<string, Channel[]>();
+  private lastStream: MapStream | null = null;
+  private lastChannels: Channel[] = [];
   private readonly id = Buffer.alloc(16);
   private counter = 0;
   private closed = false;
@@ -171,27 +178,42 @@ export class Sender {
    * could never fit is refused here, not by the portal.
    */
   private fit(ch: Channel, append: () => void): void {
-    const w = ch.writer;
-    const mark = w.size;
+    const mark = ch.writer.size;
     append();
+    if (ch.writer.size <= ch.stream.maxBatchBytes) return;
+    this.overflowed(ch, mark);
+    append();
+  }
+
+  /**
+   * The record appended last (from byte `mark`) took the open batch past max_batch_bytes: take
+   * it out and send the batch, so the record can start the next one; or refuse the record if it
+   * could never fit.
+   */
+  private overflowed(ch: Channel, mark: number): void {
+    const w = ch.writer;
     const limit = ch.stream.maxBatchBytes;
-    if (w.size <= limit) return;
     const recordBytes = w.size - mark;
     w.truncate(mark);
     if (recordBytes > limit) {
       throw new FlotillaError('RECORD_INVALID', `record for stream ${ch.stream.name} is ${recordBytes} bytes; the stream's max_batch_bytes is ${limit}`);
     }
     this.closeBatch(ch);
-    append();
   }
 
   /** Like `send`, for a payload already Avro-encoded (a relay, or a benchmark). */
   sendEncoded(stream: string, key: string, payload: Buffer, provenance: readonly string[] = []): boolean {
     const s = this.streamOf(stream);
-    const ch = this.channelFor(s, key);
+    let ch = this.channelFor(s, key);
     const id = this.nextId();
     const now = Date.now();
-    this.fit(ch, () => ch.writer.appendEncoded(key, id, now, provenance, payload));
+    const mark = ch.writer.size;
+    ch.writer.appendEncoded(key, id, now, provenance, payload);
+    if (ch.writer.size > s.maxBatchBytes) {
+      this.overflowed(ch, mark);
+      ch = this.channelFor(s, key);
+      ch.writer.appendEncoded(key, id, now, provenance, payload);
+    }
     return this.appended(ch);
   }
 
@@ -225,10 +247,13 @@ export class Sender {
     this.closed = true;
     for (const ch of this.channels.values()) {
       if (ch.linger) clearTimeout(ch.linger);
+      if (ch.soon) clearImmediate(ch.soon);
       ch.outbox.close();
       ch.socket.close();
     }
     this.channels.clear();
+    this.byStream.clear();
+    this.lastStream = null;
     for (const w of this.writableWaiters) w();
     this.writableWaiters = [];
   }
@@ -248,21 +273,29 @@ export class Sender {
   }
 
   private channelFor(s: MapStream, key: string): Channel {
-    return this.channel(s, s.owner[bucketOf(key, s.buckets)]!);
+    const server = s.owner[bucketOf(key, s.buckets)]!;
+    if (s !== this.lastStream) {
+      this.lastStream = s;
+      this.lastChannels = this.byStream.get(s.name) ?? [];
+      this.byStream.set(s.name, this.lastChannels);
+    }
+    return this.lastChannels[server] ?? this.channel(s, server);
   }
 
   private channel(s: MapStream, serverIndex: number): Channel {
-    const name = `${s.name}/${serverIndex}`;
+    const server = this.map.servers[serverIndex]!;
+    const name = `${s.name}/${server.name}`;
     let ch = this.channels.get(name);
     if (!ch) {
-      const server = this.map.servers[serverIndex]!;
-      ch = new Channel(s, serverIndex, portalEndpoint(server, s), (err) =>
+      ch = new Channel(s, server.name, portalEndpoint(server, s), (err) =>
         this.log.warn({ err: err.message }, `sender: send to ${server.name} failed`),
       );
       this.channels.set(name, ch);
       void this.receiveLoop(ch);
       void this.watchConnection(ch);
     }
+    if (!this.byStream.has(s.name)) this.byStream.set(s.name, []);
+    this.byStream.get(s.name)![serverIndex] = ch;
     return ch;
   }
 
@@ -271,11 +304,22 @@ export class Sender {
     const w = ch.writer;
     if (w.count >= this.batchRecords || w.size >= Math.min(this.batchBytes, ch.stream.maxBatchBytes)) {
       this.closeBatch(ch);
-    } else if (!ch.linger) {
-      ch.linger = setTimeout(() => {
-        ch.linger = null;
-        this.closeBatch(ch);
-      }, this.lingerMs);
+    } else if (!ch.linger && !ch.soon) {
+      if (ch.inflight.size === 0) {
+        // Nothing in flight: send at the end of this turn of the event loop (records sent in
+        // the same turn still join the batch) instead of waiting out the linger.
+        ch.soon = setImmediate(() => {
+          ch.soon = null;
+          this.closeBatch(ch);
+        });
+      } else {
+        // Something in flight: records gather until its ACK comes back or the linger passes,
+        // whichever is first (see settled()).
+        ch.linger = setTimeout(() => {
+          ch.linger = null;
+          this.closeBatch(ch);
+        }, this.lingerMs);
+      }
     }
     return ch.queue.length < QUEUED_BATCHES_BEFORE_FULL;
   }
@@ -284,6 +328,10 @@ export class Sender {
     if (ch.linger) {
       clearTimeout(ch.linger);
       ch.linger = null;
+    }
+    if (ch.soon) {
+      clearImmediate(ch.soon);
+      ch.soon = null;
     }
     if (ch.writer.count === 0) return;
     const count = ch.writer.count;
@@ -403,9 +451,10 @@ export class Sender {
   /** True if, by our map, every record of the batch belongs to the channel's server. */
   private ownsAll(ch: Channel, batch: OutBatch, s: MapStream): boolean {
     const index = this.index;
-    if (!index.scan(batch.body, batch.count)) return false;
+    const self = this.map.servers.findIndex((x) => x.name === ch.server);
+    if (self < 0 || !index.scan(batch.body, batch.count)) return false;
     for (let i = 0; i < index.count; i++) {
-      if (s.owner[fnv1a32(batch.body, index.keyStarts[i], index.keyEnds[i]) % s.buckets] !== ch.serverIndex) return false;
+      if (s.owner[fnv1a32(batch.body, index.keyStarts[i], index.keyEnds[i]) % s.buckets] !== self) return false;
     }
     return true;
   }
@@ -413,10 +462,14 @@ export class Sender {
   private useMap(next: FlotillaMap): void {
     this.log.info({ from: this.map.epoch, to: next.epoch }, `sender: now routing by map epoch ${next.epoch}`);
     this.map = next;
-    // Channels keep their sockets; a stream's new MapStream is looked up per record.
+    // Channels (keyed by server name) keep their sockets; the index-keyed cache is rebuilt.
+    this.byStream.clear();
+    this.lastStream = null;
   }
 
   private settled(ch: Channel): void {
+    // The link is idle again: what gathered while the last batch was out goes now.
+    if (ch.inflight.size === 0 && ch.queue.length === 0 && ch.writer.count > 0) this.closeBatch(ch);
     this.pump(ch);
     if (this.writableWaiters.length > 0 && !this.full()) {
       const waiters = this.writableWaiters;
