@@ -26,10 +26,17 @@ export interface ComponentContext {
   slot: number;
   /**
    * Sends a record on `stream` (any stream of the map, this one included). `from` is the record
-   * it was made from: its provenance, plus this hop, goes with the new record.
+   * it was made from: its provenance, plus this hop, goes with the new record. Returns false
+   * when batches queue behind a full window downstream: a handler that emits a lot should then
+   * `await ctx.writable()`.
    */
-  emit(stream: string, value: Record<string, unknown>, from?: Delivered<unknown>): void;
+  emit(stream: string, value: Record<string, unknown>, from?: Delivered<unknown>): boolean;
+  /** Resolves when emitting may go on (see `emit`). */
+  writable(): Promise<void>;
 }
+
+/** How long `stop()` waits for emitted records to be acknowledged downstream. */
+export const STOP_FLUSH_MS = 5000;
 
 export interface ComponentOptions<T> {
   map: FlotillaMap | string;
@@ -78,8 +85,9 @@ export class Component<T = Record<string, unknown>> {
       slot: opts.slot,
       emit: (stream, value, from) => {
         this.emitted = true;
-        this.senderFor().send(stream, value, from ? [...from.provenance, hop] : [hop]);
+        return this.senderFor().send(stream, value, from ? [...from.provenance, hop] : [hop]);
       },
+      writable: () => (this.sender ? this.sender.writable() : Promise.resolve()),
     };
   }
 
@@ -98,14 +106,24 @@ export class Component<T = Record<string, unknown>> {
     return this.done;
   }
 
-  /** Stops taking deliveries, waits for emitted records to settle, closes. */
-  async stop(): Promise<void> {
+  /**
+   * Stops taking deliveries, waits (up to `flushMs`) for emitted records to settle, closes.
+   * Giving up loses nothing: the delivery they came from was not acknowledged, so the portal
+   * gives it to the slot again.
+   */
+  async stop(flushMs = STOP_FLUSH_MS): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     this.outbox.close();
     this.socket.close();
     if (this.sender) {
-      await this.sender.flush();
+      let timer: NodeJS.Timeout | undefined;
+      const settled = await Promise.race([
+        this.sender.flush().then(() => true),
+        new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), flushMs))),
+      ]);
+      clearTimeout(timer);
+      if (!settled) this.log.warn(`component ${this.opts.stream}/${this.opts.slot}: ${this.sender.pending} emitted records unacknowledged after ${flushMs} ms; their sources will be delivered again`);
       this.sender.close();
     }
   }

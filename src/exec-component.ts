@@ -1,0 +1,353 @@
+/**
+ * The logic of `portal-exec` (portal/exec.ts): a component whose work is done by a child
+ * process speaking JSON lines over stdin/stdout (docs/components.md).
+ *
+ *   portal --DELIVER--> Component.onBatch --record lines--> program stdin
+ *   portal <--DONE----- (all acked, emits settled) <--{"ack": n} / {"emit": ...}-- program stdout
+ *
+ * The program is started once and kept running. A delivery is done when the program has acked
+ * all its records (and, as the SDK does for every component, when what it emitted is
+ * acknowledged downstream). If the program exits, `finished` rejects: the slot's unfinished
+ * records stay with the portal and go to the slot again when both restart.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import avro from 'avsc';
+import { Component, type ComponentContext } from './component';
+import type { Delivered } from './envelope';
+import { FlotillaError } from './errors';
+import { CauseCounter, type Logger } from './log';
+import { type FlotillaMap, streamOf } from './map';
+
+/** Record lines are written to the program's stdin in chunks of about this many characters. */
+const WRITE_CHUNK = 64 * 1024;
+/** A stdout line longer than this is dropped (and counted) rather than buffered without bound. */
+const MAX_LINE_BYTES = 16 * 1024 * 1024;
+/** How long the program has to exit after SIGTERM before it is killed. */
+const KILL_AFTER_MS = 5000;
+/**
+ * How long a stop waits for emitted records to be acknowledged downstream. Giving up loses
+ * nothing: the delivery they came from was not acknowledged, so it will be given again.
+ */
+const SETTLE_EMITS_MS = 5000;
+/** How long a program whose pipe closed has to exit before it is taken to have closed the pipe itself. */
+const LOST_PIPE_GRACE_MS = 1000;
+/** Longest piece of an offending line quoted in the log. */
+const EXAMPLE_CHARS = 200;
+
+/** The delivery being worked on: records written to the program and not yet acked by it. */
+interface OpenBatch {
+  unacked: number;
+  /** Records by id (hex), for `from` in emit lines. */
+  byId: Map<string, Delivered>;
+  ctx: ComponentContext;
+  done: () => void;
+}
+
+/** What an ExecComponent needs: the map, which slot, and the program to run. */
+export interface ExecOptions {
+  mapFile: string;
+  map: FlotillaMap;
+  server: string;
+  stream: string;
+  slot: number;
+  runDir?: string;
+  command: string[];
+  log: Logger;
+}
+
+/** One slot's component, backed by a child process speaking the line protocol. */
+export class ExecComponent {
+  private child!: ChildProcess;
+  private readonly component: Component;
+  private readonly causes: CauseCounter;
+  private readonly inType: avro.Type;
+  private readonly streamJson: string;
+  private batch: OpenBatch | null = null;
+  private stopping = false;
+  private readonly stats = { records: 0, acked: 0, emitted: 0 };
+
+  constructor(private readonly o: ExecOptions) {
+    this.inType = streamOf(o.map, o.stream).type;
+    this.streamJson = JSON.stringify(o.stream);
+    this.causes = new CauseCounter(o.log, `portal-exec ${o.stream}/${o.slot}`);
+    this.component = new Component({
+      map: o.mapFile, // a path, so the SDK's sender can reload the map on a redirect
+      server: o.server,
+      stream: o.stream,
+      slot: o.slot,
+      runDir: o.runDir,
+      log: o.log,
+      onBatch: (records, ctx) => this.onBatch(records, ctx),
+    });
+  }
+
+  /** Resolves once the program is running and the component is registering with the portal. */
+  async start(): Promise<void> {
+    const { o } = this;
+    const [cmd, ...args] = o.command;
+    const child = (this.child = spawn(cmd!, args, {
+      stdio: ['pipe', 'pipe', 'inherit'],
+      env: {
+        ...process.env,
+        FLOTILLA_MAP: o.mapFile,
+        FLOTILLA_SERVER: o.server,
+        FLOTILLA_STREAM: o.stream,
+        FLOTILLA_SLOT: String(o.slot),
+      },
+      // Its own process group: a Ctrl-C meant for portal-exec must not reach the program
+      // directly, or its exit would race the clean stop. portal-exec signals the group itself.
+      detached: true,
+    }));
+    child.stdin!.on('error', (err) => this.lostPipe(`its stdin (${err.message})`));
+    child.stdout!.on('end', () => this.lostPipe('its stdout'));
+    child.stdout!.on('data', lineSplitter(MAX_LINE_BYTES, (line) => this.onLine(line), (bytes) => this.bad('LINE_TOO_LONG', `a line of over ${bytes} bytes`)));
+    await new Promise<void>((ok, fail) => {
+      child.once('spawn', ok);
+      child.once('error', (err) => fail(new FlotillaError('CONFIG_INVALID', `cannot run ${o.command[0]}: ${err.message}`)));
+    });
+    child.on('error', (err) => o.log.warn({ err: err.message }, `portal-exec ${o.stream}/${o.slot}: ${err.message}`));
+    child.on('exit', (code, signal) => this.onExit(code, signal));
+    o.log.info({ command: o.command, pid: child.pid }, `portal-exec ${o.stream}/${o.slot}: running ${o.command.join(' ')} (pid ${child.pid})`);
+    this.component.start();
+    this.component.finished.catch((err: unknown) => {
+      o.log.error({ err }, `portal-exec ${o.stream}/${o.slot}: component failed; exiting so the delivery is given again`);
+      this.signal('SIGTERM');
+      process.exit(1);
+    });
+  }
+
+  /** Stops taking records, asks the program to exit (SIGTERM, then SIGKILL), logs totals. */
+  async stop(why: string): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    const { child, o } = this;
+    o.log.info(`portal-exec ${o.stream}/${o.slot}: ${why}, stopping`);
+    await this.component.stop(SETTLE_EMITS_MS); // warns itself if emitted records did not settle
+    if (child.exitCode === null && child.signalCode === null) {
+      const exited = once(child, 'exit');
+      this.signal('SIGTERM');
+      if (!(await within(KILL_AFTER_MS, exited))) {
+        o.log.warn(`portal-exec ${o.stream}/${o.slot}: program still running ${KILL_AFTER_MS} ms after SIGTERM; SIGKILL`);
+        this.signal('SIGKILL');
+        await exited;
+      }
+    }
+    this.causes.stop();
+    o.log.info(
+      { ...this.stats, ignored: this.causes.totals },
+      `portal-exec ${o.stream}/${o.slot}: stopped after ${this.stats.records} records in, ${this.stats.emitted} emitted`,
+    );
+  }
+
+  private async onBatch(records: Delivered[], ctx: ComponentContext): Promise<void> {
+    if (records.length === 0) return;
+    const byId = new Map<string, Delivered>();
+    for (const r of records) byId.set(r.id.toString('hex'), r);
+    const acked = new Promise<void>((done) => (this.batch = { unacked: records.length, byId, ctx, done }));
+    this.stats.records += records.length;
+    let chunk = '';
+    for (const r of records) {
+      chunk += this.recordLine(r);
+      if (chunk.length >= WRITE_CHUNK) {
+        await this.write(chunk);
+        chunk = '';
+      }
+    }
+    if (chunk !== '') await this.write(chunk);
+    await acked;
+  }
+
+  /** One record as a stdin line; the payload in Avro's JSON encoding. */
+  private recordLine(r: Delivered): string {
+    return (
+      `{"stream":${this.streamJson},"key":${JSON.stringify(r.key)},"id":"${r.id.toString('hex')}",` +
+      `"timestamp":${r.timestamp},"provenance":${JSON.stringify(r.provenance)},"value":${this.inType.toString(r.value)}}\n`
+    );
+  }
+
+  /** Writes to the program's stdin, waiting for it to drain when its pipe is full. */
+  private async write(text: string): Promise<void> {
+    const stdin = this.child.stdin!;
+    if (stdin.write(text)) return;
+    // If the pipe breaks instead of draining, lostPipe and onExit end the process: wait for
+    // that rather than fail the delivery with a less telling error.
+    await once(stdin, 'drain').catch(() => new Promise<never>(() => undefined));
+  }
+
+  private onLine(text: string): void {
+    if (this.stopping || text.trim() === '') return;
+    let msg: unknown;
+    try {
+      msg = JSON.parse(text);
+    } catch {
+      return this.bad('NOT_JSON', text);
+    }
+    if (isObject(msg) && 'ack' in msg) return this.onAck(msg.ack, text);
+    if (isObject(msg) && 'emit' in msg) return this.onEmit(msg.emit, text);
+    this.bad('NOT_A_MESSAGE', text);
+  }
+
+  private onAck(ack: unknown, text: string): void {
+    if (typeof ack !== 'number' || !Number.isInteger(ack) || ack < 1) return this.bad('BAD_ACK', `ack must be a whole number >= 1: ${text}`);
+    let n = ack;
+    const batch = this.batch;
+    if (!batch) return this.bad('BAD_ACK', `no records are waiting for an ack: ${text}`);
+    if (n > batch.unacked) {
+      this.bad('BAD_ACK', `acks ${n} records but only ${batch.unacked} are waiting; counted as ${batch.unacked}: ${text}`);
+      n = batch.unacked;
+    }
+    batch.unacked -= n;
+    this.stats.acked += n;
+    if (batch.unacked > 0) return;
+    this.batch = null;
+    batch.done();
+  }
+
+  private onEmit(emit: unknown, text: string): void {
+    const batch = this.batch;
+    // An emit must come before the ack of the record it was made from: only then does the
+    // delivery wait for it, so that a crash cannot lose it.
+    if (!batch) return this.bad('BAD_EMIT', `emit while no records are waiting for an ack (emit before acking), dropped: ${text}`);
+    if (!isObject(emit) || typeof emit.stream !== 'string') return this.bad('BAD_EMIT', `emit needs {"stream": "name", "value": {...}}: ${text}`);
+    const stream = this.o.map.streams.find((s) => s.name === emit.stream);
+    if (!stream) return this.bad('BAD_EMIT', `no stream "${emit.stream}" in the map (streams: ${this.o.map.streams.map((s) => s.name).join(', ')}): ${text}`);
+    let value: Record<string, unknown>;
+    try {
+      value = fromAvroJson(stream.type, emit.value) as Record<string, unknown>;
+    } catch (err) {
+      return this.bad('BAD_EMIT', `value does not match stream ${stream.name}'s schema: ${(err as Error).message}: ${text}`);
+    }
+    let from: Delivered | undefined;
+    if (emit.from !== undefined) {
+      from = typeof emit.from === 'string' ? batch.byId.get(emit.from.toLowerCase()) : undefined;
+      if (!from) this.bad('UNKNOWN_FROM', `"from" is not the id of a record of this delivery; sent without its provenance: ${text}`);
+    }
+    try {
+      batch.ctx.emit(stream.name, value, from);
+      this.stats.emitted++;
+    } catch (err) {
+      this.bad('BAD_EMIT', `${(err as Error).message}: ${text}`);
+    }
+  }
+
+  private bad(cause: string, example: string): void {
+    this.causes.count(cause, example.length > EXAMPLE_CHARS ? `${example.slice(0, EXAMPLE_CHARS)}...` : example);
+  }
+
+  /** Signals the program's process group: the program and whatever it started. */
+  private signal(sig: NodeJS.Signals): void {
+    try {
+      process.kill(-this.child.pid!, sig);
+    } catch {
+      this.child.kill(sig); // the group is gone or was never made; try the program itself
+    }
+  }
+
+  /**
+   * A pipe to the program broke or closed. Usually the program is exiting and onExit will say
+   * how; if it is still running after a moment, it closed the pipe itself and cannot serve.
+   */
+  private lostPipe(which: string): void {
+    if (this.stopping) return;
+    setTimeout(() => {
+      if (this.stopping) return;
+      this.o.log.error(`portal-exec ${this.o.stream}/${this.o.slot}: program ${this.o.command[0]} closed ${which} but is still running; killing it and exiting`);
+      this.signal('SIGKILL');
+      process.exit(1);
+    }, LOST_PIPE_GRACE_MS);
+  }
+
+  private onExit(code: number | null, signal: NodeJS.Signals | null): void {
+    if (this.stopping) return;
+    const how = signal ? `signal ${signal}` : `exit code ${code}`;
+    this.o.log.error(
+      { code, signal },
+      `portal-exec ${this.o.stream}/${this.o.slot}: program ${this.o.command[0]} exited (${how}); exiting so that it is restarted and given its unfinished records again`,
+    );
+    this.signal('SIGTERM'); // anything it left running in its group
+    process.exit(1);
+  }
+}
+
+/**
+ * Decodes `json`, a value in Avro's JSON encoding, with `type`. Throws an error naming the
+ * field at fault. Fields not in the schema are ignored; missing fields take their defaults.
+ */
+function fromAvroJson(type: avro.Type, json: unknown): unknown {
+  try {
+    return type.fromString(JSON.stringify(json ?? null));
+  } catch (err) {
+    throw new Error(whereInvalid(type, json, 'value') ?? (err as Error).message);
+  }
+}
+
+/** The first record field (path from `value`) whose JSON does not decode, and why. */
+function whereInvalid(type: avro.Type, json: unknown, path: string): string | undefined {
+  if (!(type instanceof avro.types.RecordType)) return undefined;
+  if (!isObject(json)) return `${path} must be a JSON object (record ${type.name ?? ''})`;
+  for (const field of type.fields) {
+    const v = json[field.name];
+    if (v === undefined) {
+      if (field.defaultValue() === undefined) return `${path}.${field.name} is missing`;
+      continue;
+    }
+    try {
+      field.type.fromString(JSON.stringify(v));
+    } catch (err) {
+      return whereInvalid(field.type, v, `${path}.${field.name}`) ?? `${path}.${field.name}: ${(err as Error).message}`;
+    }
+  }
+  return undefined;
+}
+
+/** Waits for `p` at most `ms`; true if it settled in time. */
+async function within(ms: number, p: Promise<unknown>): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<boolean>((done) => (timer = setTimeout(() => done(false), ms)));
+  try {
+    return await Promise.race([p.then(() => true), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/**
+ * A 'data' listener that calls `onLine` with each newline-terminated line (without the newline;
+ * a trailing CR is dropped too). A line growing past `maxBytes` is discarded up to its newline
+ * and reported once to `onTooLong`.
+ */
+function lineSplitter(maxBytes: number, onLine: (line: string) => void, onTooLong: (bytes: number) => void): (chunk: Buffer) => void {
+  let parts: Buffer[] = [];
+  let size = 0;
+  let skipping = false;
+  return (chunk) => {
+    let start = 0;
+    for (let nl = chunk.indexOf(10); nl !== -1; nl = chunk.indexOf(10, start)) {
+      if (!skipping) {
+        parts.push(chunk.subarray(start, nl));
+        let line = (parts.length === 1 ? parts[0]! : Buffer.concat(parts)).toString('utf8');
+        if (line.endsWith('\r')) line = line.slice(0, -1);
+        onLine(line);
+      }
+      parts = [];
+      size = 0;
+      skipping = false;
+      start = nl + 1;
+    }
+    if (skipping || start === chunk.length) return;
+    parts.push(chunk.subarray(start));
+    size += chunk.length - start;
+    if (size > maxBytes) {
+      onTooLong(maxBytes);
+      parts = [];
+      size = 0;
+      skipping = true;
+    }
+  };
+}
+
