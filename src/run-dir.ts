@@ -33,3 +33,18 @@ export function controlEndpoint(runDir: string, stream: string): string {
 export function ensureRunDir(runDir: string): void {
   mkdirSync(runDir, { recursive: true, mode: 0o770 });
 }
+
+/** Where portals send their beacons: the agent's PULL socket. */
+export function agentBeaconEndpoint(runDir: string): string {
+  return ipc(join(resolve(runDir), 'agent.beacons.ipc'));
+}
+
+/** The agent's control socket for `portalctl` on this server. */
+export function agentControlEndpoint(runDir: string): string {
+  return ipc(join(resolve(runDir), 'agent.ctl.ipc'));
+}
+
+/** The file whose presence says a stream's portal is paused; it outlives portal restarts. */
+export function pauseFile(runDir: string, stream: string): string {
+  return join(resolve(runDir), `${stream}.paused`);
+}

@@ -1,0 +1,67 @@
+/**
+ * Heartbeats (beacons): every process says, every `heartbeat_ms` of the map, what state it is in.
+ *
+ *   component --HEARTBEAT (ipc, to its portal)--> portal --PortalBeacon (ipc PUSH)--> agent
+ *
+ * Idle means: nothing received since the last beacon, nothing in flight (unacknowledged), queues
+ * empty. A process that misses `DEAD_AFTER_BEATS` beacons in a row is dead: its records are held
+ * for it (never handed to another slot) until it registers again.
+ */
+
+/** Beacons missed in a row before a process is reported dead. */
+export const DEAD_AFTER_BEATS = 3;
+
+/** What a component reports to its portal every interval (JSON in a HEARTBEAT message). */
+export interface ComponentBeacon {
+  slot: number;
+  pid: number;
+  /** Records received since the previous beacon. */
+  received: number;
+  /** Records received and not yet acknowledged (DONE not sent). */
+  inflight: number;
+  /** Map epoch the component runs under. */
+  epoch: number;
+}
+
+/** A slot as its portal sees it. */
+export type SlotState = 'idle' | 'busy' | 'dead' | 'missing';
+
+export interface SlotBeacon {
+  slot: number;
+  pid: number;
+  state: SlotState;
+  /** Records waiting in the portal for this slot, and sent to it without DONE. */
+  queued: number;
+  inflight: number;
+  /** Records received by the component since its previous beacon (from its beacon). */
+  received: number;
+  /** Milliseconds since the portal last heard from the component; -1 if never. */
+  silentMs: number;
+  processed: number;
+  serviceMs: number;
+}
+
+/** What a portal reports to its agent every interval (JSON, one frame, on the agent's PULL). */
+export interface PortalBeacon {
+  type: 'portal';
+  server: string;
+  stream: string;
+  pid: number;
+  port: number;
+  epoch: number;
+  /** True while the stream is paused (persisted across portal restarts). */
+  paused: boolean;
+  /** Records received from senders since the previous beacon. */
+  received: number;
+  /** Records sent to components and not yet DONE. */
+  inflight: number;
+  /** Records waiting in the portal for a slot. */
+  queued: number;
+  /** The portal and every slot are idle (see above); a missing or dead slot with no records is idle. */
+  idle: boolean;
+  rates: { inPerSec: number; outPerSec: number };
+  errors: Record<string, number>;
+  slots: SlotBeacon[];
+  /** When the beacon was made (ms since the Unix epoch). */
+  at: number;
+}
