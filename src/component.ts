@@ -12,6 +12,7 @@
  */
 import * as zmq from 'zeromq';
 import { decodeBody, type Delivered } from './envelope';
+import type { ComponentBeacon } from './heartbeat';
 import { CauseCounter, createLogger, type Logger } from './log';
 import { type FlotillaMap, loadMap, streamOf } from './map';
 import { slotsEndpoint } from './run-dir';
@@ -62,6 +63,10 @@ export class Component<T = Record<string, unknown>> {
   private emitted = false;
   private closed = false;
   private done: Promise<void> = Promise.resolve();
+  private heartbeat: NodeJS.Timeout | null = null;
+  /** Records received since the last beacon, and in the delivery being handled. */
+  private receivedSinceBeat = 0;
+  private inflight = 0;
   /** Records and deliveries handled so far; records whose payload did not decode. */
   readonly stats = { records: 0, deliveries: 0, badRecords: 0 };
   private causes: CauseCounter;
@@ -97,6 +102,8 @@ export class Component<T = Record<string, unknown>> {
     void this.watchConnection(this.socket.events);
     this.socket.connect(this.endpoint);
     this.ready();
+    this.heartbeat = setInterval(() => this.beat(), this.map.heartbeatMs);
+    this.heartbeat.unref();
     this.done = this.loop();
     this.log.info({ endpoint: this.endpoint }, `component ${this.opts.stream}/${this.opts.slot} connecting to ${this.endpoint}`);
   }
@@ -114,6 +121,7 @@ export class Component<T = Record<string, unknown>> {
   async stop(flushMs = STOP_FLUSH_MS): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    if (this.heartbeat) clearInterval(this.heartbeat);
     this.outbox.close();
     this.socket.close();
     if (this.sender) {
@@ -140,6 +148,19 @@ export class Component<T = Record<string, unknown>> {
     ]);
   }
 
+  /** Tells the portal this component is alive, and how busy (see heartbeat.ts). */
+  private beat(): void {
+    const beacon: ComponentBeacon = {
+      slot: this.opts.slot,
+      pid: process.pid,
+      received: this.receivedSinceBeat,
+      inflight: this.inflight,
+      epoch: this.map.epoch,
+    };
+    this.receivedSinceBeat = 0;
+    this.outbox.push([encodeHeader(MessageType.HEARTBEAT, 0, this.map.epoch, 0), Buffer.from(JSON.stringify(beacon))]);
+  }
+
   /** Registers again after every (re)connect: ZeroMQ reconnects, but the portal must be told. */
   private async watchConnection(events: zmq.Observer): Promise<void> {
     for await (const event of events) {
@@ -162,12 +183,15 @@ export class Component<T = Record<string, unknown>> {
       const header = decodeHeader(msg[0]);
       if (!header || header.type !== MessageType.DELIVER || !msg[1]) continue;
       this.emitted = false;
+      this.receivedSinceBeat += header.count;
+      this.inflight = header.count;
       if (onRawBatch) await onRawBatch(msg[1], header.count, this.ctx);
       else await onBatch!(decodeBody<T>(msg[1], type, this.badRecord), this.ctx);
       // Records made from this delivery must be safe downstream before it counts as done.
       if (this.emitted) await this.sender!.flush();
       this.stats.records += header.count;
       this.stats.deliveries++;
+      this.inflight = 0;
       if (this.closed) return;
       this.outbox.push([encodeHeader(MessageType.DONE, header.seq, this.map.epoch, header.count)]);
     }

@@ -1,13 +1,21 @@
 /**
- * Asks a portal on this server for its stats over its control socket (what `portalctl status`
- * and the demo show). Fails with a clear error if no portal answers in time.
+ * Requests to a portal on this server over its control socket (what the agent, `portalctl` and
+ * the demo use). Each fails with a clear error if no portal answers in time.
  */
 import * as zmq from 'zeromq';
 import { FlotillaError } from './errors';
 import type { PortalStats } from './portal';
 import { controlEndpoint } from './run-dir';
 
-export async function portalStats(runDir: string, stream: string, timeoutMs = 1000): Promise<PortalStats> {
+export function portalStats(runDir: string, stream: string, timeoutMs = 1000): Promise<PortalStats> {
+  return portalRequest<PortalStats>(runDir, stream, { cmd: 'stats' }, timeoutMs);
+}
+
+/**
+ * Sends one JSON request to a portal's control socket (`stats`, `beacon`, `pause`, `resume`,
+ * `ping`) and returns its JSON reply.
+ */
+export async function portalRequest<T>(runDir: string, stream: string, request: object, timeoutMs = 1000): Promise<T> {
   const endpoint = controlEndpoint(runDir, stream);
   // Refresh libuv's cached clock first: after a long synchronous stretch it is stale, and a
   // timer started now would fire at once.
@@ -17,9 +25,9 @@ export async function portalStats(runDir: string, stream: string, timeoutMs = 10
   try {
     req.connect(endpoint);
     const answer = (async () => {
-      await req.send('{"cmd":"stats"}');
+      await req.send(JSON.stringify(request));
       const [reply] = await req.receive();
-      return JSON.parse(reply!.toString('utf8')) as PortalStats;
+      return JSON.parse(reply!.toString('utf8')) as T;
     })();
     answer.catch(() => undefined); // closing the socket on a timeout rejects it; nobody waits
     const timeout = new Promise<never>((_, reject) => {

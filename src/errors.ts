@@ -12,6 +12,8 @@ export const WIRE_ERROR_CODES = [
   'WRONG_OWNER',
   'WINDOW_EXCEEDED',
   'UNSUPPORTED_VERSION',
+  'PAUSED',
+  'RESEND',
 ] as const;
 export type WireErrorCode = (typeof WIRE_ERROR_CODES)[number];
 
@@ -25,7 +27,11 @@ export type ErrorCode =
   | 'SENDER_CLOSED'
   | 'RECORD_INVALID'
   | 'UNKNOWN_SERVER'
-  | 'PORTAL_UNREACHABLE';
+  | 'PORTAL_UNREACHABLE'
+  | 'AGENT_UNREACHABLE'
+  | 'AGENT_ALREADY_RUNNING'
+  | 'BAD_REQUEST'
+  | 'NOT_IDLE';
 
 /** Base class: every Flotilla error has a `code` and a message meant for a person. */
 export class FlotillaError extends Error {

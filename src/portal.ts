@@ -10,6 +10,7 @@
  * most `slotWindow` deliveries in flight, and when more than `maxQueuedRecords` wait in the
  * portal it stops reading from senders until the slots catch up.
  */
+import { existsSync, unlinkSync, writeFileSync } from 'node:fs';
 import * as zmq from 'zeromq';
 import { RecordIndex } from './envelope';
 import { FlotillaError, type WireErrorCode } from './errors';
@@ -17,7 +18,8 @@ import { fnv1a32, slotOf } from './bucket';
 import { CauseCounter, type Logger } from './log';
 import { type FlotillaMap, type MapStream, portalPort, serverOf, slotCount, streamOf } from './map';
 import { Outbox } from './outbox';
-import { controlEndpoint, ensureRunDir, slotsEndpoint } from './run-dir';
+import { type ComponentBeacon, DEAD_AFTER_BEATS, type PortalBeacon, type SlotBeacon, type SlotState } from './heartbeat';
+import { agentBeaconEndpoint, controlEndpoint, ensureRunDir, pauseFile, slotsEndpoint } from './run-dir';
 import { decodeHeader, encodeHeader, MessageType, VERSION } from './wire';
 
 export const DEFAULT_SLOT_WINDOW = 4;
@@ -72,6 +74,9 @@ class Slot {
   /** Mean time from DELIVER to DONE, ms, smoothed. */
   serviceMs = 0;
   registrations = 0;
+  /** Date.now() when the component was last heard from (READY, DONE or HEARTBEAT); 0 never. */
+  heardAt = 0;
+  beacon: ComponentBeacon | null = null;
   constructor(readonly index: number) {}
 }
 
@@ -88,6 +93,8 @@ export interface PortalStats {
   batchesAcked: number;
   queuedRecords: number;
   readingPaused: boolean;
+  /** The stream is paused: batches are refused with PAUSED until resume. */
+  paused: boolean;
   rates: { inPerSec: number; outPerSec: number };
   errors: Record<string, number>;
   slots: {
@@ -114,6 +121,18 @@ export class Portal {
   private readonly ingress: zmq.Router;
   private readonly egress = new zmq.Router({ linger: 0, mandatory: true, sendHighWaterMark: 100_000 });
   private readonly control = new zmq.Reply({ linger: 0 });
+  /** Beacons to the agent; dropped, not queued, while no agent listens. */
+  private readonly beacons = new zmq.Push({ linger: 0, immediate: true, sendHighWaterMark: 4, sendTimeout: 0 });
+  private beaconTimer: NodeJS.Timeout | null = null;
+  private inAtLastBeat = 0;
+  private paused = false;
+  /** Senders refused while paused, by routing id: told RESUME when the pause ends. */
+  private readonly pausedSenders = new Map<string, Buffer>();
+  /**
+   * Per sender, the seq of its first batch refused with PAUSED. Until that batch comes back, its
+   * later batches are refused (RESEND), so none overtakes it: per-key order holds across a pause.
+   */
+  private readonly owed = new Map<string, number>();
   private readonly ingressOut: Outbox;
   private readonly egressOut: Outbox;
   private readonly index = new RecordIndex();
@@ -133,6 +152,7 @@ export class Portal {
   /** The TCP port bound (useful when the OS chose it). */
   port = 0;
   private counters = { recordsIn: 0, recordsOut: 0, batchesIn: 0, batchesAcked: 0 };
+  private flowCounts = { PAUSED: 0, RESEND: 0 };
   private slotOfRecord = new Uint16Array(1024);
   private slotBytes: Uint32Array;
   private slotCounts: Uint32Array;
@@ -175,6 +195,10 @@ export class Portal {
     this.port = Number(/:(\d+)$/.exec(this.ingress.lastEndpoint ?? '')?.[1] ?? port);
     await this.egress.bind(slotsEndpoint(this.runDir, this.stream.name));
     await this.control.bind(ctl);
+    this.paused = existsSync(pauseFile(this.runDir, this.stream.name));
+    this.beacons.connect(agentBeaconEndpoint(this.runDir));
+    this.beaconTimer = setInterval(() => this.sendBeacon(), this.map.heartbeatMs);
+    this.beaconTimer.unref();
     this.startedAt = Date.now();
     this.rateTimer = setInterval(() => this.sampleRates(), 1000);
     this.rateTimer.unref();
@@ -183,7 +207,7 @@ export class Portal {
     void this.controlLoop();
     this.log.info(
       { stream: this.stream.name, port: this.port, slots: this.slots.length, epoch: this.map.epoch },
-      `portal ${this.stream.name} listening on ${host}:${this.port}, ${this.slots.length} slots`,
+      `portal ${this.stream.name} listening on ${host}:${this.port}, ${this.slots.length} slots${this.paused ? ' (paused)' : ''}`,
     );
   }
 
@@ -192,6 +216,7 @@ export class Portal {
     if (this.closed) return;
     this.closed = true;
     if (this.rateTimer) clearInterval(this.rateTimer);
+    if (this.beaconTimer) clearInterval(this.beaconTimer);
     this.causes.stop();
     this.ingressOut.close();
     this.egressOut.close();
@@ -199,6 +224,7 @@ export class Portal {
     this.ingress.close();
     this.egress.close();
     this.control.close();
+    this.beacons.close();
   }
 
   /** Counters, rates and per-slot state, as `portalctl status` shows them. */
@@ -212,6 +238,7 @@ export class Portal {
       ...this.counters,
       queuedRecords: this.queued,
       readingPaused: this.resumeReading !== null,
+      paused: this.paused,
       rates: { inPerSec: this.rateIn, outPerSec: this.rateOut },
       errors: { ...this.causes.totals },
       slots: this.slots.map((s) => ({
@@ -277,7 +304,9 @@ export class Portal {
   }
 
   private reject(sender: Buffer, seq: number, code: WireErrorCode, message: string): void {
-    this.causes.count(code, message);
+    // Refusals during a pause are flow control, not errors: counted, never logged.
+    if (code === 'PAUSED' || code === 'RESEND') this.flowCounts[code]++;
+    else this.causes.count(code, message);
     this.ingressOut.push([sender, encodeHeader(MessageType.ERROR, seq, this.map.epoch, 0), Buffer.from(code), Buffer.from(message)]);
   }
 
@@ -300,6 +329,16 @@ export class Portal {
       return this.reject(sender, seq, 'TOO_LARGE', `batch body is ${body.length} bytes; the limit is ${this.stream.maxBatchBytes}`);
     }
     const senderKey = sender.toString('latin1');
+    if (this.paused) {
+      if (!this.owed.has(senderKey)) this.owed.set(senderKey, seq);
+      this.pausedSenders.set(senderKey, sender);
+      return this.reject(sender, seq, 'PAUSED', `stream ${this.stream.name} is paused; hold the batch until RESUME`);
+    }
+    const owed = this.owed.get(senderKey);
+    if (owed !== undefined) {
+      if (owed !== seq) return this.reject(sender, seq, 'RESEND', `batch ${owed}, refused while paused, must come first; resend held batches in order`);
+      this.owed.delete(senderKey);
+    }
     const inflight = this.senderInflight.get(senderKey) ?? 0;
     if (inflight >= this.stream.window) {
       return this.reject(sender, seq, 'WINDOW_EXCEEDED', `${inflight} batches unacknowledged; the window is ${this.stream.window}`);
@@ -430,6 +469,7 @@ export class Portal {
     const header = decodeHeader(msg[1]);
     if (!header) return this.causes.count('COMPONENT_MALFORMED', 'component sent a frame that is not a header');
     if (header.type === MessageType.DONE) return this.onDone(header.seq);
+    if (header.type === MessageType.HEARTBEAT) return this.onHeartbeat(msg[0]!, msg[2]);
     if (header.type === MessageType.READY) return this.onReady(msg[0]!, msg[2]);
     this.causes.count('COMPONENT_MALFORMED', `component sent message type ${header.type}`);
   }
@@ -458,16 +498,33 @@ export class Portal {
       slot.inflight.clear();
     }
     slot.routingId = routingId;
+    slot.heardAt = Date.now();
+    slot.beacon = null;
     slot.pid = typeof hello.pid === 'number' ? hello.pid : 0;
     slot.registrations++;
     this.log.info({ slot: slot.index, pid: slot.pid }, `portal ${this.stream.name}: slot ${slot.index} ready (pid ${slot.pid})`);
     this.pump(slot);
   }
 
+  private onHeartbeat(routingId: Buffer, frame: Buffer | undefined): void {
+    let beacon: ComponentBeacon;
+    try {
+      beacon = JSON.parse(frame?.toString('utf8') ?? '') as ComponentBeacon;
+    } catch {
+      return this.causes.count('COMPONENT_MALFORMED', 'HEARTBEAT without a JSON body');
+    }
+    const slot = this.slots[beacon.slot];
+    // Only the registered connection speaks for a slot; a stale one (an old process) is ignored.
+    if (!slot || !slot.routingId?.equals(routingId)) return;
+    slot.heardAt = Date.now();
+    slot.beacon = beacon;
+  }
+
   private onDone(id: number): void {
     const d = this.deliveries.get(id);
     if (!d) return this.causes.count('COMPONENT_UNKNOWN_DELIVERY', `DONE for delivery ${id}, which is not in flight`);
     const slot = d.slot;
+    slot.heardAt = Date.now();
     if (!slot.inflight.delete(id)) return; // answered twice; counted once
     this.deliveries.delete(id);
     slot.inflightRecords -= d.count;
@@ -479,6 +536,85 @@ export class Portal {
     if (--d.batch.remaining === 0) this.ack(d.batch);
     this.pump(slot);
     if (this.resumeReading && this.queued <= this.maxQueued / 2) this.resumeReading();
+  }
+
+  // ---- pause and heartbeats ---------------------------------------------------------------
+
+  /**
+   * Pauses or resumes the stream. The pause is written to a file in the run directory first, so
+   * a portal that restarts while paused comes back paused.
+   */
+  setPaused(paused: boolean): { ok: true; paused: boolean } {
+    const file = pauseFile(this.runDir, this.stream.name);
+    if (paused) writeFileSync(file, `${new Date().toISOString()}\n`);
+    else if (existsSync(file)) unlinkSync(file);
+    if (this.paused !== paused) this.log.info(`portal ${this.stream.name}: ${paused ? 'paused' : 'resumed'}`);
+    this.paused = paused;
+    if (!paused) {
+      for (const sender of this.pausedSenders.values()) {
+        this.ingressOut.push([sender, encodeHeader(MessageType.RESUME, 0, this.map.epoch, 0)]);
+      }
+      this.pausedSenders.clear();
+    }
+    return { ok: true, paused };
+  }
+
+  private slotState(slot: Slot, now: number): SlotState {
+    if (!slot.routingId) return 'missing';
+    if (now - slot.heardAt > DEAD_AFTER_BEATS * this.map.heartbeatMs) return 'dead';
+    if (slot.queuedRecords > 0 || slot.inflightRecords > 0) return 'busy';
+    if (slot.beacon && (slot.beacon.inflight > 0 || slot.beacon.received > 0)) return 'busy';
+    return 'idle';
+  }
+
+  /**
+   * This portal's beacon. `advance` starts a new "received since the last beacon" period (the
+   * periodic beacon does; a `beacon` request from the agent does not).
+   */
+  beacon(advance: boolean): PortalBeacon {
+    const now = Date.now();
+    const received = this.counters.recordsIn - this.inAtLastBeat;
+    if (advance) this.inAtLastBeat = this.counters.recordsIn;
+    let inflight = 0;
+    const slots: SlotBeacon[] = this.slots.map((s) => {
+      inflight += s.inflightRecords;
+      return {
+        slot: s.index,
+        pid: s.pid,
+        state: this.slotState(s, now),
+        queued: s.queuedRecords,
+        inflight: s.inflightRecords,
+        received: s.beacon?.received ?? 0,
+        silentMs: s.heardAt === 0 ? -1 : now - s.heardAt,
+        processed: s.processed,
+        serviceMs: Math.round(s.serviceMs * 1000) / 1000,
+      };
+    });
+    // A missing or dead slot holds its records; with none held it keeps nobody waiting.
+    const slotsIdle = slots.every((s) => s.state === 'idle' || (s.state !== 'busy' && s.queued === 0 && s.inflight === 0));
+    return {
+      type: 'portal',
+      server: this.opts.server,
+      stream: this.stream.name,
+      pid: process.pid,
+      port: this.port,
+      epoch: this.map.epoch,
+      paused: this.paused,
+      received,
+      inflight,
+      queued: this.queued - inflight,
+      idle: received === 0 && this.queued === 0 && slotsIdle,
+      rates: { inPerSec: this.rateIn, outPerSec: this.rateOut },
+      errors: { ...this.causes.totals },
+      slots,
+      at: now,
+    };
+  }
+
+  private sendBeacon(): void {
+    const beacon = JSON.stringify(this.beacon(true));
+    // No agent listening is normal (a portal run by hand): the beacon is simply dropped.
+    this.beacons.send(beacon).catch(() => undefined);
   }
 
   // ---- control -----------------------------------------------------------------------------
@@ -495,7 +631,18 @@ export class Portal {
       let reply: unknown;
       try {
         const { cmd } = JSON.parse(req.toString('utf8')) as { cmd?: string };
-        reply = cmd === 'stats' ? this.stats() : cmd === 'ping' ? { ok: true } : { error: `unknown command ${String(cmd)}` };
+        reply =
+          cmd === 'stats'
+            ? this.stats()
+            : cmd === 'beacon'
+              ? this.beacon(false)
+              : cmd === 'pause'
+                ? this.setPaused(true)
+                : cmd === 'resume'
+                  ? this.setPaused(false)
+                  : cmd === 'ping'
+                    ? { ok: true }
+                    : { error: `unknown command ${String(cmd)}`, code: 'UNKNOWN_COMMAND' };
       } catch {
         reply = { error: 'request is not JSON' };
       }

@@ -27,6 +27,7 @@ export const DEFAULT_BATCH_RECORDS = 8192;
 /** Closed batches that may wait behind a full window before `send` says false. */
 const QUEUED_BATCHES_BEFORE_FULL = 2;
 const REDIRECT_RETRY_MS = 200;
+const PAUSE_PROBE_MS = 1000;
 
 export interface SenderOptions {
   /** The map, or the path of the map file (then a redirect reloads it). */
@@ -52,6 +53,8 @@ interface OutBatch {
   count: number;
   /** Set when the batch is handed to the socket; performance.now() ms. */
   sentAt: number;
+  /** Refused with PAUSED or RESEND: kept, in order, until it may be sent again. */
+  held: boolean;
 }
 
 /** The sender's link to one portal: one stream on one server. */
@@ -70,6 +73,9 @@ class Channel {
   soon: NodeJS.Immediate | null = null;
   connectedOnce = false;
   disconnected = false;
+  /** The portal said PAUSED: send nothing new until RESUME (or a probe is accepted). */
+  paused = false;
+  probe: NodeJS.Timeout | null = null;
 
   constructor(
     readonly stream: MapStream,
@@ -248,6 +254,7 @@ export class Sender {
     for (const ch of this.channels.values()) {
       if (ch.linger) clearTimeout(ch.linger);
       if (ch.soon) clearImmediate(ch.soon);
+      if (ch.probe) clearInterval(ch.probe);
       ch.outbox.close();
       ch.socket.close();
     }
@@ -336,13 +343,13 @@ export class Sender {
     if (ch.writer.count === 0) return;
     const count = ch.writer.count;
     const order = ch.nextOrder++;
-    const batch: OutBatch = { seq: (order % 0xffffffff) + 1, order, body: ch.writer.take(), count, sentAt: 0 };
+    const batch: OutBatch = { seq: (order % 0xffffffff) + 1, order, body: ch.writer.take(), count, sentAt: 0, held: false };
     ch.queue.push(batch);
     this.pump(ch);
   }
 
   private pump(ch: Channel): void {
-    while (ch.queue.length > 0 && ch.inflight.size < ch.stream.window) {
+    while (!ch.paused && ch.queue.length > 0 && ch.inflight.size < ch.stream.window) {
       const batch = ch.queue.shift()!;
       ch.inflight.set(batch.seq, batch);
       this.transmit(ch, batch);
@@ -373,10 +380,15 @@ export class Sender {
       }
       const header = decodeHeader(msg[0]);
       if (!header) continue;
+      if (header.type === MessageType.RESUME) {
+        this.resume(ch);
+        continue;
+      }
       const batch = ch.inflight.get(header.seq);
       if (!batch) continue; // a reply to a batch already settled (we resent it)
       if (header.type === MessageType.ACK) {
         ch.inflight.delete(header.seq);
+        if (ch.paused) this.resume(ch);
         this.stats.acked += batch.count;
         this.onAck?.(batch.count, performance.now() - batch.sentAt);
       } else if (header.type === MessageType.ERROR) {
@@ -388,7 +400,20 @@ export class Sender {
   }
 
   private onRefused(ch: Channel, batch: OutBatch, err: WireError): void {
-    if (err.code === 'WRONG_OWNER') {
+    if (err.code === 'PAUSED') {
+      batch.held = true;
+      if (!ch.paused) {
+        ch.paused = true;
+        this.log.info({ endpoint: ch.endpoint }, `sender: ${ch.stream.name} on ${ch.server} is paused; holding batches`);
+        // Should RESUME be lost, a held batch sent now and then finds out.
+        ch.probe = setInterval(() => this.probe(ch), PAUSE_PROBE_MS);
+        ch.probe.unref();
+      }
+    } else if (err.code === 'RESEND') {
+      // An earlier batch refused during a pause must reach the portal first.
+      batch.held = true;
+      if (!ch.paused) this.resendHeld(ch);
+    } else if (err.code === 'WRONG_OWNER') {
       ch.inflight.delete(batch.seq);
       this.stats.redirects++;
       this.redirect(ch, batch, err.epoch);
@@ -457,6 +482,33 @@ export class Sender {
       if (s.owner[fnv1a32(batch.body, index.keyStarts[i], index.keyEnds[i]) % s.buckets] !== self) return false;
     }
     return true;
+  }
+
+  /** The portal resumed: send every held batch again, oldest first, then carry on. */
+  private resume(ch: Channel): void {
+    if (ch.probe) clearInterval(ch.probe);
+    ch.probe = null;
+    if (ch.paused) this.log.info({ endpoint: ch.endpoint }, `sender: ${ch.stream.name} on ${ch.server} resumed`);
+    ch.paused = false;
+    this.resendHeld(ch);
+    this.settled(ch);
+  }
+
+  private resendHeld(ch: Channel): void {
+    const held = [...ch.inflight.values()].filter((b) => b.held).sort((a, b) => a.order - b.order);
+    for (const b of held) {
+      b.held = false;
+      this.transmit(ch, b);
+    }
+  }
+
+  /** While paused: send the oldest held batch; an ACK (or RESEND) means the pause is over. */
+  private probe(ch: Channel): void {
+    let oldest: OutBatch | undefined;
+    for (const b of ch.inflight.values()) if (b.held && (!oldest || b.order < oldest.order)) oldest = b;
+    if (!oldest) return;
+    oldest.held = false;
+    this.transmit(ch, oldest);
   }
 
   private useMap(next: FlotillaMap): void {

@@ -23,12 +23,16 @@ export const MessageType = {
   ACK: 2,
   /** portal -> sender: [header, code, message]; batch `seq` was refused */
   ERROR: 3,
+  /** portal -> sender: [header]; the stream is no longer paused: resend held batches in order */
+  RESUME: 4,
   /** component -> portal: [header, json {slot, pid}]; this process serves `slot` */
   READY: 16,
   /** portal -> component: [header, body]; delivery `seq` holds `count` records */
   DELIVER: 17,
   /** component -> portal: [header]; delivery `seq` is processed */
   DONE: 18,
+  /** component -> portal: [header, json ComponentBeacon]; every heartbeat interval */
+  HEARTBEAT: 19,
 } as const;
 export type MessageType = (typeof MessageType)[keyof typeof MessageType];
 
