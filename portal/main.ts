@@ -26,7 +26,7 @@ async function main(): Promise<void> {
   const map = loadMap(o.map);
   const server = whichServer(map, o.server);
   const log = createLogger('portal', { stream: o.stream, server });
-  const portal = new Portal({ map, server, stream: o.stream, runDir: o.runDir, bindHost: o.bind, log });
+  const portal = new Portal({ map, mapFile: o.map, server, stream: o.stream, runDir: o.runDir, bindHost: o.bind, log });
   await portal.start();
   notifyReady();
   const stop = (signal: string) => {

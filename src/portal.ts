@@ -16,7 +16,7 @@ import { RecordIndex } from './envelope';
 import { FlotillaError, type WireErrorCode } from './errors';
 import { fnv1a32, slotOf } from './bucket';
 import { CauseCounter, type Logger } from './log';
-import { type FlotillaMap, type MapStream, portalPort, serverOf, slotCount, streamOf } from './map';
+import { type FlotillaMap, loadMap, type MapStream, portalPort, serverOf, slotCount, streamOf } from './map';
 import { Outbox } from './outbox';
 import { type ComponentBeacon, DEAD_AFTER_BEATS, type PortalBeacon, type SlotBeacon, type SlotState } from './heartbeat';
 import { agentBeaconEndpoint, controlEndpoint, ensureRunDir, pauseFile, slotsEndpoint } from './run-dir';
@@ -27,6 +27,8 @@ export const DEFAULT_MAX_QUEUED_RECORDS = 200_000;
 
 export interface PortalOptions {
   map: FlotillaMap;
+  /** The map's file, read again when the agent switches the portal to a new epoch. */
+  mapFile?: string;
   /** This server's name in the map. */
   server: string;
   stream: string;
@@ -60,6 +62,18 @@ interface Delivery {
   sentAt: number;
 }
 
+/**
+ * Records of buckets this server took over in an epoch switch, held until their old owner says
+ * it has drained them, so that no bucket is ever processed by two servers at once.
+ */
+interface HoldGroup {
+  /** The old owner (server name). */
+  from: string;
+  buckets: number;
+  /** Deliveries made while held, in arrival order; released to their slots in that order. */
+  deliveries: Delivery[];
+}
+
 /** A local component slot as the portal sees it. */
 class Slot {
   routingId: Buffer | null = null;
@@ -79,6 +93,13 @@ class Slot {
   beacon: ComponentBeacon | null = null;
   constructor(readonly index: number) {}
 }
+
+/** A request on the portal's control socket (JSON). */
+export type ControlRequest =
+  | { cmd: 'ping' | 'stats' | 'beacon' | 'pause' | 'resume' }
+  | { cmd: 'switch'; epoch: number }
+  | { cmd: 'drained' }
+  | { cmd: 'release'; from: string; epoch: number };
 
 /** What `stats()` returns; the demo and `portalctl status` read it over the control socket. */
 export interface PortalStats {
@@ -110,9 +131,9 @@ export interface PortalStats {
 }
 
 export class Portal {
-  private readonly map: FlotillaMap;
-  private readonly stream: MapStream;
-  private readonly selfIndex: number;
+  private map: FlotillaMap;
+  private stream: MapStream;
+  private selfIndex: number;
   private readonly log: Logger;
   private readonly runDir: string;
   private readonly slotWindow: number;
@@ -154,6 +175,13 @@ export class Portal {
   private counters = { recordsIn: 0, recordsOut: 0, batchesIn: 0, batchesAcked: 0 };
   private flowCounts = { PAUSED: 0, RESEND: 0 };
   private slotOfRecord = new Uint16Array(1024);
+  /** holdOf[bucket]: 0, or 1 + the index in `holds` of the group holding the bucket. */
+  private holdOf: Uint8Array;
+  private holds: HoldGroup[] = [];
+  /** Deliveries with ids below this were made before the last epoch switch. */
+  private drainMark = 0;
+  /** Releases that arrived before this portal switched to their epoch. */
+  private earlyReleases = new Map<number, Set<string>>();
   private slotBytes: Uint32Array;
   private slotCounts: Uint32Array;
 
@@ -179,6 +207,7 @@ export class Portal {
     this.slots = Array.from({ length: n }, (_, i) => new Slot(i));
     this.slotBytes = new Uint32Array(n);
     this.slotCounts = new Uint32Array(n);
+    this.holdOf = new Uint8Array(this.stream.buckets);
     this.ingressOut = new Outbox(this.ingress, (err) => this.causes.count('REPLY_FAILED', err.message));
     this.egressOut = new Outbox(this.egress, (err) => this.causes.count('SLOT_UNREACHABLE', err.message));
     this.causes = new CauseCounter(this.log, `portal ${opts.stream}`);
@@ -366,6 +395,7 @@ export class Portal {
     const { buckets, owner } = this.stream;
     const nSlots = this.slots.length;
     const self = this.selfIndex;
+    const holdOf = this.holdOf;
     if (this.slotOfRecord.length < index.count) this.slotOfRecord = new Uint16Array(index.keyStarts.length);
     const slotOfRecord = this.slotOfRecord;
     const bytes = this.slotBytes.fill(0);
@@ -373,7 +403,8 @@ export class Portal {
     for (let i = 0; i < index.count; i++) {
       const bucket = fnv1a32(body, index.keyStarts[i], index.keyEnds[i]) % buckets;
       if (owner[bucket] !== self) return false;
-      const slot = slotOf(bucket, nSlots);
+      // A lane is a slot, or a slot's part of a hold group (records held until released).
+      const slot = holdOf[bucket]! * nSlots + slotOf(bucket, nSlots);
       slotOfRecord[i] = slot;
       bytes[slot] += index.starts[i + 1]! - index.starts[i]!;
       counts[slot]++;
@@ -384,12 +415,13 @@ export class Portal {
   /** Copies each slot's records, in order, into one DELIVER body per slot. */
   private split(body: Buffer, index: RecordIndex, batch: InBatch): void {
     const nSlots = this.slots.length;
+    const lanes = this.slotCounts.length;
     const bytes = this.slotBytes;
     const counts = this.slotCounts;
-    const bodies: (Buffer | undefined)[] = new Array(nSlots);
-    const fill = new Uint32Array(nSlots);
+    const bodies: (Buffer | undefined)[] = new Array(lanes);
+    const fill = new Uint32Array(lanes);
     let used = 0;
-    for (let s = 0; s < nSlots; s++) {
+    for (let s = 0; s < lanes; s++) {
       if (counts[s] === 0) continue;
       used++;
       // Every record in one slot: hand the sender's buffer on as it is, no copy.
@@ -411,15 +443,19 @@ export class Portal {
     }
     batch.remaining = used;
     const now = performance.now();
-    for (let s = 0; s < nSlots; s++) {
+    for (let s = 0; s < lanes; s++) {
       if (counts[s] === 0) continue;
-      const slot = this.slots[s]!;
+      const slot = this.slots[s % nSlots]!;
       const d: Delivery = { id: this.nextDelivery++, batch, slot, body: bodies[s]!, count: counts[s]!, sentAt: now };
       if (this.nextDelivery > 0xffffffff) this.nextDelivery = 1;
       this.deliveries.set(d.id, d);
-      slot.pending.push(d);
       slot.queuedRecords += d.count;
       this.queued += d.count;
+      if (s >= nSlots) {
+        this.holds[Math.floor(s / nSlots) - 1]!.deliveries.push(d);
+        continue;
+      }
+      slot.pending.push(d);
       this.pump(slot);
     }
   }
@@ -538,6 +574,96 @@ export class Portal {
     if (this.resumeReading && this.queued <= this.maxQueued / 2) this.resumeReading();
   }
 
+  // ---- epochs ------------------------------------------------------------------------------
+
+  /**
+   * Switches to the map's next epoch (read again from the map file). Buckets this server gives
+   * up are refused from now on (WRONG_OWNER, a redirect) and drain; buckets it takes over are
+   * accepted but held, per old owner, until that owner says it has drained them (`release`).
+   */
+  switchEpoch(epoch: number): { ok: true; epoch: number; outgoing: number; incoming: Record<string, number> } {
+    if (epoch <= this.map.epoch) return { ok: true, epoch: this.map.epoch, outgoing: 0, incoming: {} };
+    if (!this.opts.mapFile) throw new FlotillaError('CONFIG_INVALID', 'this portal was started without a map file to read again');
+    if (this.holds.length > 0) {
+      throw new FlotillaError('EPOCH_BUSY', `epoch ${this.map.epoch} still holds buckets from ${this.holds.map((h) => h.from).join(', ')}; switch again once they are released`);
+    }
+    const next = loadMap(this.opts.mapFile);
+    if (next.epoch !== epoch) throw new FlotillaError('EPOCH_MISMATCH', `asked to switch to epoch ${epoch}, but ${this.opts.mapFile} is at epoch ${next.epoch}`);
+    const stream = streamOf(next, this.stream.name);
+    const selfIndex = next.servers.findIndex((x) => x.name === this.opts.server);
+    if (selfIndex < 0) throw new FlotillaError('UNKNOWN_SERVER', `server ${this.opts.server} is not in epoch ${epoch} of the map`);
+    if (stream.buckets !== this.stream.buckets) throw new FlotillaError('MAP_INVALID', `stream ${stream.name} changes its bucket count; that needs a new stream`);
+    if (slotCount(next.servers[selfIndex]!, stream) !== this.slots.length) {
+      throw new FlotillaError('MAP_INVALID', `stream ${stream.name} changes its slot count on ${this.opts.server}; restart its portal and components for that`);
+    }
+    const before = this.map;
+    const oldOwner = this.stream.owner;
+    let outgoing = 0;
+    const incoming = new Map<string, number[]>();
+    for (let b = 0; b < stream.buckets; b++) {
+      const was = before.servers[oldOwner[b]!]!.name;
+      const now = next.servers[stream.owner[b]!]!.name;
+      if (was === this.opts.server && now !== this.opts.server) outgoing++;
+      if (now === this.opts.server && was !== this.opts.server) {
+        if (!incoming.has(was)) incoming.set(was, []);
+        incoming.get(was)!.push(b);
+      }
+    }
+    const released = this.earlyReleases.get(epoch) ?? new Set<string>();
+    this.earlyReleases.delete(epoch);
+    this.holdOf = new Uint8Array(stream.buckets);
+    this.holds = [];
+    for (const [from, buckets] of incoming) {
+      if (released.has(from)) continue;
+      this.holds.push({ from, buckets: buckets.length, deliveries: [] });
+      for (const b of buckets) this.holdOf[b] = this.holds.length;
+    }
+    const lanes = this.slots.length * (1 + this.holds.length);
+    this.slotBytes = new Uint32Array(lanes);
+    this.slotCounts = new Uint32Array(lanes);
+    this.map = next;
+    this.stream = stream;
+    this.selfIndex = selfIndex;
+    this.drainMark = this.nextDelivery;
+    const inc = Object.fromEntries([...incoming].map(([from, b]) => [from, b.length]));
+    this.log.info({ epoch, outgoing, incoming: inc }, `portal ${stream.name}: now at epoch ${epoch}; ${outgoing} buckets leave, ${[...incoming.values()].reduce((n, b) => n + b.length, 0)} arrive`);
+    return { ok: true, epoch, outgoing, incoming: inc };
+  }
+
+  /** True once every record accepted before the last epoch switch is processed. */
+  drained(): boolean {
+    for (const id of this.deliveries.keys()) return id >= this.drainMark;
+    return true;
+  }
+
+  /** `from` has drained the buckets it gave this server at `epoch`: process them now. */
+  release(from: string, epoch: number): { ok: true; released: number } {
+    if (epoch > this.map.epoch) {
+      if (!this.earlyReleases.has(epoch)) this.earlyReleases.set(epoch, new Set());
+      this.earlyReleases.get(epoch)!.add(from);
+      return { ok: true, released: 0 };
+    }
+    const i = this.holds.findIndex((h) => h.from === from);
+    if (epoch < this.map.epoch || i < 0) return { ok: true, released: 0 };
+    const group = this.holds[i]!;
+    // Keep lane numbers stable for the groups still held: mark this one empty, drop all at the end.
+    for (let b = 0; b < this.holdOf.length; b++) if (this.holdOf[b] === i + 1) this.holdOf[b] = 0;
+    for (const d of group.deliveries) {
+      d.slot.pending.push(d);
+    }
+    const released = group.deliveries.reduce((n, d) => n + d.count, 0);
+    group.deliveries = [];
+    group.buckets = 0;
+    if (this.holds.every((h) => h.buckets === 0)) {
+      this.holds = [];
+      this.slotBytes = new Uint32Array(this.slots.length);
+      this.slotCounts = new Uint32Array(this.slots.length);
+    }
+    for (const slot of this.slots) this.pump(slot);
+    this.log.info({ from, epoch, records: released }, `portal ${this.stream.name}: ${from} drained its buckets; ${released} held records go to their slots`);
+    return { ok: true, released };
+  }
+
   // ---- pause and heartbeats ---------------------------------------------------------------
 
   /**
@@ -619,6 +745,30 @@ export class Portal {
 
   // ---- control -----------------------------------------------------------------------------
 
+  /** Answers one control request (see ControlRequest). */
+  private command(req: ControlRequest): unknown {
+    switch (req.cmd) {
+      case 'ping':
+        return { ok: true };
+      case 'stats':
+        return this.stats();
+      case 'beacon':
+        return this.beacon(false);
+      case 'pause':
+        return this.setPaused(true);
+      case 'resume':
+        return this.setPaused(false);
+      case 'switch':
+        return this.switchEpoch(Number(req.epoch));
+      case 'drained':
+        return { drained: this.drained(), epoch: this.map.epoch };
+      case 'release':
+        return this.release(String(req.from), Number(req.epoch));
+      default:
+        return { error: `unknown command ${String((req as { cmd?: unknown }).cmd)}`, code: 'UNKNOWN_COMMAND' };
+    }
+  }
+
   private async controlLoop(): Promise<void> {
     while (!this.closed) {
       let req: Buffer;
@@ -630,21 +780,14 @@ export class Portal {
       }
       let reply: unknown;
       try {
-        const { cmd } = JSON.parse(req.toString('utf8')) as { cmd?: string };
+        reply = this.command(JSON.parse(req.toString('utf8')) as ControlRequest);
+      } catch (err) {
         reply =
-          cmd === 'stats'
-            ? this.stats()
-            : cmd === 'beacon'
-              ? this.beacon(false)
-              : cmd === 'pause'
-                ? this.setPaused(true)
-                : cmd === 'resume'
-                  ? this.setPaused(false)
-                  : cmd === 'ping'
-                    ? { ok: true }
-                    : { error: `unknown command ${String(cmd)}`, code: 'UNKNOWN_COMMAND' };
-      } catch {
-        reply = { error: 'request is not JSON' };
+          err instanceof FlotillaError
+            ? { error: err.message, code: err.code }
+            : err instanceof SyntaxError
+              ? { error: 'request is not JSON', code: 'MALFORMED' }
+              : { error: (err as Error).message, code: 'INTERNAL' };
       }
       try {
         await this.control.send(JSON.stringify(reply));

@@ -8,9 +8,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { stopChildren } from '../../src/cli/children';
+import { requestJson } from '../../src/agent-client';
 import { portalStats } from '../../src/control-client';
 import { type FlotillaMap, loadMap } from '../../src/map';
 import type { PortalStats } from '../../src/portal';
+import { agentControlEndpoint } from '../../src/run-dir';
 
 export const DIST = join(__dirname, '..', '..');
 
@@ -35,7 +37,7 @@ export interface Deployment {
   runDirOf(server?: string): string;
   startPortal(stream: string, server?: string): ChildProcess;
   /** Starts the recorder test component (see fixtures/recorder.ts) for one slot. */
-  startRecorder(stream: string, slot: number, opts?: { server?: string; emit?: string; out?: string }): ChildProcess;
+  startRecorder(stream: string, slot: number, opts?: { server?: string; emit?: string; out?: string; delayMs?: number }): ChildProcess;
   startComponent(script: string, args: string[]): ChildProcess;
   stats(stream: string, server?: string): Promise<PortalStats>;
   waitSlotsConnected(stream: string, n: number, server?: string): Promise<void>;
@@ -77,6 +79,7 @@ export function deploy(mapObject: Record<string, unknown>): Deployment {
       const args = ['--map', mapFile, '--server', server, '--stream', stream, '--slot', String(slot)];
       args.push('--run-dir', d.runDirOf(server), '--out', opts.out ?? d.outOf(stream, slot, server));
       if (opts.emit) args.push('--emit', opts.emit);
+      if (opts.delayMs) args.push('--delay-ms', String(opts.delayMs));
       return launch([join(DIST, 'test', 'fixtures', 'recorder.js'), ...args]);
     },
     startComponent(script, args) {
@@ -98,4 +101,40 @@ export function deploy(mapObject: Record<string, unknown>): Deployment {
     },
   };
   return d;
+}
+
+/** Starts the agent daemon of `server` (default the map's first) on the server's run directory. */
+export function startAgent(d: Deployment, server = d.map.servers[0]!.name): ChildProcess {
+  return d.startComponent(join(DIST, 'agent', 'main.js'), ['--map', d.mapFile, '--server', server, '--run-dir', d.runDirOf(server)]);
+}
+
+/** Waits until the agent of `server` answers on its control socket. */
+export async function waitAgent(d: Deployment, server = d.map.servers[0]!.name): Promise<void> {
+  await waitFor(`the agent of ${server} to answer`, async () => {
+    try {
+      await requestJson(agentControlEndpoint(d.runDirOf(server)), { cmd: 'ping' }, 500);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+}
+
+/**
+ * Runs portalctl as a child process without blocking this one (a test's Sender keeps sending
+ * meanwhile); resolves with its exit status and output.
+ */
+export function portalctlAsync(args: string[], timeoutMs = 30_000): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const p = spawn(process.execPath, [join(DIST, 'agent', 'portalctl.js'), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    p.stdout!.on('data', (b: Buffer) => (stdout += b.toString()));
+    p.stderr!.on('data', (b: Buffer) => (stderr += b.toString()));
+    const timer = setTimeout(() => p.kill('SIGKILL'), timeoutMs);
+    p.on('close', (status) => {
+      clearTimeout(timer);
+      resolve({ status, stdout, stderr });
+    });
+  });
 }

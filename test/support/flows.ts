@@ -31,6 +31,8 @@ export interface Seen {
   key: string;
   seq: number;
   pid: number;
+  /** When it was processed, ms since the Unix epoch (fractional). */
+  at: number;
 }
 
 /** Reads the per-record lines the recorder component wrote. */
@@ -40,8 +42,8 @@ export function readRecorded(files: string[]): Seen[] {
     if (!existsSync(f)) continue;
     for (const line of readFileSync(f, 'utf8').split('\n')) {
       if (!line) continue;
-      const [slot, key, seq, pid] = line.split('\t');
-      out.push({ slot: Number(slot), key: key!, seq: Number(seq), pid: Number(pid) });
+      const [slot, key, seq, pid, at] = line.split('\t');
+      out.push({ slot: Number(slot), key: key!, seq: Number(seq), pid: Number(pid), at: Number(at) });
     }
   }
   return out;
