@@ -729,7 +729,9 @@ export class Portal {
       received,
       inflight,
       queued: this.queued - inflight,
-      idle: received === 0 && this.queued === 0 && slotsIdle,
+      // A paused portal takes nothing in: records received before the pause count only while
+      // they are still queued or in flight.
+      idle: (received === 0 || this.paused) && this.queued === 0 && slotsIdle,
       rates: { inPerSec: this.rateIn, outPerSec: this.rateOut },
       errors: { ...this.causes.totals },
       slots,
