@@ -5,26 +5,34 @@
  */
 import { Command, CommanderError } from 'commander';
 import { die } from '../src/cli/common';
+import { addControlCommands } from './control-commands';
 import { addMapCommands } from './map-commands';
 
 const program = new Command('portalctl')
-  .description('Operate Flotilla portals: inspect map files and look keys up.')
+  .description(
+    "Operate Flotilla: pause, resume and watch the portals through each server's agent; inspect map files and look keys up.",
+  )
   .showHelpAfterError()
   .exitOverride()
   .addHelpText(
     'after',
     `
 Examples:
+  portalctl status                              this server: each portal, its state, rates, queues, slots
+  portalctl status --cluster --json             every server of the map, as JSON
+  portalctl pause --wait                        pause every stream here, return once everything is idle
+  portalctl pause --cluster --wait --timeout 60 the same on every server; exit 1 after 60 s if not idle
+  portalctl resume --cluster                    take records again everywhere
+  portalctl reload                              read the map file again now (the agent also does on every edit)
   portalctl map check config/demo.yaml
   portalctl map lookup config/demo.yaml clicks user-42
   portalctl map diff /etc/flotilla/map.yaml map.new.yaml --json`,
   );
 
+addControlCommands(program);
 addMapCommands(program);
 
-try {
-  program.parse();
-} catch (err) {
+program.parseAsync().catch((err: unknown) => {
   if (err instanceof CommanderError) process.exit(err.exitCode === 0 ? 0 : 2);
   die(err);
-}
+});

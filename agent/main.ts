@@ -1,0 +1,40 @@
+#!/usr/bin/env node
+/**
+ * flotilla-agent: the control plane of one server. Wiring and lifecycle only; the logic is
+ * src/agent.ts.
+ */
+import { Command } from 'commander';
+import { Agent } from '../src/agent';
+import { die, notifyReady, whichServer } from '../src/cli/common';
+import { createLogger } from '../src/log';
+import { loadMap } from '../src/map';
+
+const program = new Command('flotilla-agent')
+  .description(
+    "Run this server's control plane: collect the portals' beacons, pause and resume them for portalctl, hold the map in force and check every edit of the map file.",
+  )
+  .requiredOption('-m, --map <file>', 'map file (YAML or JSON)', process.env.FLOTILLA_MAP)
+  .option('--server <name>', "this server's name in the map (default $FLOTILLA_SERVER, else the host name)")
+  .option('--run-dir <dir>', "directory for ipc sockets (default the map's run_dir)")
+  .option('--bind <host>', "address of the TCP control socket (default the server's host in the map)")
+  .addHelpText('after', '\nExample:\n  flotilla-agent --map /etc/flotilla/map.yaml --server alpha\n')
+  .showHelpAfterError();
+
+async function main(): Promise<void> {
+  program.parse();
+  const o = program.opts<{ map: string; server?: string; runDir?: string; bind?: string }>();
+  process.umask(0o007); // sockets for the service's user and group only
+  const server = whichServer(loadMap(o.map), o.server);
+  const log = createLogger('agent', { server });
+  const agent = new Agent({ mapFile: o.map, server, runDir: o.runDir, bindHost: o.bind, log });
+  await agent.start();
+  notifyReady();
+  const stop = (signal: string) => {
+    log.info(`agent: ${signal}, stopping`);
+    void agent.stop().then(() => process.exit(0));
+  };
+  process.once('SIGTERM', () => stop('SIGTERM'));
+  process.once('SIGINT', () => stop('SIGINT'));
+}
+
+main().catch((err: unknown) => die(err));
