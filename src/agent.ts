@@ -128,6 +128,7 @@ export class Agent {
   private readonly startedAt = Date.now();
   private closed = false;
   private watching = false;
+  private settle: NodeJS.Timeout | null = null;
   /** Where the TCP control socket listens, if the map gives this server an agent_port. */
   tcpEndpoint: string | null = null;
 
@@ -177,6 +178,7 @@ export class Agent {
     if (this.closed) return;
     this.closed = true;
     if (this.watching) unwatchFile(this.opts.mapFile, this.onMapFile);
+    if (this.settle) clearTimeout(this.settle);
     this.causes.stop();
     this.replies.close();
     this.pull.close();
@@ -319,7 +321,12 @@ export class Agent {
 
   private readonly onMapFile = (curr: Stats, prev: Stats): void => {
     if (this.closed || (curr.mtimeMs === prev.mtimeMs && curr.size === prev.size && curr.ino === prev.ino)) return;
-    this.reload();
+    // The file may be half written: read it once it has kept still for one more interval.
+    if (this.settle) clearTimeout(this.settle);
+    this.settle = setTimeout(() => {
+      this.settle = null;
+      if (!this.closed) this.reload();
+    }, this.opts.watchMs ?? DEFAULT_WATCH_MS);
   };
 
   private async refuseIfRunning(ctl: string): Promise<void> {

@@ -54,7 +54,7 @@ after(async () => {
 test('an invalid edit leaves the epoch in force, and status shows each problem as path: message', async () => {
   writeMap(mapAt(2, (m) => ((m.streams[0].port = 70000), (m.servers[0].colour = 'red'))));
   let st: AgentStatus | undefined;
-  await waitFor('the agent to reject the edit', async () => (st = await status()).mapErrors !== null);
+  await waitFor('the agent to reject the edit', async () => (st = await status()).mapErrors?.problems.some((p) => p.path === 'streams[0].port') === true);
   assert.equal(st!.epoch, 1, 'epoch 1 stays in force');
   assert.equal(st!.mapErrors!.code, 'MAP_INVALID');
   assert.equal(st!.mapErrors!.epoch, 2);
