@@ -154,8 +154,9 @@ export function addControlCommands(program: Command): void {
     .action(async (streams: string[], o: PauseFlags) => {
       const targets = targetsOf(o);
       const results = await gather(targets, (t) => agentPause(t, streams, PAUSE_TIMEOUT_MS));
-      if (!reportPause(results, 'paused', o.json && !o.wait)) return;
-      if (o.wait) await waitIdle(targets, streams, o.timeout, o.json === true);
+      const ok = reportPause(results, 'paused', !o.json);
+      if (o.wait && ok) await waitIdle(targets, streams, o.timeout, o.json ? pauseJson(results) : null);
+      else if (o.json) printJson(pauseJson(results));
     });
 
   withTargetOptions(
@@ -167,7 +168,8 @@ export function addControlCommands(program: Command): void {
     .addHelpText('after', '\nExamples:\n  portalctl resume\n  portalctl resume clicks --cluster\n')
     .action(async (streams: string[], o: TargetFlags) => {
       const results = await gather(targetsOf(o), (t) => agentResume(t, streams, PAUSE_TIMEOUT_MS));
-      reportPause(results, 'resumed', o.json);
+      reportPause(results, 'resumed', !o.json);
+      if (o.json) printJson(pauseJson(results));
     });
 
   withTargetOptions(
@@ -193,9 +195,13 @@ function printJsonResults(results: Outcome<{ server: string }>[], cluster: boole
   else if (results[0]!.value) printJson(results[0]!.value);
 }
 
-/** Prints what a pause or resume did; returns true if every portal did it. */
-function reportPause(results: Outcome<PauseReply>[], done: string, json: boolean | undefined): boolean {
-  if (json) printJson(results.map((r) => (r.ok ? r.value : { server: nameOf(r), ok: false, error: errorText(r.error) })));
+/** The agents' pause or resume replies for --json, with `{server, ok: false, error}` for one that did not answer. */
+function pauseJson(results: Outcome<PauseReply>[]): unknown[] {
+  return results.map((r) => (r.ok ? r.value : { server: nameOf(r), ok: false, error: errorText(r.error) }));
+}
+
+/** Prints what a pause or resume did (`human`: a line per server) and what failed; true if every portal did it. */
+function reportPause(results: Outcome<PauseReply>[], done: string, human: boolean): boolean {
   let ok = true;
   for (const r of results) {
     if (!r.ok) {
@@ -204,7 +210,7 @@ function reportPause(results: Outcome<PauseReply>[], done: string, json: boolean
       continue;
     }
     const good = r.value.results.filter((x) => x.ok).map((x) => x.stream);
-    if (!json && good.length > 0) print(`${r.value.server}: ${done} ${good.join(', ')}`);
+    if (human && good.length > 0) print(`${r.value.server}: ${done} ${good.join(', ')}`);
     for (const x of r.value.results.filter((y) => !y.ok)) {
       fail(`${r.value.server}: ${x.error ?? `the ${x.stream} portal did not say it is ${done}`}${x.code ? ` [${x.code}]` : ''}`);
       ok = false;
@@ -223,8 +229,9 @@ function describeReload(r: ReloadReply): string {
 /**
  * Polls the agents (every heartbeat/4, at least 50 ms) until every portal and component of
  * `streams` is paused and idle, showing who is not yet; exits 1 at the timeout naming them.
+ * `json`: print the result as JSON, with these pause replies in it.
  */
-async function waitIdle(targets: AgentTarget[], streams: string[], timeoutS: number, json: boolean): Promise<void> {
+async function waitIdle(targets: AgentTarget[], streams: string[], timeoutS: number, json: unknown[] | null): Promise<void> {
   const started = Date.now();
   const deadline = started + timeoutS * 1000;
   const progress = new Progress(process.stderr);
@@ -244,13 +251,13 @@ async function waitIdle(targets: AgentTarget[], streams: string[], timeoutS: num
     if (waiting.length === 0) {
       progress.clear();
       const servers = results.map((r) => nameOf(r));
-      if (json) printJson({ ok: true, idle: true, elapsedMs: Date.now() - started, servers });
+      if (json) printJson({ ok: true, idle: true, elapsedMs: Date.now() - started, servers, paused: json });
       else print(`idle after ${elapsed} s: every process of ${servers.join(', ')} is paused and idle`);
       return;
     }
     if (Date.now() >= deadline) {
       progress.clear();
-      if (json) printJson({ ok: false, idle: false, elapsedMs: Date.now() - started, notIdle: waiting.map((w) => w.item ?? w.text) });
+      if (json) printJson({ ok: false, idle: false, elapsedMs: Date.now() - started, paused: json, notIdle: waiting.map((w) => w.item ?? w.text) });
       fail(`not idle after ${timeoutS} s: ${waiting.map((w) => w.text).join('; ')} [NOT_IDLE]`);
       return;
     }
@@ -274,7 +281,7 @@ class Progress {
   constructor(private readonly out: NodeJS.WriteStream) {}
 
   show(waiting: Waiting[], elapsed: string): void {
-    const line = `waiting (${elapsed} s) for ${waiting.length} not idle: ${waiting.map((w) => w.text).join('; ')}`;
+    const line = `not idle (${elapsed} s): ${waiting.map((w) => w.text).join('; ')}`;
     if (this.out.isTTY) {
       const width = (this.out.columns || 80) - 1;
       this.out.write(`\r\x1b[K${line.length > width ? line.slice(0, width - 1) + '…' : line}`);

@@ -53,10 +53,10 @@ export function notIdle(status: AgentStatus, streams?: readonly string[], wantPa
   return out;
 }
 
-/** `alpha/orders slot 2 (pid 4242) dead, inflight 40, queued 100` */
+/** `alpha/orders slot 2 (pid 4242) dead, inflight 40, queued 100` (counts only when not zero). */
 export function describeNotIdle(n: NotIdle): string {
   const who = `${n.server}/${n.stream} ${n.slot === null ? 'portal' : `slot ${n.slot}`}${n.pid !== null ? ` (pid ${n.pid})` : ''}`;
-  const counts = n.inflight + n.queued > 0 ? `, inflight ${n.inflight}, queued ${n.queued}` : '';
+  const counts = [n.inflight > 0 ? `, inflight ${n.inflight}` : '', n.queued > 0 ? `, queued ${n.queued}` : ''].join('');
   return `${who} ${n.state}${counts}`;
 }
 

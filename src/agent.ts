@@ -187,6 +187,9 @@ export class Agent {
 
   /** Records a portal's beacon (what arrives on the PULL socket). */
   noteBeacon(beacon: PortalBeacon, receivedAt = Date.now()): void {
+    // A periodic beacon can arrive after a fresher one asked for on the control socket.
+    const seen = this.beacons.get(beacon.stream);
+    if (seen && seen.beacon.pid === beacon.pid && seen.beacon.at > beacon.at) return;
     this.beacons.set(beacon.stream, { beacon, receivedAt });
   }
 

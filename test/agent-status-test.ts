@@ -131,4 +131,6 @@ test('with no agent running, portalctl says so and exits 1', async () => {
 
   const usage = portalctl('status', '--cluster', '--server', 'solo', '--map', empty.mapFile);
   assert.equal(usage.status, 2, 'usage error');
+  assert.match(usage.stderr, /option '--cluster' cannot be used with option '--server/);
+  assert.equal(portalctl('pause', '--wait', '--timeout', 'soon', '--map', empty.mapFile).status, 2);
 });
