@@ -13,10 +13,11 @@ import { spawnSync } from 'node:child_process';
 import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
+import * as zmq from 'zeromq';
 import type { AgentStatus } from '../src/agent';
 import { agentStatus, askAgent, localAgent } from '../src/agent-client';
 import { FlotillaError } from '../src/errors';
-import { agentControlEndpoint } from '../src/run-dir';
+import { agentBeaconEndpoint, agentControlEndpoint } from '../src/run-dir';
 import { portalctl } from './support/cli';
 import { deploy, DIST, startAgent, waitAgent, waitFor, type Deployment } from './support/deploy';
 import { RECORD_SCHEMA } from './support/flows';
@@ -100,6 +101,13 @@ test('bad requests get an error with a code, and the agent stays up', async () =
   await rejects({ cmd: 'pause', streams: 'orders' }, 'BAD_REQUEST', /"streams" must be a list of stream names/);
   await rejects({ cmd: 'pause', streams: ['views'] }, 'UNKNOWN_STREAM', /no stream "views" in the map in force \(streams: orders, audits\)/);
   await rejects([1, 2], 'BAD_REQUEST', /not a JSON object/);
+  // Garbage on the beacon socket is counted and logged, not fatal.
+  const push = new zmq.Push({ linger: 2000 }); // deliver before closing
+  push.connect(agentBeaconEndpoint(d.runDirOf()));
+  await push.send('garbage');
+  await push.send('{"type":"portal"}');
+  push.close();
+  await waitFor('the agent to log the bad beacons', () => d.logs.join('').includes('BAD_BEACON'));
   assert.equal((await status()).server, 'solo', 'still answering');
 });
 
@@ -133,4 +141,14 @@ test('with no agent running, portalctl says so and exits 1', async () => {
   assert.equal(usage.status, 2, 'usage error');
   assert.match(usage.stderr, /option '--cluster' cannot be used with option '--server/);
   assert.equal(portalctl('pause', '--wait', '--timeout', 'soon', '--map', empty.mapFile).status, 2);
+});
+
+test('the agent stops cleanly on SIGTERM', async () => {
+  const agent = d.procs.find((p) => p.spawnargs.some((a) => a.endsWith(join('agent', 'main.js'))))!;
+  const exited = new Promise<number | null>((resolve) => agent.once('exit', (code) => resolve(code)));
+  agent.kill('SIGTERM');
+  assert.equal(await exited, 0);
+  const r = portalctl('status', ...args());
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /AGENT_UNREACHABLE/);
 });
