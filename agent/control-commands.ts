@@ -17,8 +17,8 @@ import { describeNotIdle, formatStatus, notIdle, type NotIdle } from './status-v
 export const DEFAULT_MAP_FILE = '/etc/flotilla/map.yaml';
 /** How long `pause --wait` waits for idle unless --timeout says. */
 export const DEFAULT_WAIT_S = 30;
-/** An agent forwards a pause to every portal and waits up to a second for each; allow for that. */
-const PAUSE_TIMEOUT_MS = 5000;
+/** An agent forwards a pause to its portals in parallel and waits up to a second for them; allow for that. */
+const PAUSE_TIMEOUT_MS = 3000;
 
 interface TargetFlags {
   map?: string;
