@@ -28,6 +28,8 @@ export const DEFAULT_BATCH_RECORDS = 8192;
 const QUEUED_BATCHES_BEFORE_FULL = 2;
 const REDIRECT_RETRY_MS = 200;
 const PAUSE_PROBE_MS = 1000;
+/** Bytes of parked records (see `barrier`) before `send` says false. */
+const PARKED_BYTES_BEFORE_FULL = 4 << 20;
 
 export interface SenderOptions {
   /** The map, or the path of the map file (then a redirect reloads it). */
@@ -128,6 +130,14 @@ export class Sender {
   private writableWaiters: (() => void)[] = [];
   private flushWaiters: { targets: Map<Channel, number>; resolve: () => void }[] = [];
   private readonly index = new RecordIndex();
+  /**
+   * After the map changed: the previous map, each channel's last batch routed under it, and the
+   * records of moved buckets sent since, parked per stream until every earlier batch is settled
+   * (acknowledged, or redirected and routed again), so no record overtakes an older one of its
+   * key on the way to the new owner.
+   */
+  private barrier: { before: FlotillaMap; marks: Map<Channel, number>; parked: Map<string, EnvelopeWriter> } | null = null;
+  private barrierWaiters: (() => void)[] = [];
   /** Counters since the sender was opened. */
   readonly stats: SenderStats = { records: 0, acked: 0, refused: 0, batches: 0, resent: 0, redirects: 0 };
   /** Called with each acknowledged batch: records in it and the ms from send to ack. */
@@ -163,6 +173,16 @@ export class Sender {
       throw new FlotillaError('RECORD_INVALID', `record for stream ${stream} has no key field "${s.keyField}"`);
     }
     const key = typeof keyValue === 'string' ? keyValue : String(keyValue);
+    if (this.barrier && this.moved(s, key)) {
+      const w = this.parkedWriter(s.name);
+      try {
+        w.append(key, this.nextId(), Date.now(), provenance, s.type, value);
+      } catch (err) {
+        throw new FlotillaError('RECORD_INVALID', `record for stream ${stream} does not match its schema: ${(err as Error).message}`, { cause: err });
+      }
+      this.stats.records++;
+      return !this.full();
+    }
     const ch = this.channelFor(s, key);
     const id = this.nextId();
     const now = Date.now();
@@ -210,6 +230,11 @@ export class Sender {
   /** Like `send`, for a payload already Avro-encoded (a relay, or a benchmark). */
   sendEncoded(stream: string, key: string, payload: Buffer, provenance: readonly string[] = []): boolean {
     const s = this.streamOf(stream);
+    if (this.barrier && this.moved(s, key)) {
+      this.parkedWriter(s.name).appendEncoded(key, this.nextId(), Date.now(), provenance, payload);
+      this.stats.records++;
+      return !this.full();
+    }
     let ch = this.channelFor(s, key);
     const id = this.nextId();
     const now = Date.now();
@@ -230,7 +255,8 @@ export class Sender {
   }
 
   /** Sends what is batched now and resolves when every record sent so far is settled. */
-  flush(): Promise<void> {
+  async flush(): Promise<void> {
+    while (this.barrier) await new Promise<void>((resolve) => this.barrierWaiters.push(resolve));
     const targets = new Map<Channel, number>();
     for (const ch of this.channels.values()) {
       this.closeBatch(ch);
@@ -263,6 +289,9 @@ export class Sender {
     this.lastStream = null;
     for (const w of this.writableWaiters) w();
     this.writableWaiters = [];
+    this.barrier = null;
+    for (const w of this.barrierWaiters) w();
+    this.barrierWaiters = [];
   }
 
   // ---- batching ------------------------------------------------------------------------
@@ -364,7 +393,56 @@ export class Sender {
 
   private full(): boolean {
     for (const ch of this.channels.values()) if (ch.queue.length >= QUEUED_BATCHES_BEFORE_FULL) return true;
+    if (this.barrier) for (const w of this.barrier.parked.values()) if (w.size > PARKED_BYTES_BEFORE_FULL) return true;
     return false;
+  }
+
+  /** During a barrier: whether `key`'s bucket has a different owner than under the previous map. */
+  private moved(s: MapStream, key: string): boolean {
+    const old = this.barrier!.before.streams.find((x) => x.name === s.name);
+    if (!old) return false;
+    const bucket = bucketOf(key, s.buckets);
+    return old.buckets !== s.buckets || this.barrier!.before.servers[old.owner[bucket]!]!.name !== this.map.servers[s.owner[bucket]!]!.name;
+  }
+
+  private parkedWriter(stream: string): EnvelopeWriter {
+    const parked = this.barrier!.parked;
+    let w = parked.get(stream);
+    if (!w) parked.set(stream, (w = new EnvelopeWriter()));
+    return w;
+  }
+
+  /** Appends envelopes `[start, end)` of `body` to the channel of each record's owner now. */
+  private reroute(stream: string, body: Buffer, count: number): Set<Channel> {
+    const s = streamOf(this.map, stream);
+    const index = this.index;
+    index.scan(body, count);
+    const touched = new Set<Channel>();
+    for (let i = 0; i < index.count; i++) {
+      const bucket = fnv1a32(body, index.keyStarts[i], index.keyEnds[i]) % s.buckets;
+      const target = this.channel(s, s.owner[bucket]!);
+      const bytes = index.starts[i + 1]! - index.starts[i]!;
+      if (target.writer.count > 0 && target.writer.size + bytes > s.maxBatchBytes) this.closeBatch(target);
+      target.writer.appendRaw(body, index.starts[i]!, index.starts[i + 1]!, 1);
+      touched.add(target);
+    }
+    return touched;
+  }
+
+  /** Ends the barrier once every batch routed under the previous map is settled. */
+  private checkBarrier(): void {
+    const b = this.barrier;
+    if (!b) return;
+    for (const [ch, mark] of b.marks) if (ch.lowestUnsettled() <= mark) return;
+    this.barrier = null;
+    for (const [stream, w] of b.parked) {
+      const count = w.count;
+      if (count === 0) continue;
+      for (const target of this.reroute(stream, w.take(), count)) this.closeBatch(target);
+    }
+    const waiters = this.barrierWaiters;
+    this.barrierWaiters = [];
+    for (const w of waiters) w();
   }
 
   // ---- replies -------------------------------------------------------------------------
@@ -453,16 +531,7 @@ export class Sender {
       }, REDIRECT_RETRY_MS).unref();
       return;
     }
-    const s = streamOf(this.map, ch.stream.name);
-    const index = this.index;
-    index.scan(batch.body, batch.count);
-    const touched = new Set<Channel>();
-    for (let i = 0; i < index.count; i++) {
-      const bucket = fnv1a32(batch.body, index.keyStarts[i], index.keyEnds[i]) % s.buckets;
-      const target = this.channel(s, s.owner[bucket]!);
-      target.writer.appendRaw(batch.body, index.starts[i]!, index.starts[i + 1]!, 1);
-      touched.add(target);
-    }
+    const touched = this.reroute(ch.stream.name, batch.body, batch.count);
     // Send at once, and make any flush() that was waiting for this batch wait for its records
     // in their new batches instead.
     for (const target of touched) {
@@ -513,6 +582,14 @@ export class Sender {
 
   private useMap(next: FlotillaMap): void {
     this.log.info({ from: this.map.epoch, to: next.epoch }, `sender: now routing by map epoch ${next.epoch}`);
+    // Everything routed so far goes out under the old map; records of moved buckets wait (see
+    // `barrier`) until it has all settled.
+    const marks = this.barrier?.marks ?? new Map<Channel, number>();
+    for (const ch of this.channels.values()) {
+      this.closeBatch(ch);
+      if (ch.nextOrder > 0) marks.set(ch, ch.nextOrder - 1);
+    }
+    this.barrier = { before: this.barrier?.before ?? this.map, marks, parked: this.barrier?.parked ?? new Map() };
     this.map = next;
     // Channels (keyed by server name) keep their sockets; the index-keyed cache is rebuilt.
     this.byStream.clear();
@@ -523,6 +600,7 @@ export class Sender {
     // The link is idle again: what gathered while the last batch was out goes now.
     if (ch.inflight.size === 0 && ch.queue.length === 0 && ch.writer.count > 0) this.closeBatch(ch);
     this.pump(ch);
+    this.checkBarrier();
     if (this.writableWaiters.length > 0 && !this.full()) {
       const waiters = this.writableWaiters;
       this.writableWaiters = [];

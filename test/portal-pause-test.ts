@@ -66,7 +66,10 @@ test('pause under load: processing stops within a heartbeat, survives a portal r
     assert.equal(b.paused, true);
     assert.ok(b.slots.every((s) => s.state === 'idle'), JSON.stringify(b.slots));
 
-    // The portal dies and comes back: still paused.
+    // The portal dies and comes back: still paused. (First let the last ACKs reach the sender:
+    // a batch processed but not yet acknowledged would be sent again after the restart, and
+    // this test asserts exactly once.)
+    await waitFor('every processed record acknowledged', () => sender.stats.acked === processed());
     d.procs[0]!.kill('SIGKILL');
     await waitFor('the portal to die', () => d.procs[0]!.signalCode === 'SIGKILL');
     d.procs[0] = d.startPortal('orders');
