@@ -12,7 +12,8 @@
  */
 import { chmodSync, existsSync, type Stats, unwatchFile, watchFile } from 'node:fs';
 import * as zmq from 'zeromq';
-import { requestJson } from './agent-client';
+import { askAgent, remoteAgent, requestJson } from './agent-client';
+import { type StreamSwitch, switchEpoch } from './epoch-switch';
 import { MapKeeper, type MapRejection } from './agent-map';
 import { FlotillaError } from './errors';
 import { DEAD_AFTER_BEATS, type PortalBeacon } from './heartbeat';
@@ -75,7 +76,20 @@ export interface AgentStatus {
   /** Every portal of the map is present, fresh and idle. */
   idle: boolean;
   streams: StreamStatus[];
+  /** The last switch of the portals to a new epoch: running, or how each stream went. */
+  epochSwitch: EpochSwitchStatus | null;
 }
+
+/** How the agent's last epoch switch went (see epoch-switch.ts). */
+export interface EpochSwitchStatus {
+  epoch: number;
+  from: number;
+  done: boolean;
+  streams: StreamSwitch[];
+}
+
+/** How long an agent keeps trying to tell another agent that it has drained its buckets. */
+const RELEASE_RETRY_MS = 60_000;
 
 /** One stream's part of a pause or resume. */
 export interface StreamResult {
@@ -108,7 +122,7 @@ export interface ReloadReply {
 }
 
 /** The commands the control socket answers. */
-export const AGENT_COMMANDS = ['ping', 'status', 'pause', 'resume', 'reload'] as const;
+export const AGENT_COMMANDS = ['ping', 'status', 'pause', 'resume', 'reload', 'release'] as const;
 
 interface Seen {
   beacon: PortalBeacon;
@@ -129,6 +143,7 @@ export class Agent {
   private closed = false;
   private watching = false;
   private settle: NodeJS.Timeout | null = null;
+  private epochSwitch: EpochSwitchStatus | null = null;
   /** Where the TCP control socket listens, if the map gives this server an agent_port. */
   tcpEndpoint: string | null = null;
 
@@ -207,6 +222,7 @@ export class Agent {
       runDir: this.runDir,
       uptimeMs: now - this.startedAt,
       mapErrors: this.keeper.rejection,
+      epochSwitch: this.epochSwitch,
       idle: streams.every((s) => s.idle),
       streams,
     };
@@ -257,6 +273,7 @@ export class Agent {
 
   /** Reads the map file again: takes a valid edit that raises the epoch, rejects anything else. */
   reload(): ReloadReply {
+    const before = this.keeper.map;
     const outcome = this.keeper.reload();
     const reply: ReloadReply = {
       server: this.opts.server,
@@ -268,6 +285,7 @@ export class Agent {
     if (outcome.type === 'applied') {
       reply.from = outcome.from;
       this.log.info({ epoch: outcome.epoch, from: outcome.from }, `map ${this.opts.mapFile}: epoch ${outcome.epoch} in force (was ${outcome.from})`);
+      void this.switchPortals(before, this.keeper.map);
     } else if (outcome.type === 'rejected') {
       const problems = outcome.rejection.problems.map((p) => `${p.path}: ${p.message}`);
       this.log.error(
@@ -276,6 +294,40 @@ export class Agent {
       );
     }
     return reply;
+  }
+
+  /**
+   * Carries this server's portals into the map's new epoch: each switches, gives up and drains
+   * the buckets it loses, and this agent then tells each new owner's agent to release them.
+   */
+  private async switchPortals(before: FlotillaMap, after: FlotillaMap): Promise<void> {
+    const status: EpochSwitchStatus = { epoch: after.epoch, from: before.epoch, done: false, streams: [] };
+    this.epochSwitch = status;
+    status.streams = await switchEpoch({
+      server: this.opts.server,
+      runDir: this.runDir,
+      before,
+      after,
+      log: this.log,
+      sendRelease: (to, stream, epoch) => this.sendRelease(after, to, stream, epoch),
+    });
+    status.done = true;
+  }
+
+  /** Tells `to`'s agent that this server has drained what it gave `to` of `stream`; retries. */
+  private async sendRelease(map: FlotillaMap, to: string, stream: string, epoch: number): Promise<void> {
+    const target = remoteAgent(serverOf(map, to));
+    if (!target) throw new FlotillaError('AGENT_UNREACHABLE', `server ${to} has no agent_port in the map: cannot tell it to take over ${stream}`);
+    const deadline = Date.now() + RELEASE_RETRY_MS;
+    for (;;) {
+      try {
+        await askAgent(target, { cmd: 'release', stream, from: this.opts.server, epoch });
+        return;
+      } catch (err) {
+        if (this.closed || Date.now() > deadline) throw err;
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    }
   }
 
   /** Answers one control request; a bad request gets `{"error", "code"}`, never an exception. */
@@ -301,6 +353,13 @@ export class Agent {
           return await this.setPaused(req.cmd === 'pause', req.streams as string[] | undefined);
         case 'reload':
           return this.reload();
+        case 'release': {
+          const r = req as { stream?: unknown; from?: unknown; epoch?: unknown };
+          if (typeof r.stream !== 'string' || typeof r.from !== 'string' || typeof r.epoch !== 'number') {
+            return badRequest('release needs "stream", "from" and "epoch"');
+          }
+          return await this.askPortal(r.stream, { cmd: 'release', from: r.from, epoch: r.epoch }, 2000);
+        }
         default:
           return badRequest(`unknown command ${JSON.stringify(req.cmd)}; commands: ${AGENT_COMMANDS.join(', ')}`);
       }

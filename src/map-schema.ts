@@ -32,7 +32,7 @@ export const MAP_SCHEMA = {
         properties: {
           name: { type: 'string', pattern: NAME },
           host: { type: 'string', minLength: 1, pattern: '^[^\\s:/]+$' },
-          weight: { type: 'number', exclusiveMinimum: 0, maximum: 1000 },
+          weight: { type: 'number', minimum: 0, maximum: 1000, description: '0: in the map, owns no bucket (a server being added or drained)' },
           agent_port: PORT,
           ports: perStream(PORT),
           slots: perStream({ type: 'integer', minimum: 1, maximum: 1024 }),

@@ -147,6 +147,7 @@ function resolveMap(raw: RawMap, file: string, at: LineOf): FlotillaMap {
     ports: s.ports ?? {},
     slots: s.slots ?? {},
   }));
+  if (servers.every((s) => s.weight === 0)) problems.push({ path: 'servers', message: 'at least one server needs a weight above 0' + at(['servers']) });
   duplicates(raw.servers.map((s) => s.name)).forEach((i) =>
     problem(['servers', i, 'name'], `duplicate server name "${raw.servers[i]!.name}"`),
   );
@@ -209,7 +210,7 @@ function resolveMap(raw: RawMap, file: string, at: LineOf): FlotillaMap {
       maxBatchBytes: s.max_batch_bytes ?? DEFAULT_MAX_BATCH_BYTES,
       type,
       schema,
-      owner: placeBuckets(s.name, buckets, servers),
+      owner: servers.some((x) => x.weight > 0) ? placeBuckets(s.name, buckets, servers) : new Uint16Array(buckets),
     });
   });
 

@@ -17,7 +17,7 @@ export const VNODES_PER_WEIGHT = 40;
 
 /** How many md5 hashes (4 ring points each) a server of this weight puts on the ring. */
 export function vnodesOf(weight: number): number {
-  return Math.max(1, Math.round(VNODES_PER_WEIGHT * weight));
+  return weight === 0 ? 0 : Math.max(1, Math.round(VNODES_PER_WEIGHT * weight));
 }
 
 /** Returns, for each bucket of the stream, the index in `servers` of the server that owns it. */
@@ -26,8 +26,9 @@ export function placeBuckets(stream: string, buckets: number, servers: readonly 
   // server would also move buckets between the others. Giving each server a fixed number of
   // points, from its weight alone, keeps ketama's promise: an added server takes only its share.
   // ('vnode count' 0 makes hashring use the per-server count as given.)
+  // A server of weight 0 is left off the ring: it owns nothing.
   const vnodes: Record<string, { vnodes: number }> = {};
-  for (const s of servers) vnodes[s.name] = { vnodes: vnodesOf(s.weight) };
+  for (const s of servers) if (s.weight > 0) vnodes[s.name] = { vnodes: vnodesOf(s.weight) };
   // The LRU cache is useless here (each key is asked once) and costs memory; keep it tiny.
   const ring = new HashRing(vnodes, 'md5', { 'vnode count': 0, 'max cache size': 1 });
   const index = new Map(servers.map((s, i) => [s.name, i]));

@@ -24,6 +24,8 @@ import { decodeHeader, encodeHeader, MessageType, VERSION } from './wire';
 
 export const DEFAULT_SLOT_WINDOW = 4;
 export const DEFAULT_MAX_QUEUED_RECORDS = 200_000;
+/** How long a sender's refused batch is waited for before its later batches are taken anyway. */
+export const OWED_TTL_MS = 10_000;
 
 export interface PortalOptions {
   map: FlotillaMap;
@@ -150,10 +152,13 @@ export class Portal {
   /** Senders refused while paused, by routing id: told RESUME when the pause ends. */
   private readonly pausedSenders = new Map<string, Buffer>();
   /**
-   * Per sender, the seq of its first batch refused with PAUSED. Until that batch comes back, its
-   * later batches are refused (RESEND), so none overtakes it: per-key order holds across a pause.
+   * Per sender, the seq of its first batch refused with PAUSED, or with WRONG_OWNER while this
+   * portal lags behind the sender's map (the sender will bring it back here). Until that batch
+   * comes back its later batches are refused (RESEND), so none overtakes it: per-key order holds
+   * across a pause and an epoch switch. Forgotten after OWED_TTL_MS, so a batch that never comes
+   * back cannot block a sender for good.
    */
-  private readonly owed = new Map<string, number>();
+  private readonly owed = new Map<string, { seq: number; at: number }>();
   private readonly ingressOut: Outbox;
   private readonly egressOut: Outbox;
   private readonly index = new RecordIndex();
@@ -359,13 +364,15 @@ export class Portal {
     }
     const senderKey = sender.toString('latin1');
     if (this.paused) {
-      if (!this.owed.has(senderKey)) this.owed.set(senderKey, seq);
+      if (!this.owed.has(senderKey)) this.owed.set(senderKey, { seq, at: Date.now() });
       this.pausedSenders.set(senderKey, sender);
       return this.reject(sender, seq, 'PAUSED', `stream ${this.stream.name} is paused; hold the batch until RESUME`);
     }
     const owed = this.owed.get(senderKey);
     if (owed !== undefined) {
-      if (owed !== seq) return this.reject(sender, seq, 'RESEND', `batch ${owed}, refused while paused, must come first; resend held batches in order`);
+      if (owed.seq !== seq && (this.paused || Date.now() - owed.at < OWED_TTL_MS)) {
+        return this.reject(sender, seq, 'RESEND', `batch ${owed.seq}, refused earlier, must come first; resend held batches in order`);
+      }
       this.owed.delete(senderKey);
     }
     const inflight = this.senderInflight.get(senderKey) ?? 0;
@@ -375,6 +382,8 @@ export class Portal {
     const index = this.index;
     if (!index.scan(body, header.count)) return this.reject(sender, seq, 'MALFORMED', index.error);
     if (!this.route(body, index)) {
+      // Routed by a newer map than ours: the sender waits for us and brings the batch back.
+      if (header.epoch > this.map.epoch && !this.owed.has(senderKey)) this.owed.set(senderKey, { seq, at: Date.now() });
       return this.reject(
         sender,
         seq,

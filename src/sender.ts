@@ -75,6 +75,8 @@ class Channel {
   soon: NodeJS.Immediate | null = null;
   connectedOnce = false;
   disconnected = false;
+  /** performance.now() at the last disconnect. */
+  lostAt = 0;
   /** The portal said PAUSED: send nothing new until RESUME (or a probe is accepted). */
   paused = false;
   probe: NodeJS.Timeout | null = null;
@@ -132,11 +134,11 @@ export class Sender {
   private readonly index = new RecordIndex();
   /**
    * After the map changed: the previous map, each channel's last batch routed under it, and the
-   * records of moved buckets sent since, parked per stream until every earlier batch is settled
-   * (acknowledged, or redirected and routed again), so no record overtakes an older one of its
-   * key on the way to the new owner.
+   * records sent since whose key's old channel still has such batches unsettled, parked per
+   * stream until every earlier batch is settled (acknowledged, or redirected and routed again),
+   * so no record overtakes an older one of its key, wherever the key now goes.
    */
-  private barrier: { before: FlotillaMap; marks: Map<Channel, number>; parked: Map<string, EnvelopeWriter> } | null = null;
+  private barrier: { before: FlotillaMap; marks: Map<Channel, number>; parked: Map<Channel, EnvelopeWriter> } | null = null;
   private barrierWaiters: (() => void)[] = [];
   /** Counters since the sender was opened. */
   readonly stats: SenderStats = { records: 0, acked: 0, refused: 0, batches: 0, resent: 0, redirects: 0 };
@@ -173,8 +175,9 @@ export class Sender {
       throw new FlotillaError('RECORD_INVALID', `record for stream ${stream} has no key field "${s.keyField}"`);
     }
     const key = typeof keyValue === 'string' ? keyValue : String(keyValue);
-    if (this.barrier && this.moved(s, key)) {
-      const w = this.parkedWriter(s.name);
+    const waitOn = this.barrier ? this.waitOn(s, key) : null;
+    if (waitOn) {
+      const w = this.parkedWriter(waitOn);
       try {
         w.append(key, this.nextId(), Date.now(), provenance, s.type, value);
       } catch (err) {
@@ -230,8 +233,9 @@ export class Sender {
   /** Like `send`, for a payload already Avro-encoded (a relay, or a benchmark). */
   sendEncoded(stream: string, key: string, payload: Buffer, provenance: readonly string[] = []): boolean {
     const s = this.streamOf(stream);
-    if (this.barrier && this.moved(s, key)) {
-      this.parkedWriter(s.name).appendEncoded(key, this.nextId(), Date.now(), provenance, payload);
+    const waitOn = this.barrier ? this.waitOn(s, key) : null;
+    if (waitOn) {
+      this.parkedWriter(waitOn).appendEncoded(key, this.nextId(), Date.now(), provenance, payload);
       this.stats.records++;
       return !this.full();
     }
@@ -397,18 +401,25 @@ export class Sender {
     return false;
   }
 
-  /** During a barrier: whether `key`'s bucket has a different owner than under the previous map. */
-  private moved(s: MapStream, key: string): boolean {
-    const old = this.barrier!.before.streams.find((x) => x.name === s.name);
-    if (!old) return false;
-    const bucket = bucketOf(key, s.buckets);
-    return old.buckets !== s.buckets || this.barrier!.before.servers[old.owner[bucket]!]!.name !== this.map.servers[s.owner[bucket]!]!.name;
+  /**
+   * During a barrier: the channel a record of `key` must wait for, or null. It waits while the
+   * channel its key went to under the previous map still has batches from before the change
+   * unsettled (any may come back redirected, and its records of this key must go first), and
+   * so while records parked for that channel are not yet released.
+   */
+  private waitOn(s: MapStream, key: string): Channel | null {
+    const b = this.barrier!;
+    const old = b.before.streams.find((x) => x.name === s.name);
+    if (!old || old.buckets !== s.buckets) return null;
+    const oldOwner = b.before.servers[old.owner[bucketOf(key, s.buckets)]!]!.name;
+    const ch = this.channels.get(`${s.name}/${oldOwner}`);
+    return ch && b.marks.has(ch) ? ch : null;
   }
 
-  private parkedWriter(stream: string): EnvelopeWriter {
+  private parkedWriter(ch: Channel): EnvelopeWriter {
     const parked = this.barrier!.parked;
-    let w = parked.get(stream);
-    if (!w) parked.set(stream, (w = new EnvelopeWriter()));
+    let w = parked.get(ch);
+    if (!w) parked.set(ch, (w = new EnvelopeWriter()));
     return w;
   }
 
@@ -429,17 +440,25 @@ export class Sender {
     return touched;
   }
 
-  /** Ends the barrier once every batch routed under the previous map is settled. */
+  /**
+   * Releases, channel by channel, the records parked for a channel whose batches from before the
+   * map change are all settled; ends the barrier when no channel is left.
+   */
   private checkBarrier(): void {
     const b = this.barrier;
     if (!b) return;
-    for (const [ch, mark] of b.marks) if (ch.lowestUnsettled() <= mark) return;
-    this.barrier = null;
-    for (const [stream, w] of b.parked) {
-      const count = w.count;
-      if (count === 0) continue;
-      for (const target of this.reroute(stream, w.take(), count)) this.closeBatch(target);
+    for (const [ch, mark] of b.marks) {
+      if (ch.lowestUnsettled() <= mark) continue;
+      b.marks.delete(ch);
+      const w = b.parked.get(ch);
+      b.parked.delete(ch);
+      if (w && w.count > 0) {
+        const count = w.count;
+        for (const target of this.reroute(ch.stream.name, w.take(), count)) this.closeBatch(target);
+      }
     }
+    if (b.marks.size > 0) return;
+    this.barrier = null;
     const waiters = this.barrierWaiters;
     this.barrierWaiters = [];
     for (const w of waiters) w();
@@ -519,8 +538,10 @@ export class Sender {
     const stillOurs = this.map.epoch >= portalEpoch && this.ownsAll(ch, batch, s0);
     if (this.map.epoch < portalEpoch || stillOurs) {
       // Either the new map has not reached us yet, or the portal has not caught up with ours
-      // (our map still sends these records to it): hold the batch and try again shortly.
+      // (our map still sends these records to it): hold the batch and try again shortly. Until
+      // it is accepted, nothing newer goes to that portal, so nothing overtakes it.
       ch.inflight.set(batch.seq, batch);
+      if (stillOurs) ch.paused = true;
       setTimeout(() => {
         if (!ch.inflight.has(batch.seq) || this.closed) return;
         if (stillOurs) this.transmit(ch, batch);
@@ -621,10 +642,15 @@ export class Sender {
       if (this.closed) return;
       if (event.type === 'disconnect') {
         ch.disconnected = true;
+        ch.lostAt = performance.now();
       } else if (event.type === 'connect') {
         if (ch.connectedOnce && ch.disconnected) {
-          this.log.info({ endpoint: ch.endpoint, batches: ch.inflight.size }, `sender: reconnected to ${ch.endpoint}, resending ${ch.inflight.size} batches`);
-          for (const batch of ch.inflight.values()) {
+          // Sent before the connection was lost: maybe never arrived. Sent since: queued for
+          // this connection (immediate), so sending those again would only make duplicates.
+          // Held batches wait for RESUME (or the probe) as before.
+          const lost = [...ch.inflight.values()].filter((b) => !b.held && b.sentAt <= ch.lostAt).sort((a, b) => a.order - b.order);
+          this.log.info({ endpoint: ch.endpoint, batches: lost.length }, `sender: reconnected to ${ch.endpoint}, resending ${lost.length} batches`);
+          for (const batch of lost) {
             this.stats.resent++;
             this.transmit(ch, batch);
           }
@@ -634,4 +660,5 @@ export class Sender {
       }
     }
   }
+
 }

@@ -64,6 +64,7 @@ test('notIdle names the slots that hold records, missing and dead portals, and p
     runDir: '/run',
     uptimeMs: 0,
     mapErrors: null,
+    epochSwitch: null,
     idle: false,
     streams,
   });

@@ -55,7 +55,8 @@ const BROKEN: [string, (m: Record<string, any>) => unknown, string][] = [
   ['key not in schema', (m) => ((m.streams[0].key = 'page'), m), 'streams[0].key: field "page" is not in the schema (fields: user, n)'],
   ['key of wrong type', (m) => ((m.streams[0].key = 'n'), m), 'streams[0].key: field "n" has type double; a key must be string, int or long'],
   ['bad Avro schema', (m) => ((m.streams[0].schema = { type: 'record', name: 'X', fields: [{ name: 'a', type: 'strng' }] }), m), 'streams[0].schema: not a valid Avro schema: undefined type name: strng'],
-  ['zero weight', (m) => ((m.servers[0].weight = 0), m), 'servers[0].weight: must be > 0'],
+  ['negative weight', (m) => ((m.servers[0].weight = -1), m), 'servers[0].weight: must be >= 0'],
+  ['every weight 0', (m) => (m.servers.forEach((s: { weight?: number }) => (s.weight = 0)), m), 'servers: at least one server needs a weight above 0'],
   ['epoch missing', (m) => (delete m.epoch, m), 'epoch: is required'],
   ['override for no stream', (m) => ((m.servers[0].ports = { views: 9000 }), m), 'servers[0].ports.views: no stream named "views" in streams'],
   [
@@ -140,6 +141,14 @@ test('portalctl map lookup names the bucket, server and slot that own a key', ()
   const unknown = portalctl('map', 'lookup', file, 'views', 'k');
   assert.equal(unknown.status, 1);
   assert.match(unknown.stderr, /no stream "views" .*streams: clicks/);
+});
+
+test('a server of weight 0 is in the map but owns no bucket', () => {
+  const m = good();
+  m.servers.push({ name: 'delta', host: '10.0.0.4', weight: 0 });
+  const map = parseMap(stringify(m), 'm.yaml');
+  assert.ok(!map.streams[0]!.owner.includes(3), 'delta owns nothing');
+  assert.deepEqual([...map.streams[0]!.owner], [...parseMap(stringify(good()), 'm.yaml').streams[0]!.owner], 'and takes nothing from the others');
 });
 
 test('portalctl map diff: adding a server moves only buckets to it, and exactly the ones whose owner changed', () => {
