@@ -5,7 +5,10 @@ export { Sender, type SenderOptions, type SenderStats, DEFAULT_LINGER_MS, DEFAUL
 export { Component, runComponent, type ComponentContext, type ComponentOptions } from './component';
 export { type Delivered, ENVELOPE_SCHEMA } from './envelope';
 export { Portal, type PortalOptions, type PortalStats } from './portal';
-export { portalStats } from './control-client';
+export { portalStats, portalRequest } from './control-client';
+export { agentStatus, agentPause, agentResume, agentReload, localAgent, remoteAgent, type AgentTarget } from './agent-client';
+export { type AgentStatus } from './agent';
+export { type PortalBeacon, type ComponentBeacon, type SlotBeacon, DEAD_AFTER_BEATS } from './heartbeat';
 export {
   loadMap,
   parseMap,
