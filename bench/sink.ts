@@ -2,17 +2,18 @@
  * Bench component: takes each delivery undecoded (`onRawBatch`) and acknowledges it at once,
  * so the bench measures the portal and the wire, not a component's work.
  *
- *   usage: sink.js MAP_FILE SERVER STREAM SLOT
+ *   usage: sink.js MAP_FILE SERVER STREAM SLOT [RUN_DIR]
  */
 import { runComponent } from '../src/component';
 import { createLogger } from '../src/log';
 
-const [map, server, stream, slot] = process.argv.slice(2) as [string, string, string, string];
+const [map, server, stream, slot, runDir] = process.argv.slice(2) as [string, string, string, string, string | undefined];
 runComponent({
   map,
   server,
   stream,
   slot: Number(slot),
+  runDir,
   log: createLogger('bench-sink', { slot: Number(slot) }),
   onRawBatch: () => undefined,
 });
