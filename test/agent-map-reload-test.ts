@@ -73,7 +73,8 @@ test('an invalid edit leaves the epoch in force, and status shows each problem a
   assert.equal(reload.status, 1);
   assert.match(reload.stderr, /error: solo: edit rejected; epoch 1 stays in force\./);
   assert.match(reload.stderr, /streams\[0\]\.port: must be <= 65535/);
-  assert.ok(d.logs.join('').includes('edit rejected, epoch 1 stays in force'), 'the agent logged the rejection');
+  // The log line travels through the agent's stderr pipe: wait for it rather than race it.
+  await waitFor('the agent to log the rejection', () => d.logs.join('').includes('edit rejected, epoch 1 stays in force'), 5000);
 });
 
 test('a file that is not even YAML, or an edit that does not raise the epoch, is rejected too', async () => {
