@@ -103,7 +103,7 @@ test('a later valid edit with a higher epoch is taken, and clears the errors', a
   const st = await status();
   assert.equal(st.mapErrors, null);
   assert.equal(st.heartbeatMs, 250);
-  assert.ok(d.logs.join('').includes('epoch 2 in force (was 1)'), 'the agent logged the new epoch');
+  await waitFor('the agent to log the new epoch', () => d.logs.join('').includes('epoch 2 in force (was 1)'), 5000);
 
   const same = portalctl('reload', ...args());
   assert.equal(same.status, 0, same.stderr);

@@ -111,7 +111,8 @@ test('lines that are not protocol messages are counted and logged; the records s
 
   // SIGTERM: a clean stop, exit 0, with the totals in the last log line.
   for (const e of execs) e.proc.kill('SIGTERM');
-  await waitFor('every portal-exec to exit', () => execs.every((e) => exited(e.proc)), 10_000);
+  // Output can still be in the pipe when 'exit' fires: wait for the closing line too.
+  await waitFor('every portal-exec to exit and log its totals', () => execs.every((e) => exited(e.proc) && e.stderr.join('').includes('stopped after')), 10_000);
   let notJson = 0;
   let notMessage = 0;
   for (const e of execs) {
@@ -134,7 +135,7 @@ test('a program that exits takes portal-exec down with its exit code logged; a r
   const { dep, execs } = await relayDeployment(() => ['--exit-code', '7']);
   const sender = new Sender({ map: dep.mapFile });
   const sending = sendAll(sender, KEYS, PER_KEY);
-  await waitFor('every portal-exec to exit', () => execs.every((e) => exited(e.proc)), 15_000);
+  await waitFor('every portal-exec to exit and log why', () => execs.every((e) => exited(e.proc) && e.stderr.join('').includes('exit code 7')), 15_000);
   for (const e of execs) {
     assert.notEqual(e.proc.exitCode, 0, 'portal-exec exits non-zero');
     const died = logLines(e.stderr).find((l) => l.code === 7);
