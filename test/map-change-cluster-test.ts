@@ -80,6 +80,15 @@ test('adding a server moves exactly the predicted buckets, one owner at a time, 
   try {
     await waitFor('records flowing on three servers', () => new Set(readRecorded(files).map((r) => r.pid)).size === 6);
 
+    // An invalid edit: every agent keeps epoch 1, says why, and traffic keeps flowing.
+    write({ ...v2, streams: [{ ...stream, port: 70000 }] });
+    await waitFor('every agent to reject the edit', async () => {
+      const st = await Promise.all(['alpha', 'beta', 'gamma'].map((n) => agentStatus(localAgent(dep.runDirOf(n)))));
+      return st.every((x) => x.epoch === 1 && x.mapErrors?.problems.some((p) => p.path === 'streams[0].port') === true);
+    });
+    const ackedAtReject = sender.stats.acked;
+    await waitFor('traffic to keep flowing after the rejected edit', () => sender.stats.acked > ackedAtReject + 5 * KEYS);
+
     // Epoch 2: delta joins, owning nothing.
     write(v2);
     await waitFor('every agent at epoch 2', async () => (await epochs(['alpha', 'beta', 'gamma'])).every((e) => e === 2));

@@ -66,9 +66,19 @@ test('pause --wait under load returns once idle, nothing is processed while paus
   try {
     await waitFor('records flowing', () => processed() > 2000);
     const pause = await cluster('pause', '--wait', '--timeout', '10');
+    const returnedAt = Date.now();
     assert.equal(pause.status, 0, pause.stderr);
     assert.match(pause.stdout, /^solo: paused orders$/m);
     assert.match(pause.stdout, /^idle after \d+\.\d s: every process of solo is paused and idle$/m);
+    // Processing stopped within one heartbeat interval of the portal pausing, and pause --wait
+    // returned within two intervals of the last record processed (plus the exit of the
+    // portalctl process, which the margin covers).
+    const lastProcessed = Math.max(...readRecorded(files()).map((r) => r.at));
+    await waitFor('the portal to log its pause', () => d.logs.join('').includes('portal orders: paused'));
+    const pausedLine = d.logs.join('').split('\n').find((l) => l.includes('portal orders: paused'))!;
+    const pausedAt = (JSON.parse(pausedLine) as { time: number }).time;
+    assert.ok(lastProcessed - pausedAt < HEARTBEAT_MS, `records processed until ${lastProcessed - pausedAt} ms after the pause`);
+    assert.ok(returnedAt - lastProcessed < 2 * HEARTBEAT_MS + 250, `pause --wait returned ${returnedAt - lastProcessed} ms after the last record`);
 
     const atIdle = processed();
     await new Promise((r) => setTimeout(r, 2 * HEARTBEAT_MS)); // an interval to observe, not a wait for a condition
