@@ -3,7 +3,7 @@
  *
  *   producer --clicks--> clicks portal --> 4 click-counter slots --pages--> pages portal --> 4 page-counter slots
  *
- * Starts the two portals and eight components of config/demo.yaml as real processes, a producer
+ * Starts the agent, the two portals and eight components of config/demo.yaml as real processes, a producer
  * sending clicks, and prints each portal's rates every second. Ctrl-C (or --seconds N) stops the
  * producer, waits until everything it sent is acknowledged (so processed on both hops), stops
  * the rest and prints a summary line. Exit 0 when nothing was lost or refused.
@@ -101,6 +101,7 @@ async function main(): Promise<void> {
   console.log(`flotilla demo: map ${relative(process.cwd(), o.map) || o.map} (epoch ${map.epoch}), server ${server.name}`);
   console.log(`  portals: ${where}; logs in ${logFile}`);
 
+  launch('agent', [join(DIST, 'agent', 'main.js'), '--map', o.map, '--server', server.name]);
   for (const s of streams) launch(`${s} portal`, [join(DIST, 'portal', 'main.js'), '--map', o.map, '--server', server.name, '--stream', s]);
   const components = { clicks: 'click-counter.js', pages: 'page-counter.js' } as const;
   for (const s of streams) {
@@ -110,7 +111,8 @@ async function main(): Promise<void> {
     }
   }
   await waitReady(runDir, streams, (s) => slotCount(server, map.streams.find((x) => x.name === s)!));
-  console.log(`  ${children.length} processes up; producer sending clicks${o.rate ? ` at ${fmt(o.rate)}/s` : ''}; ${o.seconds ? `running ${o.seconds} s` : 'Ctrl-C stops'}\n`);
+  console.log(`  ${children.length} processes up; producer sending clicks${o.rate ? ` at ${fmt(o.rate)}/s` : ''}; ${o.seconds ? `running ${o.seconds} s` : 'Ctrl-C stops'}`);
+  console.log(`  in another terminal: node dist/agent/portalctl.js status --map ${relative(process.cwd(), o.map) || o.map} (or pause --wait, resume)\n`);
 
   let producerReport = '';
   const producerArgs = [join(DIST, 'examples', 'producer.js'), '--map', o.map];
