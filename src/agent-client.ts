@@ -6,7 +6,7 @@
  *   portalctl --REQ {"cmd":"status"}--> agent --REQ {"cmd":"pause"}--> portal control socket
  */
 import { existsSync } from 'node:fs';
-import * as zmq from 'zeromq';
+import { requestJson } from './control-client';
 import { type ErrorCode, FlotillaError } from './errors';
 import type { MapServer } from './map';
 import { agentControlEndpoint } from './run-dir';
@@ -38,35 +38,7 @@ export function describeAgent(target: AgentTarget): string {
   return target.server === null ? `the agent at ${target.endpoint}` : `the agent of ${target.server} at ${target.endpoint}`;
 }
 
-/**
- * Sends `request` as JSON to a REP (or ROUTER) socket at `endpoint` and returns the parsed
- * reply. Rejects with a plain Error on a timeout, a socket error or a reply that is not JSON;
- * callers wrap it in an error that names what did not answer.
- */
-export async function requestJson(endpoint: string, request: object, timeoutMs: number): Promise<unknown> {
-  // Refresh libuv's cached clock first: after a long synchronous stretch it is stale, and a
-  // timer started now would fire at once. (zeromq's receiveTimeout is not used: see
-  // control-client.ts.)
-  await new Promise((resolve) => setImmediate(resolve));
-  const req = new zmq.Request({ linger: 0 });
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    req.connect(endpoint);
-    const answer = (async () => {
-      await req.send(JSON.stringify(request));
-      const [reply] = await req.receive();
-      return JSON.parse(reply!.toString('utf8')) as unknown;
-    })();
-    answer.catch(() => undefined); // closing the socket on a timeout rejects it; nobody waits
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`timed out after ${timeoutMs} ms`)), timeoutMs);
-    });
-    return await Promise.race([answer, timeout]);
-  } finally {
-    clearTimeout(timer);
-    req.close();
-  }
-}
+export { requestJson };
 
 /** An error reply, `{"error": "...", "code": "..."}`, as every Flotilla control socket sends. */
 export interface ErrorReply {
