@@ -9,6 +9,7 @@ import { join, resolve } from 'node:path';
 import { runBaseline } from './baseline';
 import { SLOTS, startDeployment } from './deployment';
 import { runLatency, runThroughput } from './flotilla-runs';
+import { runPauseResume } from './pause-resume';
 import { describeMachine } from './machine';
 import { parseOptions } from './options';
 import { ProcessGroup, peakRssMb } from './procs';
@@ -46,13 +47,15 @@ async function main(): Promise<void> {
     const latency = await runLatency(group, d, o);
     const portalRssMb = peakRssMb(d.portal.pid);
     await group.stopAll();
+    progress('pause -> idle -> resume across three servers, 250 ms heartbeats');
+    const pauseResume = await runPauseResume(dir);
     let profile = null;
     if (profileDir) {
       const files = readdirSync(profileDir).filter((f) => f.endsWith('.cpuprofile') && f.includes(`.${d.portal.pid}.`));
       if (files[0]) profile = { file: join(profileDir, files[0]), ...summariseProfile(join(profileDir, files[0])) };
     }
     const totalSeconds = (performance.now() - startedAt) / 1000;
-    const results: Results = { throughput, latency, baseline, portalRssMb, machine, profile, totalSeconds };
+    const results: Results = { throughput, latency, baseline, portalRssMb, pauseResume, machine, profile, totalSeconds };
     process.stdout.write(o.json ? JSON.stringify(toJson(results, o)) + '\n' : toText(results, o));
   } finally {
     await group.stopAll();

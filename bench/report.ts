@@ -1,19 +1,21 @@
 /** The bench's results: one JSON object for scripts, or a readable summary for people. */
 import type { LatencyResult, ThroughputResult } from './flotilla-runs';
 import type { Machine } from './machine';
+import type { PauseResumeResult } from './pause-resume';
 import type { RateWindow } from './measure';
 import type { BenchOptions } from './options';
 import type { HotFunction } from './profile-summary';
 import { RECORD_BYTES } from './payload';
 import { SLOTS, WINDOW } from './deployment';
 
-export const TARGETS = { records_per_second: 1_000_000, speedup_vs_baseline: 8, p99_ms: 5, portal_rss_mb: 200 };
+export const TARGETS = { records_per_second: 1_000_000, speedup_vs_baseline: 8, p99_ms: 5, portal_rss_mb: 200, pause_resume_ms: 1000 };
 
 export interface Results {
   throughput: ThroughputResult;
   latency: LatencyResult;
   baseline: RateWindow | null;
   portalRssMb: number;
+  pauseResume: PauseResumeResult;
   machine: Machine;
   profile: { file: string; hot: HotFunction[]; idlePercent: number } | null;
   /** Wall time of the whole bench, seconds. */
@@ -47,6 +49,8 @@ export function toJson(r: Results, o: BenchOptions): Record<string, unknown> {
     latency_achieved_rate: round(r.latency.window.perSecond),
     latency_samples: r.latency.samples,
     portal_rss_mb: round(r.portalRssMb, 1),
+    pause_resume_ms: round(r.pauseResume.pauseResumeMs, 1),
+    pause_resume_runs_ms: r.pauseResume.runsMs,
     portal_records_per_second: round(r.throughput.portalPerSecond),
     saturated_batch_p50_ms: round(r.throughput.batchP50Ms, 3),
     saturated_batch_p99_ms: round(r.throughput.batchP99Ms, 3),
@@ -104,6 +108,7 @@ export function toText(r: Results, o: BenchOptions): string {
     `  latency p50 at ${fmt(o.rate)}/s ${fmt(r.latency.p50Ms, 2).padStart(7)} ms`,
     `  latency p99 at ${fmt(o.rate)}/s ${fmt(r.latency.p99Ms, 2).padStart(7)} ms          target < 5 ms: ${mark(r.latency.p99Ms < TARGETS.p99_ms)}`,
     `  portal peak RSS (VmHWM)  ${fmt(r.portalRssMb, 1).padStart(12)} MB          target < 200 MB: ${mark(r.portalRssMb < TARGETS.portal_rss_mb)}`,
+    `  pause -> idle -> resume  ${fmt(r.pauseResume.pauseResumeMs, 1).padStart(12)} ms          target < 1 s: ${mark(r.pauseResume.pauseResumeMs < TARGETS.pause_resume_ms)} (3 servers, 250 ms heartbeats, median of ${r.pauseResume.runsMs.length})`,
     '',
     `  portal's own count over the throughput window: ${fmt(t.portalPerSecond)} records/s; batch ack p50/p99 under saturation ${fmt(t.batchP50Ms, 1)}/${fmt(t.batchP99Ms, 1)} ms`,
     `  latency run: ${fmt(r.latency.window.perSecond)} records/s achieved, p90 ${fmt(r.latency.p90Ms, 2)} ms, max ${fmt(r.latency.maxMs, 2)} ms, ${fmt(r.latency.samples)} records measured`,
