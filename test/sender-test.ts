@@ -20,18 +20,19 @@ after(async () => {
   await Promise.all(deployments.map((d) => d.stop()));
 });
 
-async function oneStream(extra: Record<string, unknown> = {}): Promise<Deployment> {
+async function oneStream(opts: { delayMs?: number } = {}): Promise<Deployment> {
   const ports = await freePorts(2);
-  const d = deploy(twoStreamMap(ports, extra));
+  const d = deploy(twoStreamMap(ports));
   deployments.push(d);
   d.startPortal('orders');
-  for (let slot = 0; slot < 4; slot++) d.startRecorder('orders', slot);
+  for (let slot = 0; slot < 4; slot++) d.startRecorder('orders', slot, { delayMs: opts.delayMs });
   await d.waitSlotsConnected('orders', 4);
   return d;
 }
 
 test('a portal killed with SIGKILL and restarted: the sender resends, every record is processed at least once', async () => {
-  const d = await oneStream();
+  // Slow slots keep batches in flight, so the kill always catches some unacknowledged.
+  const d = await oneStream({ delayMs: 10 });
   const sender = new Sender({ map: d.mapFile, lingerMs: 1 });
   const KEYS = 500;
   const PER_KEY = 40;
