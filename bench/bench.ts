@@ -7,8 +7,9 @@ import { mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { runBaseline } from './baseline';
-import { SLOTS, startDeployment } from './deployment';
+import { startDeployment } from './deployment';
 import { runLatency, runThroughput } from './flotilla-runs';
+import { calibrate } from './calibrate';
 import { runPauseResume } from './pause-resume';
 import { describeMachine } from './machine';
 import { parseOptions } from './options';
@@ -22,6 +23,8 @@ async function main(): Promise<void> {
   const startedAt = performance.now();
   const progress = (s: string) => process.stderr.write(`bench: ${s}\n`);
   const machine = describeMachine();
+  progress('calibrating (JS loop, pipe ping-pong)');
+  machine.calibration = await calibrate();
   const dir = mkdtempSync(join(tmpdir(), 'flb-'));
   const profileDir = o.profileDir ? resolve(o.profileDir) : null;
   if (profileDir) mkdirSync(profileDir, { recursive: true });
@@ -39,8 +42,8 @@ async function main(): Promise<void> {
       progress(`baseline zeromq.js proxy, ${o.senders} producer(s), ${o.seconds} s`);
       baseline = await runBaseline(group, dir, o);
     }
-    progress(`starting portal and ${SLOTS} sink components`);
-    const d = await startDeployment(group, dir, profileDir);
+    progress(`starting portal and ${o.slots} sink components`);
+    const d = await startDeployment(group, dir, { profileDir, slots: o.slots, portalFlags: o.portalFlags, sinkFlags: o.sinkFlags });
     progress(`throughput, ${o.senders} sender(s), ${o.seconds} s`);
     const throughput = await runThroughput(group, d, o);
     progress(`latency at ${o.rate} records/s, ${o.seconds} s`);

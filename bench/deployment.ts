@@ -26,36 +26,62 @@ export interface Deployment {
 }
 
 /** Writes the bench map into `dir` and returns its path. */
-export async function writeBenchMap(dir: string): Promise<string> {
+export async function writeBenchMap(dir: string, slots = SLOTS): Promise<string> {
   const [port] = await freePorts(1);
   const map = {
     instance: 'bench',
     epoch: 1,
     run_dir: join(dir, 'run'),
     servers: [{ name: SERVER, host: '127.0.0.1' }],
-    streams: [{ name: STREAM, key: 'key', port, buckets: 1024, slots: SLOTS, window: WINDOW, schema: BENCH_SCHEMA }],
+    streams: [{ name: STREAM, key: 'key', port, buckets: 1024, slots, window: WINDOW, schema: BENCH_SCHEMA }],
   };
   const mapFile = join(dir, 'map.json');
   writeFileSync(mapFile, JSON.stringify(map, null, 2));
   return mapFile;
 }
 
+export interface DeploymentOptions {
+  /** Directory for a V8 CPU profile of the portal (node --cpu-prof), or null. */
+  profileDir: string | null;
+  /** Extra node flags for the portal and for the sinks (e.g. --max-semi-space-size=16). */
+  portalFlags?: string[];
+  sinkFlags?: string[];
+  /** taskset CPU lists for the portal and the sinks (unset: not pinned). */
+  portalCpus?: string;
+  sinkCpus?: string;
+  /** Where the portal's and the sinks' stdout go (node --trace-gc writes there); default nowhere. */
+  portalStdoutFd?: number;
+  sinkStdoutFd?: number;
+  /** Component slots of the stream (default SLOTS). */
+  slots?: number;
+  /** Start bench/traced-portal.js and bench/traced-sink.js (timestamps for bench/tail.ts). */
+  traced?: boolean;
+}
+
 /** Starts the portal (under --cpu-prof when `profileDir` is set) and its sinks; resolves once every slot is connected. */
-export async function startDeployment(group: ProcessGroup, dir: string, profileDir: string | null): Promise<Deployment> {
-  const mapFile = await writeBenchMap(dir);
+export async function startDeployment(group: ProcessGroup, dir: string, o: DeploymentOptions): Promise<Deployment> {
+  const nSlots = o.slots ?? SLOTS;
+  const mapFile = await writeBenchMap(dir, nSlots);
   const runDir = join(dir, 'run');
-  const nodeFlags = profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [];
-  const portal = group.start('portal', join(DIST, 'portal', 'main.js'), ['--map', mapFile, '--server', SERVER, '--stream', STREAM], { nodeFlags });
-  const sinks = Array.from({ length: SLOTS }, (_, slot) =>
-    group.start(`sink ${slot}`, join(__dirname, 'sink.js'), [mapFile, SERVER, STREAM, String(slot)]),
+  const nodeFlags = [...(o.portalFlags ?? []), ...(o.profileDir ? ['--cpu-prof', '--cpu-prof-dir', o.profileDir] : [])];
+  const portal = o.traced
+    ? group.start('portal', join(__dirname, 'traced-portal.js'), [mapFile, SERVER, STREAM], { nodeFlags, cpus: o.portalCpus, ipc: true, stdoutFd: o.portalStdoutFd })
+    : group.start('portal', join(DIST, 'portal', 'main.js'), ['--map', mapFile, '--server', SERVER, '--stream', STREAM], { nodeFlags, cpus: o.portalCpus, stdoutFd: o.portalStdoutFd });
+  const sinks = Array.from({ length: nSlots }, (_, slot) =>
+    group.start(`sink ${slot}`, join(__dirname, o.traced ? 'traced-sink.js' : 'sink.js'), [mapFile, SERVER, STREAM, String(slot)], {
+      nodeFlags: o.sinkFlags,
+      cpus: o.sinkCpus,
+      ipc: o.traced,
+      stdoutFd: o.sinkStdoutFd,
+    }),
   );
   const stats = () => portalStats(runDir, STREAM, 2000);
   const deadline = Date.now() + 20_000;
   for (;;) {
     for (const c of [portal, ...sinks]) if (!c.running) throw new Error(`${c.name} exited during start-up\n${c.stderrTail}`);
     const s = await stats().catch(() => null);
-    if (s && s.slots.filter((x) => x.connected).length === SLOTS) break;
-    if (Date.now() > deadline) throw new Error(`the portal did not see ${SLOTS} connected slots within 20 s\n${portal.stderrTail}`);
+    if (s && s.slots.filter((x) => x.connected).length === nSlots) break;
+    if (Date.now() > deadline) throw new Error(`the portal did not see ${nSlots} connected slots within 20 s\n${portal.stderrTail}`);
     await sleep(50);
   }
   return { mapFile, runDir, portal, sinks, stats };

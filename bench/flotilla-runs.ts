@@ -27,14 +27,20 @@ export interface LatencyResult {
   samples: number;
 }
 
-async function startLoads(group: ProcessGroup, d: Deployment, n: number, args: string[]): Promise<Child[]> {
-  const loads = Array.from({ length: n }, (_, i) => group.start(`load ${i}`, join(__dirname, 'load.js'), [d.mapFile, ...args], { ipc: true }));
+export async function startLoads(
+  group: ProcessGroup,
+  d: Deployment,
+  n: number,
+  args: string[],
+  opts: { nodeFlags?: string[]; cpus?: string; env?: Record<string, string> } = {},
+): Promise<Child[]> {
+  const loads = Array.from({ length: n }, (_, i) => group.start(`load ${i}`, join(__dirname, 'load.js'), [d.mapFile, ...args], { ipc: true, ...opts }));
   await Promise.all(loads.map((l) => l.ready));
   await Promise.all(loads.map((l) => l.request('start')));
   return loads;
 }
 
-async function stopLoads(loads: Child[]): Promise<Counts[]> {
+export async function stopLoads(loads: Child[]): Promise<Counts[]> {
   const finals = await Promise.all(loads.map((l) => l.request<Counts>('stop')));
   await Promise.all(loads.map((l) => l.stop()));
   return finals;
@@ -52,7 +58,9 @@ async function mergedLatency(loads: Child[]): Promise<Histogram> {
 
 /** Records/s acknowledged to `o.senders` load generators sending as fast as they can. */
 export async function runThroughput(group: ProcessGroup, d: Deployment, o: BenchOptions): Promise<ThroughputResult> {
-  const loads = await startLoads(group, d, o.senders, ['throughput', String(o.lingerMs), String(o.batchBytes), String(o.batchRecords)]);
+  const loads = await startLoads(group, d, o.senders, ['throughput', String(o.lingerMs), String(o.batchBytes), String(o.batchRecords)], {
+    nodeFlags: o.senderFlags,
+  });
   let portalOut0 = 0;
   const window = await measureRate(
     async () => sum(await Promise.all(loads.map((l) => l.request<Counts>('count'))), (c) => c.acked),
@@ -63,6 +71,7 @@ export async function runThroughput(group: ProcessGroup, d: Deployment, o: Bench
       await Promise.all(loads.map((l) => l.request('mark')));
       portalOut0 = (await d.stats()).recordsOut;
     },
+    async () => void (await Promise.all(loads.map((l) => l.request('endmark')))),
   );
   const portalOut1 = (await d.stats()).recordsOut;
   const h = await mergedLatency(loads);
@@ -78,13 +87,16 @@ export async function runThroughput(group: ProcessGroup, d: Deployment, o: Bench
 
 /** Per-record latency, send() to ack, from one load generator paced at `o.rate` records/s. */
 export async function runLatency(group: ProcessGroup, d: Deployment, o: BenchOptions): Promise<LatencyResult> {
-  const loads = await startLoads(group, d, 1, ['paced', String(o.latencyLingerMs), String(o.batchBytes), String(o.batchRecords), String(o.rate)]);
+  const loads = await startLoads(group, d, 1, ['paced', String(o.latencyLingerMs), String(o.batchBytes), String(o.batchRecords), String(o.rate)], {
+    nodeFlags: o.senderFlags,
+  });
   const window = await measureRate(
     async () => sum(await Promise.all(loads.map((l) => l.request<Counts>('count'))), (c) => c.acked),
     o.seconds,
     o.warmup,
     pidsOf(d, loads),
     async () => void (await Promise.all(loads.map((l) => l.request('mark')))),
+    async () => void (await Promise.all(loads.map((l) => l.request('endmark')))),
   );
   const h = await mergedLatency(loads);
   await stopLoads(loads);

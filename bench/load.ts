@@ -9,14 +9,16 @@
  * paced: every millisecond tick sends the records due at RATE per second, and measures each
  * record's latency from its `sendEncoded` call to the acknowledgement of its batch.
  *
- * requests: start; count -> Counts; mark (latency window starts now); latency -> histogram;
- * stop -> Counts (after flushing what is in flight).
+ * requests: start; count -> Counts; mark (latency window starts now); endmark (it ends now);
+ * latency -> histogram (once everything sent in the window is settled); stop -> Counts (after
+ * flushing what is in flight); trace and dump: see bench/tail.ts.
  */
 import { Sender } from '../src/sender';
 import { createLogger } from '../src/log';
 import { serve, yieldToIo } from './child';
 import { Histogram } from './histogram';
 import { encodedPayloads, KEYS, STREAM } from './payload';
+import { toClock, traceSender, Tracer } from './trace';
 
 export interface Counts {
   sent: number;
@@ -36,6 +38,11 @@ const sender = new Sender({
 });
 let next = Math.floor(Math.random() * KEYS);
 let running = false;
+/** Set by bench/tail.ts (BENCH_TRACE=1): timestamps of ticks, batches and acks. */
+const tr = process.env.BENCH_TRACE === '1' ? new Tracer() : null;
+const ackedSeq = tr ? traceSender(tr, sender) : () => -1;
+const ackLog = tr?.log('ackrx', 3);
+const tickLog = tr?.log('tick', 3);
 
 /** Records in flight, oldest first: the time their send() was called and how many. */
 const sentAt: { t: number; n: number }[] = [];
@@ -43,11 +50,15 @@ let head = 0;
 /** Per record (paced) or per batch (throughput), send to ack, ms. */
 const latency = new Histogram();
 let markedAt = Infinity;
+/** End of the measured window ('endmark'), and how many records had been sent by then. */
+let endedAt = Infinity;
+let sentByEnd = -1;
 
 sender.onAck = (count, batchMs) => {
   const now = performance.now();
+  ackLog?.add(ackedSeq(), toClock(now), count);
   if (mode !== 'paced') {
-    if (now - batchMs >= markedAt) latency.add(batchMs);
+    if (now - batchMs >= markedAt && now - batchMs < endedAt) latency.add(batchMs);
     return;
   }
   // One portal acknowledges batches in the order they were sent (each batch touches every slot,
@@ -56,7 +67,7 @@ sender.onAck = (count, batchMs) => {
   while (left > 0 && head < sentAt.length) {
     const chunk = sentAt[head]!;
     const n = Math.min(left, chunk.n);
-    if (chunk.t >= markedAt) latency.add(now - chunk.t, n);
+    if (chunk.t >= markedAt && chunk.t < endedAt) latency.add(now - chunk.t, n);
     chunk.n -= n;
     left -= n;
     if (chunk.n === 0) head++;
@@ -88,6 +99,7 @@ function paced(perSecond: number): void {
     const now = performance.now();
     const due = Math.floor(((now - start) * perSecond) / 1000) - sent;
     if (due <= 0) return;
+    tickLog?.add(toClock(now), due, sent);
     for (let n = 0; n < due; n++) sendOne();
     sent += due;
     sentAt.push({ t: now, n: due });
@@ -108,10 +120,27 @@ serve({
   count: counts,
   mark: () => {
     markedAt = performance.now();
+    endedAt = Infinity;
+    sentByEnd = -1;
     latency.reset();
     return counts();
   },
-  latency: () => latency.toSparse(),
+  endmark: () => {
+    endedAt = performance.now();
+    sentByEnd = sender.stats.records;
+    return counts();
+  },
+  // After 'endmark', waits (up to 2 s) until every record sent in the window is settled, so
+  // that the slowest ones are counted too.
+  latency: async () => {
+    const deadline = performance.now() + 2000;
+    while (sentByEnd >= 0 && sender.stats.acked + sender.stats.refused < sentByEnd && performance.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    return latency.toSparse();
+  },
+  trace: () => tr?.start(),
+  dump: () => tr?.dump() ?? null,
   stop: async () => {
     running = false;
     await Promise.race([sender.flush(), new Promise((r) => setTimeout(r, 5000))]);

@@ -1,6 +1,7 @@
 /** What the bench ran on, for the record. */
 import { readFileSync } from 'node:fs';
 import { availableParallelism, loadavg, release } from 'node:os';
+import type { Calibration } from './calibrate';
 
 export interface Machine {
   nproc: number;
@@ -9,6 +10,8 @@ export interface Machine {
   kernel: string;
   /** 1-minute load average when the bench started (the machine may be shared). */
   loadavg_1m: number;
+  /** The machine's speed when the bench started (bench/calibrate.ts). */
+  calibration?: Calibration;
 }
 
 /** Describes this machine: cores, CPU model (from /proc/cpuinfo), Node and kernel versions. */

@@ -21,7 +21,8 @@ export function sleep(ms: number): Promise<void> {
 
 /**
  * Waits `warmupS`, then reads `counter` at the start and end of a `seconds` window, with the
- * CPU time of each role's processes (`pids`). `atStart` runs right after the first reading.
+ * CPU time of each role's processes (`pids`). `atStart` runs right after the first reading,
+ * `atEnd` right after the last.
  */
 export async function measureRate(
   counter: () => Promise<number>,
@@ -29,6 +30,7 @@ export async function measureRate(
   warmupS: number,
   pids: Record<string, number[]>,
   atStart: () => Promise<void> = async () => undefined,
+  atEnd: () => Promise<void> = async () => undefined,
 ): Promise<RateWindow> {
   await sleep(warmupS * 1000);
   const cpu = () => Object.fromEntries(Object.entries(pids).map(([role, ps]) => [role, ps.reduce((a, p) => a + cpuSeconds(p), 0)]));
@@ -41,6 +43,7 @@ export async function measureRate(
   const c1 = cpu();
   const m1 = machineBusySeconds();
   const n1 = await counter();
+  await atEnd();
   const elapsed = (performance.now() - t0) / 1000;
   const cpuPercent: Record<string, number> = {};
   for (const role of Object.keys(pids)) cpuPercent[role] = Math.round(((c1[role]! - c0[role]!) / elapsed) * 100);

@@ -22,6 +22,12 @@ export interface BenchOptions {
   skipBaseline: boolean;
   /** Directory to write a V8 CPU profile of the portal into (node --cpu-prof), or null. */
   profileDir: string | null;
+  /** Component slots of the bench stream: one sink process each. */
+  slots: number;
+  /** Extra node flags for the portal, the sink components and the load generators. */
+  portalFlags: string[];
+  sinkFlags: string[];
+  senderFlags: string[];
 }
 
 const HELP = `usage: npm run bench -- [options]
@@ -34,8 +40,13 @@ const HELP = `usage: npm run bench -- [options]
   --batch-bytes N        sender batchBytes (default 900000, under the map's 1 MB max_batch_bytes)
   --batch-records N      sender batchRecords (default 8192; 900 KB is reached first)
   --latency-linger-ms N  sender lingerMs for the latency run (default 2)
+  --slots N              component slots of the stream, one sink process each (default 4)
   --skip-baseline        do not run the zeromq.js proxy baseline
   --profile DIR          write a CPU profile of the portal process into DIR
+  --portal-flags='F ...' extra node flags for the portal (e.g. --portal-flags=--max-semi-space-size=16;
+                         write the '=': a value starting with '-' is refused otherwise)
+  --sink-flags='F ...'   extra node flags for the sink components
+  --sender-flags='F ...' extra node flags for the load generators
 `;
 
 /** Parses process.argv; prints usage and exits on --help or a bad value. */
@@ -53,7 +64,11 @@ export function parseOptions(argv = process.argv.slice(2)): BenchOptions {
       'batch-records': { type: 'string', default: '8192' },
       'latency-linger-ms': { type: 'string', default: '2' },
       'skip-baseline': { type: 'boolean', default: false },
+      slots: { type: 'string', default: '4' },
       profile: { type: 'string' },
+      'portal-flags': { type: 'string', default: '' },
+      'sink-flags': { type: 'string', default: '' },
+      'sender-flags': { type: 'string', default: '' },
       help: { type: 'boolean', default: false },
     },
   });
@@ -81,5 +96,14 @@ export function parseOptions(argv = process.argv.slice(2)): BenchOptions {
     latencyLingerMs: num('latency-linger-ms', 0),
     skipBaseline: values['skip-baseline']!,
     profileDir: values.profile ?? null,
+    slots: Math.floor(num('slots', 1)),
+    portalFlags: words(values['portal-flags']!),
+    sinkFlags: words(values['sink-flags']!),
+    senderFlags: words(values['sender-flags']!),
   };
+}
+
+/** Splits a flag list given as one argument on whitespace. */
+function words(s: string): string[] {
+  return s.split(/\s+/).filter((w) => w.length > 0);
 }

@@ -86,10 +86,23 @@ export class ProcessGroup {
     });
   }
 
-  /** Spawns `node [nodeFlags] script args`; with `ipc` the child can be sent requests. */
-  start(name: string, script: string, args: string[], opts: { ipc?: boolean; nodeFlags?: string[] } = {}): Child {
-    const proc = spawn(process.execPath, [...(opts.nodeFlags ?? []), script, ...args], {
-      stdio: opts.ipc ? ['ignore', 'ignore', 'pipe', 'ipc'] : ['ignore', 'ignore', 'pipe'],
+  /**
+   * Spawns `node [nodeFlags] script args`; with `ipc` the child can be sent requests. `cpus`
+   * (a taskset list such as "0" or "0,1") pins it; `env` adds environment variables; its stdout
+   * goes to `stdoutFd` if given (e.g. for node --trace-gc), else nowhere.
+   */
+  start(
+    name: string,
+    script: string,
+    args: string[],
+    opts: { ipc?: boolean; nodeFlags?: string[]; cpus?: string; env?: Record<string, string>; stdoutFd?: number } = {},
+  ): Child {
+    const argv = [...(opts.nodeFlags ?? []), script, ...args];
+    // taskset execs node, so the child's pid is node's.
+    const [cmd, cmdArgs] = opts.cpus ? ['taskset', ['-c', opts.cpus, process.execPath, ...argv]] : [process.execPath, argv];
+    const proc = spawn(cmd, cmdArgs, {
+      stdio: ['ignore', opts.stdoutFd ?? 'ignore', 'pipe', ...(opts.ipc ? (['ipc'] as const) : [])],
+      env: opts.env ? { ...process.env, ...opts.env } : process.env,
     });
     const child = new Child(name, proc);
     this.children.push(child);

@@ -6,7 +6,7 @@ import type { RateWindow } from './measure';
 import type { BenchOptions } from './options';
 import type { HotFunction } from './profile-summary';
 import { RECORD_BYTES } from './payload';
-import { SLOTS, WINDOW } from './deployment';
+import { WINDOW } from './deployment';
 
 export const TARGETS = { records_per_second: 1_000_000, speedup_vs_baseline: 8, p99_ms: 5, portal_rss_mb: 200, pause_resume_ms: 1000 };
 
@@ -69,7 +69,7 @@ export function toJson(r: Results, o: BenchOptions): Record<string, unknown> {
     total_seconds: round(r.totalSeconds, 1),
     settings: {
       senders: o.senders,
-      slots: SLOTS,
+      slots: o.slots,
       payload_bytes: RECORD_BYTES,
       window_batches: WINDOW,
       linger_ms: o.lingerMs,
@@ -99,12 +99,17 @@ export function toText(r: Results, o: BenchOptions): string {
   };
   const lines = [
     `Flotilla bench: ${r.machine.nproc} cores (${r.machine.cpu_model}), node ${r.machine.node}, load ${r.machine.loadavg_1m.toFixed(2)} at start`,
-    `${RECORD_BYTES}-byte records, ${SLOTS} ack-at-once slots, ${o.senders} sender process(es), ${o.seconds} s windows`,
+    ...(r.machine.calibration
+      ? [
+          `machine speed at start: JS loop ${r.machine.calibration.js_ns_per_byte} ns/byte, pipe round trip to another process p50 ${r.machine.calibration.pipe_rtt_us_p50} us, p99 ${r.machine.calibration.pipe_rtt_us_p99} us`,
+        ]
+      : []),
+    `${RECORD_BYTES}-byte records, ${o.slots} ack-at-once slots, ${o.senders} sender process(es), ${o.seconds} s windows`,
     `sender: lingerMs ${o.lingerMs}, batchBytes ${o.batchBytes}, batchRecords ${o.batchRecords}; latency run lingerMs ${o.latencyLingerMs}`,
     '',
     `  throughput, acks on      ${fmt(t.window.perSecond).padStart(12)} records/s   target 1,000,000: ${mark(t.window.perSecond >= TARGETS.records_per_second)}`,
     `  baseline zeromq.js proxy ${fmt(base).padStart(12)} records/s`,
-    `  speed-up over baseline   ${fmt(speedup, 1).padStart(12)} x           target 8x: ${mark(speedup >= TARGETS.speedup_vs_baseline)}`,
+    `  speed-up over baseline   ${fmt(speedup, 1).padStart(12)} x           target 8x: ${r.baseline ? mark(speedup >= TARGETS.speedup_vs_baseline) : 'n/a'}`,
     `  latency p50 at ${fmt(o.rate)}/s ${fmt(r.latency.p50Ms, 2).padStart(7)} ms`,
     `  latency p99 at ${fmt(o.rate)}/s ${fmt(r.latency.p99Ms, 2).padStart(7)} ms          target < 5 ms: ${mark(r.latency.p99Ms < TARGETS.p99_ms)}`,
     `  portal peak RSS (VmHWM)  ${fmt(r.portalRssMb, 1).padStart(12)} MB          target < 200 MB: ${mark(r.portalRssMb < TARGETS.portal_rss_mb)}`,

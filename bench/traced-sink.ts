@@ -1,0 +1,37 @@
+/**
+ * The sink of bench/sink.ts for `bench/tail.ts`: acknowledges each delivery at once, and
+ * records when each one arrived and when its DONE went to the socket.
+ *
+ *   usage: traced-sink.js MAP_FILE SERVER STREAM SLOT      (started by the bench, with ipc)
+ *
+ * Events (shared clock of bench/trace.ts, ms):
+ *   sink [ordinal of the delivery in this slot, onRawBatch called, records]
+ *   done [delivery id, socket.send of DONE called]
+ */
+import { runComponent } from '../src/component';
+import { createLogger } from '../src/log';
+import { MessageType } from '../src/wire';
+import { serve } from './child';
+import { clock, traceSends, Tracer } from './trace';
+
+const [map, server, stream, slot] = process.argv.slice(2) as [string, string, string, string];
+const tr = new Tracer();
+const sinkLog = tr.log('sink', 3);
+const doneLog = tr.log('done', 2);
+let ordinal = -1;
+const component = runComponent({
+  map,
+  server,
+  stream,
+  slot: Number(slot),
+  log: createLogger('bench-sink', { slot: Number(slot) }),
+  onRawBatch: (_body, count) => {
+    ordinal++;
+    sinkLog.add(ordinal, clock(), count);
+  },
+});
+traceSends(tr, (component as any).outbox, doneLog, (msg) => (msg[0]![3] === MessageType.DONE ? msg[0]!.readUInt32BE(4) : null));
+serve({
+  trace: () => tr.start(),
+  dump: () => tr.dump(),
+});
