@@ -17,7 +17,7 @@ import { loadMap } from '../src/map';
 import { diffMaps } from '../src/map-diff';
 import { Sender } from '../src/sender';
 import { deploy, waitFor, type Deployment } from './support/deploy';
-import { readRecorded, RECORD_SCHEMA } from './support/flows';
+import { readRecorded, RECORD_SCHEMA, RoundLoad } from './support/flows';
 import { freePorts } from './support/ports';
 
 let d: Deployment | undefined;
@@ -52,16 +52,7 @@ test('buckets move from alpha to beta: never processed by both at once, nothing 
 
   const sender = new Sender({ map: dep.mapFile, lingerMs: 1 });
   const KEYS = 300;
-  let rounds = 0;
-  let sending = true;
-  const load = (async () => {
-    while (sending) {
-      for (let k = 0; k < KEYS; k++) sender.send('orders', { key: `k${k}`, seq: rounds });
-      rounds++;
-      await sender.writable();
-      await new Promise((r) => setTimeout(r, 5));
-    }
-  })();
+  const load = new RoundLoad(sender, 'orders', KEYS, 5);
   writeFileSync(dep.mapFile + '.v2', stringify({ ...v2, run_dir: dep.runDir }));
   const after2 = loadMap(dep.mapFile + '.v2');
   const predicted = diffMaps(before, after2).streams[0]!;
@@ -79,17 +70,15 @@ test('buckets move from alpha to beta: never processed by both at once, nothing 
     await waitFor('alpha to drain what it gave up', async () => (await ask<{ drained: boolean }>('alpha', { cmd: 'drained' })).drained, 15_000);
     await ask('beta', { cmd: 'release', from: 'alpha', epoch: 2 });
 
-    const roundsAtSwitch = rounds;
-    await waitFor('a few more rounds under epoch 2', () => rounds > roundsAtSwitch + 5);
-    sending = false;
-    await load;
+    const roundsAtSwitch = load.rounds;
+    await waitFor('a few more rounds under epoch 2', () => load.rounds > roundsAtSwitch + 5);
+    await load.stop();
     await sender.flush();
   } finally {
-    sending = false;
     sender.close();
-    await load.catch(() => undefined);
+    await load.stop().catch(() => undefined);
   }
-  assert.equal(sender.stats.acked, KEYS * rounds);
+  assert.equal(sender.stats.acked, KEYS * load.rounds);
   assert.ok(sender.stats.redirects > 0, 'the sender was redirected');
   assert.equal(sender.epoch, 2);
 
@@ -100,7 +89,7 @@ test('buckets move from alpha to beta: never processed by both at once, nothing 
     if (!byKey.has(r.key)) byKey.set(r.key, []);
     byKey.get(r.key)!.push(r);
   }
-  assert.equal(rows.length, KEYS * rounds, 'each record processed once');
+  assert.equal(rows.length, KEYS * load.rounds, 'each record processed once');
   for (const [key, list] of byKey) {
     list.sort((x, y) => x.at - y.at || x.seq - y.seq);
     list.forEach((r, i) => assert.equal(r.seq, i, `${key}: record ${i} is seq ${r.seq} (lost, doubled or out of order)`));

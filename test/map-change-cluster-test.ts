@@ -19,7 +19,7 @@ import { loadMap, parseMap } from '../src/map';
 import { diffMaps } from '../src/map-diff';
 import { Sender } from '../src/sender';
 import { deploy, startAgent, waitAgent, waitFor, type Deployment } from './support/deploy';
-import { readRecorded, RECORD_SCHEMA } from './support/flows';
+import { readRecorded, RECORD_SCHEMA, RoundLoad } from './support/flows';
 import { freePorts } from './support/ports';
 
 const BUCKETS = 64;
@@ -60,16 +60,7 @@ test('adding a server moves exactly the predicted buckets, one owner at a time, 
 
   const sender = new Sender({ map: dep.mapFile, lingerMs: 1 });
   const KEYS = 1000;
-  let rounds = 0;
-  let sending = true;
-  const load = (async () => {
-    while (sending) {
-      for (let k = 0; k < KEYS; k++) sender.send('orders', { key: `k${k}`, seq: rounds });
-      rounds++;
-      await sender.writable();
-      await new Promise((r) => setTimeout(r, 10));
-    }
-  })();
+  const load = new RoundLoad(sender, 'orders', KEYS, 10);
 
   const servers = ['alpha', 'beta', 'gamma', 'delta'];
   const files = servers.flatMap((s) => [0, 1].map((slot) => dep.outOf('orders', slot, s)));
@@ -97,7 +88,7 @@ test('adding a server moves exactly the predicted buckets, one owner at a time, 
     await dep.waitSlotsConnected('orders', 2, 'delta');
 
     // Epoch 3: delta takes its share.
-    const roundsBefore = rounds;
+    const roundsBefore = load.rounds;
     write(v3);
     await waitFor(
       'every agent to finish switching to epoch 3',
@@ -108,21 +99,19 @@ test('adding a server moves exactly the predicted buckets, one owner at a time, 
       },
       20_000,
     );
-    await waitFor('traffic under epoch 3', () => rounds > roundsBefore + 10);
-    sending = false;
-    await load;
+    await waitFor('traffic under epoch 3', () => load.rounds > roundsBefore + 10);
+    await load.stop();
     await sender.flush();
   } finally {
-    sending = false;
     sender.close();
-    await load.catch(() => undefined);
+    await load.stop().catch(() => undefined);
   }
-  assert.equal(sender.stats.acked, KEYS * rounds, 'every record acknowledged');
+  assert.equal(sender.stats.acked, KEYS * load.rounds, 'every record acknowledged');
   assert.equal(loadMap(dep.mapFile).epoch, 3);
 
   // Which server processed each record: by the recorder files it came from.
   const rows = servers.flatMap((s) => readRecorded([0, 1].map((slot) => dep.outOf('orders', slot, s))).map((r) => ({ ...r, server: s })));
-  assert.equal(rows.length, KEYS * rounds, 'each record processed once');
+  assert.equal(rows.length, KEYS * load.rounds, 'each record processed once');
   const byKey = new Map<string, typeof rows>();
   for (const r of rows) byKey.set(r.key, [...(byKey.get(r.key) ?? []), r]);
   for (const [key, list] of byKey) {

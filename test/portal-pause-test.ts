@@ -14,7 +14,7 @@ import { portalRequest } from '../src/control-client';
 import type { PortalBeacon } from '../src/heartbeat';
 import { Sender } from '../src/sender';
 import { deploy, waitFor, type Deployment } from './support/deploy';
-import { checkExactlyOnceInOrder, readRecorded, twoStreamMap } from './support/flows';
+import { checkExactlyOnceInOrder, readRecorded, twoStreamMap, RoundLoad } from './support/flows';
 import { freePorts } from './support/ports';
 
 const HEARTBEAT_MS = 200;
@@ -38,19 +38,7 @@ after(async () => {
 test('pause under load: processing stops within a heartbeat, survives a portal restart, and resume loses nothing', async () => {
   const sender = new Sender({ map: d.mapFile, lingerMs: 1 });
   const KEYS = 200;
-  let sent = 0;
-  let sending = true;
-  const load = (async () => {
-    for (let q = 0; sending; q++) {
-      for (let k = 0; k < KEYS; k++) {
-        sent++;
-        sender.send('orders', { key: `k${k}`, seq: q });
-      }
-      // While paused the window fills and this waits: the sender slows its caller down.
-      await sender.writable();
-      await new Promise((r) => setTimeout(r, 2));
-    }
-  })();
+  const load = new RoundLoad(sender, 'orders', KEYS, 2);
   try {
     await waitFor('records flowing', () => processed() > 2000);
     assert.deepEqual(await request('pause'), { ok: true, paused: true });
@@ -78,16 +66,14 @@ test('pause under load: processing stops within a heartbeat, survives a portal r
     assert.equal(processed(), atIdle, 'still nothing processed');
 
     assert.deepEqual(await request('resume'), { ok: true, paused: false });
-    sending = false;
-    await load;
+    await load.stop();
     await sender.flush();
   } finally {
-    sending = false;
     sender.close();
-    await load.catch(() => undefined);
+    await load.stop().catch(() => undefined);
   }
-  assert.equal(sender.stats.acked, sent);
+  assert.equal(sender.stats.acked, load.sent);
   // Exactly once: the portal restart happened while nothing was in flight.
-  const problems = checkExactlyOnceInOrder(d.map, 'orders', files(), KEYS, Math.floor(sent / KEYS));
+  const problems = checkExactlyOnceInOrder(d.map, 'orders', files(), KEYS, load.rounds);
   assert.deepEqual(problems, []);
 });

@@ -16,7 +16,7 @@ import { agentStatus, localAgent } from '../src/agent-client';
 import { bucketOf, slotOf } from '../src/bucket';
 import { Sender } from '../src/sender';
 import { deploy, portalctlAsync, startAgent, waitAgent, waitFor, type Deployment } from './support/deploy';
-import { checkExactlyOnceInOrder, readRecorded, RECORD_SCHEMA } from './support/flows';
+import { checkExactlyOnceInOrder, readRecorded, RECORD_SCHEMA, RoundLoad } from './support/flows';
 import { freePorts } from './support/ports';
 
 const HEARTBEAT_MS = 200;
@@ -53,16 +53,7 @@ after(async () => {
 test('pause --wait under load returns once idle, nothing is processed while paused, resume loses nothing', async () => {
   const sender = new Sender({ map: d.mapFile, lingerMs: 1 });
   const KEYS = 150;
-  let rounds = 0;
-  let sending = true;
-  const load = (async () => {
-    for (; sending; rounds++) {
-      for (let k = 0; k < KEYS; k++) sender.send('orders', { key: `k${k}`, seq: rounds });
-      // While paused the window fills and this waits: the sender slows its caller down.
-      await sender.writable();
-      await new Promise((r) => setTimeout(r, 2));
-    }
-  })();
+  const load = new RoundLoad(sender, 'orders', KEYS, 2);
   try {
     await waitFor('records flowing', () => processed() > 2000);
     const pause = await cluster('pause', '--wait', '--timeout', '10');
@@ -92,16 +83,14 @@ test('pause --wait under load returns once idle, nothing is processed while paus
     assert.equal(resume.status, 0, resume.stderr);
     assert.equal(resume.stdout, 'solo: resumed orders\n');
     await waitFor('records flowing again', () => processed() > atIdle);
-    sending = false;
-    await load;
+    await load.stop();
     await sender.flush();
   } finally {
-    sending = false;
     sender.close();
-    await load.catch(() => undefined);
+    await load.stop().catch(() => undefined);
   }
-  assert.equal(sender.stats.acked, rounds * KEYS);
-  assert.deepEqual(checkExactlyOnceInOrder(d.map, 'orders', files(), KEYS, rounds), []);
+  assert.equal(sender.stats.acked, load.rounds * KEYS);
+  assert.deepEqual(checkExactlyOnceInOrder(d.map, 'orders', files(), KEYS, load.rounds), []);
 });
 
 test('a component stopped with SIGSTOP is reported dead by name, and keeps pause --wait from idle', async () => {

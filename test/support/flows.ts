@@ -1,6 +1,7 @@
 /** Maps and checks shared by the end-to-end tests. */
 import { readFileSync, existsSync } from 'node:fs';
 import { bucketOf, slotOf } from '../../src/bucket';
+import type { Sender } from '../../src/sender';
 import type { FlotillaMap } from '../../src/map';
 
 export const RECORD_SCHEMA = (name: string) => ({
@@ -78,4 +79,38 @@ export function checkExactlyOnceInOrder(map: FlotillaMap, stream: string, files:
   }
   if (count.size !== keys * perKey && problems.length < 20) problems.push(`${stream}: ${count.size} distinct records, want ${keys * perKey}`);
   return problems;
+}
+
+/**
+ * A steady load for tests: rounds of one record per key (`k0`..`k<keys-1>`, seq = round number)
+ * until `stop()`, with `pauseMs` between rounds; while the sender's window is full it waits, so a
+ * paused or slow portal slows it down instead of filling memory.
+ */
+export class RoundLoad {
+  /** Rounds sent so far: every key has records with seq 0..rounds-1. */
+  rounds = 0;
+  private sending = true;
+  private readonly done: Promise<void>;
+
+  constructor(sender: Sender, stream: string, readonly keys: number, pauseMs: number) {
+    this.done = (async () => {
+      while (this.sending) {
+        for (let k = 0; k < keys; k++) sender.send(stream, { key: `k${k}`, seq: this.rounds });
+        this.rounds++;
+        await sender.writable();
+        await new Promise((r) => setTimeout(r, pauseMs));
+      }
+    })();
+  }
+
+  /** Records sent so far. */
+  get sent(): number {
+    return this.rounds * this.keys;
+  }
+
+  /** Stops after the round in progress; resolves when the loop has ended (rejects if it failed). */
+  stop(): Promise<void> {
+    this.sending = false;
+    return this.done;
+  }
 }
