@@ -3,7 +3,7 @@
  * processes that keep a pause from being idle.
  */
 import type { AgentStatus, StreamStatus } from '../src/agent';
-import type { SlotBeacon } from '../src/heartbeat';
+import type { SlotBeacon, SpoolBeacon } from '../src/heartbeat';
 
 /** A process that is not idle yet: a portal, or one slot (component) of it. */
 export interface NotIdle {
@@ -71,8 +71,12 @@ export function formatStatus(st: AgentStatus): string {
   lines.push(
     `${st.server}: agent pid ${st.pid}, map ${st.mapFile}, epoch ${st.epoch}, heartbeat ${st.heartbeatMs} ms, ${st.idle ? 'all idle' : 'not all idle'}`,
   );
-  const rows = [['STREAM', 'STATE', 'IDLE', 'EPOCH', 'IN/S', 'OUT/S', 'QUEUED', 'INFLIGHT', 'SLOTS'], ...st.streams.map(row)];
+  const rows = [['STREAM', 'STATE', 'IDLE', 'EPOCH', 'IN/S', 'OUT/S', 'QUEUED', 'INFLIGHT', 'SPOOL', 'SLOTS'], ...st.streams.map(row)];
   lines.push(...table(rows).map((l) => `  ${l}`));
+  for (const s of st.streams) {
+    const sp = s.beacon?.spool;
+    if (sp && sp.state !== 'ok' && s.state !== 'dead') lines.push(`  ${s.stream}: ${spoolProblem(sp)}`);
+  }
   if (st.mapErrors) {
     const e = st.mapErrors;
     lines.push(`  map edit rejected (${new Date(e.at).toISOString()}); epoch ${st.epoch} stays in force. ${e.file}:`);
@@ -81,11 +85,39 @@ export function formatStatus(st: AgentStatus): string {
   return lines.join('\n');
 }
 
+/** `spool full: 1.0 GiB of max_bytes 1.0 GiB; senders wait (when_full: block)`. */
+export function spoolProblem(sp: SpoolBeacon): string {
+  const what =
+    sp.state === 'low_disk'
+      ? `spool takes no records: ${bytes(sp.freeBytes)} free on its disk, under min_free_bytes ${bytes(sp.minFreeBytes)}`
+      : sp.state === 'full'
+        ? `spool full: ${bytes(sp.bytes)} of max_bytes ${bytes(sp.maxBytes)}`
+        : `spool cannot write (disk full or failing; see the portal's log)`;
+  return `${what}; ${sp.whenFull === 'block' ? 'senders wait (when_full: block)' : 'batches are refused with SPOOL_FULL (when_full: reject)'}`;
+}
+
+/** The SPOOL column: `-` without a spool, else its state and the records it holds. */
+function spoolCell(sp: SpoolBeacon | undefined): string {
+  if (!sp) return '-';
+  return `${sp.state === 'ok' ? '' : `${sp.state.toUpperCase()} `}${sp.records} (${bytes(sp.bytes)})`;
+}
+
+function bytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  let v = n;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${i === 0 ? v : v.toFixed(1)} ${units[i]}`;
+}
+
 function row(s: StreamStatus): string[] {
   const b = s.beacon;
-  if (!b) return [s.stream, s.state, 'no', '-', '-', '-', '-', '-', 'no beacon yet'];
+  if (!b) return [s.stream, s.state, 'no', '-', '-', '-', '-', '-', '-', 'no beacon yet'];
   if (s.state === 'dead') {
-    return [s.stream, 'dead', 'no', String(b.epoch), '-', '-', '-', '-', `no beacon for ${((s.ageMs ?? 0) / 1000).toFixed(1)} s (last from pid ${b.pid})`];
+    return [s.stream, 'dead', 'no', String(b.epoch), '-', '-', '-', '-', '-', `no beacon for ${((s.ageMs ?? 0) / 1000).toFixed(1)} s (last from pid ${b.pid})`];
   }
   return [
     s.stream,
@@ -96,6 +128,7 @@ function row(s: StreamStatus): string[] {
     String(b.rates.outPerSec),
     String(b.queued),
     String(b.inflight),
+    spoolCell(b.spool),
     slotStates(b.slots),
   ];
 }

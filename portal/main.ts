@@ -16,17 +16,18 @@ const program = new Command('flotilla-portal')
   .option('--server <name>', "this server's name in the map (default $FLOTILLA_SERVER, else the host name)")
   .option('--run-dir <dir>', "directory for ipc sockets (default the map's run_dir)")
   .option('--bind <host>', "address to listen on (default the server's host in the map)")
+  .option('--spool-dir <dir>', "base directory of the stream's spool (default the stream's spool.dir in the map)")
   .addHelpText('after', '\nExample:\n  flotilla-portal --map /etc/flotilla/map.yaml --server alpha --stream clicks\n')
   .showHelpAfterError();
 
 async function main(): Promise<void> {
   program.parse();
-  const o = program.opts<{ map: string; stream: string; server?: string; runDir?: string; bind?: string }>();
+  const o = program.opts<{ map: string; stream: string; server?: string; runDir?: string; bind?: string; spoolDir?: string }>();
   process.umask(0o007); // sockets and spool for the service's user and group only
   const map = loadMap(o.map);
   const server = whichServer(map, o.server);
   const log = createLogger('portal', { stream: o.stream, server });
-  const portal = new Portal({ map, mapFile: o.map, server, stream: o.stream, runDir: o.runDir, bindHost: o.bind, log });
+  const portal = new Portal({ map, mapFile: o.map, server, stream: o.stream, runDir: o.runDir, bindHost: o.bind, spoolDir: o.spoolDir, log });
   await portal.start();
   notifyReady();
   const stop = (signal: string) => {

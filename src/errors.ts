@@ -14,6 +14,7 @@ export const WIRE_ERROR_CODES = [
   'UNSUPPORTED_VERSION',
   'PAUSED',
   'RESEND',
+  'SPOOL_FULL',
 ] as const;
 export type WireErrorCode = (typeof WIRE_ERROR_CODES)[number];
 

@@ -41,6 +41,22 @@ export interface SlotBeacon {
   serviceMs: number;
 }
 
+/** A portal's spool, as its beacon reports it. */
+export interface SpoolBeacon {
+  mode: string;
+  /** ok, or why the spool takes no records: full (max_bytes), low_disk (under min_free_bytes), write_failed. */
+  state: string;
+  whenFull: string;
+  /** A batch waits for room (when_full: block). */
+  blocked: boolean;
+  records: number;
+  bytes: number;
+  maxBytes: number;
+  freeBytes: number;
+  minFreeBytes: number;
+  tornTails: number;
+}
+
 /** What a portal reports to its agent every interval (JSON, one frame, on the agent's PULL). */
 export interface PortalBeacon {
   type: 'portal';
@@ -62,6 +78,8 @@ export interface PortalBeacon {
   rates: { inPerSec: number; outPerSec: number };
   errors: Record<string, number>;
   slots: SlotBeacon[];
+  /** The stream's disk spool on this server; absent when its mode is off. */
+  spool?: SpoolBeacon;
   /** When the beacon was made (ms since the Unix epoch). */
   at: number;
 }

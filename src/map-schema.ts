@@ -6,6 +6,8 @@
 
 const NAME = '^[a-z][a-z0-9_-]{0,31}$';
 const PORT = { type: 'integer', minimum: 1, maximum: 65535 } as const;
+/** A size in bytes: a number, or a string such as "512MiB", "1GiB" or "64KiB". */
+const SIZE = { type: ['integer', 'string'], minimum: 0, pattern: '^[0-9]+(\\.[0-9]+)?\\s*(B|KiB|MiB|GiB|TiB|kB|MB|GB|TB)?$' } as const;
 const perStream = (value: object) => ({
   type: 'object',
   propertyNames: { pattern: NAME },
@@ -55,6 +57,19 @@ export const MAP_SCHEMA = {
           window: { type: 'integer', minimum: 1, maximum: 1024 },
           max_batch_bytes: { type: 'integer', minimum: 1024, maximum: 67108864 },
           schema: { type: ['object', 'string'] },
+          spool: {
+            type: 'object',
+            additionalProperties: false,
+            properties: {
+              mode: { enum: ['off', 'spill', 'always'], description: 'off: memory only; spill: to disk while paused, or a slot is dead or full; always: to disk before every ack' },
+              dir: { type: 'string', minLength: 1, description: 'spool files go to <dir>/<server>/<stream>' },
+              max_bytes: SIZE,
+              when_full: { enum: ['block', 'reject'], description: 'block: senders are slowed; reject: batches are refused with SPOOL_FULL' },
+              fsync: { enum: ['always', 'interval', 'never'] },
+              fsync_interval_ms: { type: 'integer', minimum: 1, maximum: 60000 },
+              min_free_bytes: SIZE,
+            },
+          },
         },
       },
     },

@@ -19,6 +19,26 @@ export const DEFAULT_SLOTS = 4;
 export const DEFAULT_WINDOW = 16;
 export const DEFAULT_MAX_BATCH_BYTES = 1 << 20;
 export const DEFAULT_WEIGHT = 1;
+export const DEFAULT_SPOOL_MAX_BYTES = 1 << 30;
+export const DEFAULT_SPOOL_MIN_FREE_BYTES = 64 << 20;
+export const DEFAULT_FSYNC_INTERVAL_MS = 1000;
+
+export type SpoolMode = 'off' | 'spill' | 'always';
+export type SpoolFullPolicy = 'block' | 'reject';
+export type FsyncPolicy = 'always' | 'interval' | 'never';
+
+/** A stream's disk buffering, with its defaults filled in (see docs/delivery.md). */
+export interface SpoolSettings {
+  mode: SpoolMode;
+  /** Base directory; a portal spools under `<dir>/<server>/<stream>`. */
+  dir: string;
+  maxBytes: number;
+  whenFull: SpoolFullPolicy;
+  fsync: FsyncPolicy;
+  fsyncIntervalMs: number;
+  /** Below this much free space on the spool's filesystem the spool takes no more records. */
+  minFreeBytes: number;
+}
 
 /** Field names people reach for that the map calls something else. */
 const RENAMED: Record<string, string> = {
@@ -59,6 +79,7 @@ export interface MapStream {
   schema: object;
   /** owner[bucket] is the index in `map.servers` of the server that owns the bucket. */
   owner: Uint16Array;
+  spool: SpoolSettings;
 }
 
 /** A validated, resolved map. Immutable once built: a new map file is a new object. */
@@ -122,6 +143,15 @@ interface RawStream {
   window?: number;
   max_batch_bytes?: number;
   schema: object | string;
+  spool?: {
+    mode?: SpoolMode;
+    dir?: string;
+    max_bytes?: number | string;
+    when_full?: SpoolFullPolicy;
+    fsync?: FsyncPolicy;
+    fsync_interval_ms?: number;
+    min_free_bytes?: number | string;
+  };
 }
 interface RawMap {
   instance: string;
@@ -200,6 +230,23 @@ function resolveMap(raw: RawMap, file: string, at: LineOf): FlotillaMap {
       return;
     }
     const buckets = s.buckets ?? DEFAULT_BUCKETS;
+    const sp = s.spool ?? {};
+    const spool: SpoolSettings = {
+      mode: sp.mode ?? 'off',
+      dir: resolve(baseDir, sp.dir ?? `/var/lib/flotilla/${raw.instance}/spool`),
+      maxBytes: parseSize(sp.max_bytes ?? DEFAULT_SPOOL_MAX_BYTES),
+      whenFull: sp.when_full ?? 'block',
+      fsync: sp.fsync ?? 'interval',
+      fsyncIntervalMs: sp.fsync_interval_ms ?? DEFAULT_FSYNC_INTERVAL_MS,
+      minFreeBytes: parseSize(sp.min_free_bytes ?? DEFAULT_SPOOL_MIN_FREE_BYTES),
+    };
+    const maxBatchBytes = s.max_batch_bytes ?? DEFAULT_MAX_BATCH_BYTES;
+    if (spool.mode !== 'off' && spool.maxBytes < 4 * maxBatchBytes) {
+      problem(['streams', i, 'spool', 'max_bytes'], `must hold at least 4 batches (${4 * maxBatchBytes} bytes at max_batch_bytes ${maxBatchBytes})`);
+    }
+    if (sp.fsync_interval_ms !== undefined && spool.fsync !== 'interval') {
+      problem(['streams', i, 'spool', 'fsync_interval_ms'], `applies only with fsync: interval (fsync is ${spool.fsync})`);
+    }
     streams.push({
       name: s.name,
       keyField: s.key,
@@ -207,9 +254,10 @@ function resolveMap(raw: RawMap, file: string, at: LineOf): FlotillaMap {
       buckets,
       slots: s.slots ?? DEFAULT_SLOTS,
       window: s.window ?? DEFAULT_WINDOW,
-      maxBatchBytes: s.max_batch_bytes ?? DEFAULT_MAX_BATCH_BYTES,
+      maxBatchBytes,
       type,
       schema,
+      spool,
       owner: servers.some((x) => x.weight > 0) ? placeBuckets(s.name, buckets, servers) : new Uint16Array(buckets),
     });
   });
@@ -274,6 +322,15 @@ export function slotCount(server: MapServer, stream: MapStream): number {
 /** The address a sender connects to for `stream`'s portal on `server`. */
 export function portalEndpoint(server: MapServer, stream: MapStream): string {
   return `tcp://${server.host}:${portalPort(server, stream)}`;
+}
+
+const UNITS: Record<string, number> = { B: 1, KiB: 2 ** 10, MiB: 2 ** 20, GiB: 2 ** 30, TiB: 2 ** 40, kB: 1e3, MB: 1e6, GB: 1e9, TB: 1e12 };
+
+/** 1048576, "1MiB", "1.5 GB" -> bytes (the schema has checked the form). */
+export function parseSize(size: number | string): number {
+  if (typeof size === 'number') return size;
+  const m = /^([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)$/.exec(size)!;
+  return Math.floor(Number(m[1]) * (UNITS[m[2] || 'B'] ?? 1));
 }
 
 function duplicates(names: string[]): number[] {

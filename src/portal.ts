@@ -18,14 +18,19 @@ import { fnv1a32, slotOf } from './bucket';
 import { CauseCounter, type Logger } from './log';
 import { type FlotillaMap, loadMap, type MapStream, portalPort, serverOf, slotCount, streamOf } from './map';
 import { Outbox } from './outbox';
-import { type ComponentBeacon, DEAD_AFTER_BEATS, type PortalBeacon, type SlotBeacon, type SlotState } from './heartbeat';
+import { type ComponentBeacon, DEAD_AFTER_BEATS, type PortalBeacon, type SlotBeacon, type SlotState, type SpoolBeacon } from './heartbeat';
 import { agentBeaconEndpoint, controlEndpoint, ensureRunDir, pauseFile, slotsEndpoint } from './run-dir';
 import { decodeHeader, encodeHeader, MessageType, VERSION } from './wire';
+import { Spool, SpoolFullError, type SpoolStats } from './spool';
 
 export const DEFAULT_SLOT_WINDOW = 4;
 export const DEFAULT_MAX_QUEUED_RECORDS = 200_000;
 /** How long a sender's refused batch is waited for before its later batches are taken anyway. */
 export const OWED_TTL_MS = 10_000;
+/** Bytes read back from the spool per delivery. */
+const REPLAY_BYTES = 256 << 10;
+/** While blocked on a full spool, how often the parked batch is tried again. */
+const BLOCKED_RETRY_MS = 50;
 
 export interface PortalOptions {
   map: FlotillaMap;
@@ -36,6 +41,8 @@ export interface PortalOptions {
   stream: string;
   /** Overrides the map's run_dir (tests, the demo). */
   runDir?: string;
+  /** Overrides the stream's spool dir from the map (tests, the bench). */
+  spoolDir?: string;
   /** Address to bind the TCP port on; default the server's host from the map. */
   bindHost?: string;
   /** Overrides the port from the map; 0 lets the OS choose (read `port` after start). */
@@ -45,7 +52,7 @@ export interface PortalOptions {
   log: Logger;
 }
 
-/** A sender's batch, waiting for its slots. */
+/** A sender's batch, waiting for its slots (in spool mode `always`, acknowledged once written). */
 interface InBatch {
   sender: Buffer;
   senderKey: string;
@@ -54,14 +61,20 @@ interface InBatch {
   remaining: number;
 }
 
-/** One slot's part of a batch. */
+/** One slot's part of a batch, or records read back from the spool. */
 interface Delivery {
   id: number;
-  batch: InBatch;
+  /** The batch to acknowledge when every part is done; null when it was acknowledged on write. */
+  batch: InBatch | null;
   slot: Slot;
   body: Buffer;
   count: number;
   sentAt: number;
+  /**
+   * Spooled records in this delivery, as (bucket, generation, end offset, records) quads: once
+   * it is done, each bucket's spool cursor moves past them.
+   */
+  marks: number[] | null;
 }
 
 /**
@@ -93,6 +106,13 @@ class Slot {
   /** Date.now() when the component was last heard from (READY, DONE or HEARTBEAT); 0 never. */
   heardAt = 0;
   beacon: ComponentBeacon | null = null;
+  /**
+   * The slot's records go to the spool (it was dead, missing or full, or the stream paused) and
+   * are read back from there in order, until the spool has none of them left to read.
+   */
+  spooling = false;
+  /** Round robin over the slot's buckets when reading back. */
+  nextBucket = 0;
   constructor(readonly index: number) {}
 }
 
@@ -116,8 +136,10 @@ export interface PortalStats {
   batchesAcked: number;
   queuedRecords: number;
   readingPaused: boolean;
-  /** The stream is paused: batches are refused with PAUSED until resume. */
+  /** The stream is paused: batches are refused with PAUSED until resume (with a spool, spooled). */
   paused: boolean;
+  /** The spool, when the stream has one; `blocked` when a batch waits for room in it. */
+  spool: (SpoolStats & { blocked: boolean }) | null;
   rates: { inPerSec: number; outPerSec: number };
   errors: Record<string, number>;
   slots: {
@@ -129,6 +151,7 @@ export interface PortalStats {
     processed: number;
     serviceMs: number;
     registrations: number;
+    spooling: boolean;
   }[];
 }
 
@@ -189,6 +212,16 @@ export class Portal {
   private earlyReleases = new Map<number, Set<string>>();
   private slotBytes: Uint32Array;
   private slotCounts: Uint32Array;
+  private bucketOfRecord = new Uint32Array(1024);
+  /** Per record: 1 when it goes to the spool (spill mode). */
+  private takeRecord = new Uint8Array(1024);
+  private readonly spool: Spool | null;
+  private readonly always: boolean;
+  /** A batch waiting for room in a full spool (when_full: block); nothing is read meanwhile. */
+  private blocked: Buffer[] | null = null;
+  private blockedTimer: NodeJS.Timeout | null = null;
+  /** Records a slot may hold in memory before its records go to the spool (spill). */
+  private readonly slotFull: number;
 
   constructor(private readonly opts: PortalOptions) {
     this.map = opts.map;
@@ -216,6 +249,15 @@ export class Portal {
     this.ingressOut = new Outbox(this.ingress, (err) => this.causes.count('REPLY_FAILED', err.message));
     this.egressOut = new Outbox(this.egress, (err) => this.causes.count('SLOT_UNREACHABLE', err.message));
     this.causes = new CauseCounter(this.log, `portal ${opts.stream}`);
+    const sp = this.stream.spool;
+    this.spool =
+      sp.mode === 'off'
+        ? null
+        : new Spool({ ...sp, dir: opts.spoolDir ?? sp.dir }, opts.server, this.stream.name, this.stream.buckets, this.log, (cause, example) =>
+            this.causes.count(cause, example),
+          );
+    this.always = sp.mode === 'always';
+    this.slotFull = Math.max(1, Math.floor(this.maxQueued / (2 * n)));
   }
 
   /** Binds the sockets and starts serving. Fails if another portal serves this stream here. */
@@ -230,6 +272,8 @@ export class Portal {
     await this.egress.bind(slotsEndpoint(this.runDir, this.stream.name));
     await this.control.bind(ctl);
     this.paused = existsSync(pauseFile(this.runDir, this.stream.name));
+    this.spool?.open();
+    if (this.spool && this.spool.unreadTotal > 0) for (const slot of this.slots) slot.spooling = true;
     this.beacons.connect(agentBeaconEndpoint(this.runDir));
     this.beaconTimer = setInterval(() => this.sendBeacon(), this.map.heartbeatMs);
     this.beaconTimer.unref();
@@ -255,10 +299,12 @@ export class Portal {
     this.ingressOut.close();
     this.egressOut.close();
     this.resumeReading?.();
+    if (this.blockedTimer) clearTimeout(this.blockedTimer);
     this.ingress.close();
     this.egress.close();
     this.control.close();
     this.beacons.close();
+    this.spool?.close();
   }
 
   /** Counters, rates and per-slot state, as `portalctl status` shows them. */
@@ -273,6 +319,7 @@ export class Portal {
       queuedRecords: this.queued,
       readingPaused: this.resumeReading !== null,
       paused: this.paused,
+      spool: this.spool ? { ...this.spool.stats(), blocked: this.blocked !== null } : null,
       rates: { inPerSec: this.rateIn, outPerSec: this.rateOut },
       errors: { ...this.causes.totals },
       slots: this.slots.map((s) => ({
@@ -284,6 +331,7 @@ export class Portal {
         processed: s.processed,
         serviceMs: Math.round(s.serviceMs * 1000) / 1000,
         registrations: s.registrations,
+        spooling: s.spooling,
       })),
     };
   }
@@ -315,7 +363,7 @@ export class Portal {
 
   private async ingressLoop(): Promise<void> {
     while (!this.closed) {
-      if (this.queued > this.maxQueued) {
+      if (this.queued > this.maxQueued || this.blocked) {
         await new Promise<void>((resolve) => (this.resumeReading = resolve));
         this.resumeReading = null;
         continue;
@@ -363,7 +411,8 @@ export class Portal {
       return this.reject(sender, seq, 'TOO_LARGE', `batch body is ${body.length} bytes; the limit is ${this.stream.maxBatchBytes}`);
     }
     const senderKey = sender.toString('latin1');
-    if (this.paused) {
+    // With a spool, a paused stream still takes batches: they wait on disk until resume.
+    if (this.paused && !this.spool) {
       if (!this.owed.has(senderKey)) this.owed.set(senderKey, { seq, at: Date.now() });
       this.pausedSenders.set(senderKey, sender);
       return this.reject(sender, seq, 'PAUSED', `stream ${this.stream.name} is paused; hold the batch until RESUME`);
@@ -392,11 +441,136 @@ export class Portal {
       );
     }
     const count = index.count;
+    let written = false;
+    if (this.spool && count > 0) {
+      const spilled = this.spill(count);
+      if (this.always || spilled > 0) {
+        try {
+          this.spool.write(body, index.starts, this.bucketOfRecord, count, this.always ? null : this.takeRecord);
+        } catch (err) {
+          if (!(err instanceof SpoolFullError)) throw err;
+          return this.spoolRefused(msg, seq, err);
+        }
+        written = true;
+      }
+    }
     this.counters.batchesIn++;
     this.counters.recordsIn += count;
     this.senderInflight.set(senderKey, inflight + 1);
-    if (count === 0) return this.ack({ sender, senderKey, seq, count, remaining: 0 });
-    this.split(body, index, { sender, senderKey, seq, count, remaining: 0 });
+    const batch: InBatch = { sender, senderKey, seq, count, remaining: 0 };
+    if (count > 0) this.split(body, index, batch, written);
+    // Acknowledged now: with `always` once written, with `spill` when every record went to disk.
+    if (batch.remaining === 0) this.ack(batch);
+  }
+
+  /**
+   * Decides, per slot, whether this batch's records for it go to the spool: those of a slot that
+   * is already spooling, and of one that cannot take them now (the stream paused, the slot dead,
+   * missing or full). Marks those records in takeRecord, takes their lanes out of the memory
+   * split, and returns how many records go to the spool.
+   */
+  private spill(count: number): number {
+    const nSlots = this.slots.length;
+    const counts = this.slotCounts;
+    const now = Date.now();
+    let spilled = 0;
+    let any = false;
+    for (let s = 0; s < nSlots; s++) {
+      if (counts[s] === 0) continue;
+      const slot = this.slots[s]!;
+      if (!slot.spooling && (this.paused || !this.canDeliver(slot, now) || slot.queuedRecords >= this.slotFull)) slot.spooling = true;
+      if (slot.spooling) any = true;
+    }
+    if (!any) return 0;
+    if (this.takeRecord.length < count) this.takeRecord = new Uint8Array(this.slotOfRecord.length);
+    const take = this.takeRecord;
+    const slotOfRecord = this.slotOfRecord;
+    for (let i = 0; i < count; i++) {
+      const lane = slotOfRecord[i]!;
+      const t = lane < nSlots && this.slots[lane]!.spooling ? 1 : 0;
+      take[i] = t;
+      spilled += t;
+    }
+    for (let s = 0; s < nSlots; s++) if (this.slots[s]!.spooling) counts[s] = 0;
+    return spilled;
+  }
+
+  /** The spool has no room for a batch: refuse it (when_full: reject) or wait (block). */
+  private spoolRefused(msg: Buffer[], seq: number, err: SpoolFullError): void {
+    const sender = msg[0]!;
+    if (this.stream.spool.whenFull === 'reject') return this.reject(sender, seq, 'SPOOL_FULL', err.message);
+    this.causes.count('SPOOL_FULL', `${err.message}; senders wait until there is room (when_full: block)`);
+    this.blocked = msg;
+    this.blockedTimer = setTimeout(() => this.retryBlocked(), BLOCKED_RETRY_MS);
+  }
+
+  private retryBlocked(): void {
+    this.blockedTimer = null;
+    const msg = this.blocked;
+    if (!msg || this.closed) return;
+    this.blocked = null;
+    try {
+      this.onSenderMessage(msg);
+    } catch (err) {
+      this.log.error({ err }, 'portal: unexpected error handling a batch');
+    }
+    if (!this.blocked && this.queued <= this.maxQueued) this.resumeReading?.();
+  }
+
+  /** A slot that is registered and has been heard from lately. */
+  private canDeliver(slot: Slot, now: number): boolean {
+    return slot.routingId !== null && now - slot.heardAt <= DEAD_AFTER_BEATS * this.map.heartbeatMs;
+  }
+
+  /**
+   * Reads a spooling slot's records back from the spool, a few deliveries ahead, in order per
+   * bucket; once none is left to read, the slot's records go through memory again.
+   */
+  private feed(slot: Slot): void {
+    const spool = this.spool;
+    if (!spool || !slot.spooling || this.paused || !this.canDeliver(slot, Date.now())) return;
+    const nSlots = this.slots.length;
+    const { buckets, owner } = this.stream;
+    const per = Math.ceil((buckets - slot.index) / nSlots);
+    while (slot.pending.length + slot.inflight.size <= this.slotWindow) {
+      let bucket = -1;
+      for (let t = 0; t < per; t++) {
+        const k = (slot.nextBucket + t) % per;
+        const b = slot.index + k * nSlots;
+        if (spool.unreadOf(b) > 0 && owner[b] === this.selfIndex && this.holdOf[b] === 0) {
+          bucket = b;
+          slot.nextBucket = k;
+          break;
+        }
+      }
+      if (bucket < 0) {
+        slot.spooling = false;
+        break;
+      }
+      const r = spool.read(bucket, REPLAY_BYTES);
+      if (!r) break;
+      const d: Delivery = {
+        id: this.nextDelivery++,
+        batch: null,
+        slot,
+        body: r.body,
+        count: r.count,
+        sentAt: performance.now(),
+        marks: [bucket, r.gen, r.off, r.count],
+      };
+      if (this.nextDelivery > 0xffffffff) this.nextDelivery = 1;
+      this.deliveries.set(d.id, d);
+      slot.queuedRecords += d.count;
+      this.queued += d.count;
+      slot.pending.push(d);
+    }
+    this.pump(slot);
+  }
+
+  /** A delivery with spooled records is done: move the buckets' cursors past them. */
+  private commitMarks(marks: number[]): void {
+    const spool = this.spool!;
+    for (let i = 0; i < marks.length; i += 4) spool.commit(marks[i]!, marks[i + 1]!, marks[i + 2]!, marks[i + 3]!);
   }
 
   /** Computes each record's slot into slotOfRecord; false if a record's bucket is not ours. */
@@ -405,8 +579,12 @@ export class Portal {
     const nSlots = this.slots.length;
     const self = this.selfIndex;
     const holdOf = this.holdOf;
-    if (this.slotOfRecord.length < index.count) this.slotOfRecord = new Uint16Array(index.keyStarts.length);
+    if (this.slotOfRecord.length < index.count) {
+      this.slotOfRecord = new Uint16Array(index.keyStarts.length);
+      this.bucketOfRecord = new Uint32Array(index.keyStarts.length);
+    }
     const slotOfRecord = this.slotOfRecord;
+    const bucketOfRecord = this.bucketOfRecord;
     const bytes = this.slotBytes.fill(0);
     const counts = this.slotCounts.fill(0);
     for (let i = 0; i < index.count; i++) {
@@ -415,14 +593,19 @@ export class Portal {
       // A lane is a slot, or a slot's part of a hold group (records held until released).
       const slot = holdOf[bucket]! * nSlots + slotOf(bucket, nSlots);
       slotOfRecord[i] = slot;
+      bucketOfRecord[i] = bucket;
       bytes[slot] += index.starts[i + 1]! - index.starts[i]!;
       counts[slot]++;
     }
     return true;
   }
 
-  /** Copies each slot's records, in order, into one DELIVER body per slot. */
-  private split(body: Buffer, index: RecordIndex, batch: InBatch): void {
+  /**
+   * Copies each lane's records, in order, into one DELIVER body per lane (lanes the spool took
+   * have a count of 0 here). `written`: the spool has just written the batch (spool.write's
+   * result is current); with `always`, each delivery then carries its records' spool positions.
+   */
+  private split(body: Buffer, index: RecordIndex, batch: InBatch, written: boolean): void {
     const nSlots = this.slots.length;
     const lanes = this.slotCounts.length;
     const bytes = this.slotBytes;
@@ -445,17 +628,36 @@ export class Portal {
         const s = slotOfRecord[i]!;
         let j = i + 1;
         while (j < index.count && slotOfRecord[j] === s) j++;
+        if (counts[s] === 0) {
+          i = j; // the spool took this lane's records
+          continue;
+        }
         body.copy(bodies[s]!, fill[s], starts[i], starts[j]);
         fill[s] += starts[j]! - starts[i]!;
         i = j;
       }
     }
-    batch.remaining = used;
+    let marks: (number[] | undefined)[] | null = null;
+    if (written && this.always) {
+      // Every record was written; those delivered from memory are marked read in the spool.
+      const spool = this.spool!;
+      const res = spool.lastWrite;
+      marks = new Array(lanes);
+      for (let k = 0; k < res.n; k++) {
+        const b = res.bucket[k]!;
+        const lane = this.holdOf[b]! * nSlots + slotOf(b, nSlots);
+        if (counts[lane] === 0) continue;
+        (marks[lane] ??= []).push(b, res.gen[k]!, res.off[k]!, res.records[k]!);
+        spool.markRead(b, res.gen[k]!, res.off[k]!, res.records[k]!);
+      }
+    }
+    const owner = this.always ? null : batch;
+    batch.remaining = owner ? used : 0;
     const now = performance.now();
     for (let s = 0; s < lanes; s++) {
       if (counts[s] === 0) continue;
       const slot = this.slots[s % nSlots]!;
-      const d: Delivery = { id: this.nextDelivery++, batch, slot, body: bodies[s]!, count: counts[s]!, sentAt: now };
+      const d: Delivery = { id: this.nextDelivery++, batch: owner, slot, body: bodies[s]!, count: counts[s]!, sentAt: now, marks: marks?.[s] ?? null };
       if (this.nextDelivery > 0xffffffff) this.nextDelivery = 1;
       this.deliveries.set(d.id, d);
       slot.queuedRecords += d.count;
@@ -549,6 +751,7 @@ export class Portal {
     slot.registrations++;
     this.log.info({ slot: slot.index, pid: slot.pid }, `portal ${this.stream.name}: slot ${slot.index} ready (pid ${slot.pid})`);
     this.pump(slot);
+    this.feed(slot);
   }
 
   private onHeartbeat(routingId: Buffer, frame: Buffer | undefined): void {
@@ -563,6 +766,7 @@ export class Portal {
     if (!slot || !slot.routingId?.equals(routingId)) return;
     slot.heardAt = Date.now();
     slot.beacon = beacon;
+    if (slot.spooling && slot.pending.length === 0) this.feed(slot);
   }
 
   private onDone(id: number): void {
@@ -578,9 +782,11 @@ export class Portal {
     slot.serviceMs = slot.serviceMs === 0 ? ms : slot.serviceMs * 0.9 + ms * 0.1;
     this.queued -= d.count;
     this.counters.recordsOut += d.count;
-    if (--d.batch.remaining === 0) this.ack(d.batch);
+    if (d.batch && --d.batch.remaining === 0) this.ack(d.batch);
     this.pump(slot);
-    if (this.resumeReading && this.queued <= this.maxQueued / 2) this.resumeReading();
+    if (this.resumeReading && this.queued <= this.maxQueued / 2 && !this.blocked) this.resumeReading();
+    if (d.marks) this.commitMarks(d.marks);
+    if (slot.spooling) this.feed(slot);
   }
 
   // ---- epochs ------------------------------------------------------------------------------
@@ -690,6 +896,7 @@ export class Portal {
         this.ingressOut.push([sender, encodeHeader(MessageType.RESUME, 0, this.map.epoch, 0)]);
       }
       this.pausedSenders.clear();
+      for (const slot of this.slots) this.feed(slot);
     }
     return { ok: true, paused };
   }
@@ -744,11 +951,29 @@ export class Portal {
       rates: { inPerSec: this.rateIn, outPerSec: this.rateOut },
       errors: { ...this.causes.totals },
       slots,
+      ...(this.spool ? { spool: this.spoolBeacon() } : {}),
       at: now,
     };
   }
 
+  private spoolBeacon(): SpoolBeacon {
+    const st = this.spool!.stats();
+    return {
+      mode: st.mode,
+      state: st.state,
+      whenFull: this.stream.spool.whenFull,
+      blocked: this.blocked !== null,
+      records: st.records,
+      bytes: st.bytes,
+      maxBytes: st.maxBytes,
+      freeBytes: st.freeBytes,
+      minFreeBytes: st.minFreeBytes,
+      tornTails: st.tornTails,
+    };
+  }
+
   private sendBeacon(): void {
+    for (const slot of this.slots) if (slot.spooling && slot.pending.length === 0) this.feed(slot);
     const beacon = JSON.stringify(this.beacon(true));
     // No agent listening is normal (a portal run by hand): the beacon is simply dropped.
     this.beacons.send(beacon).catch(() => undefined);

@@ -1,0 +1,169 @@
+/**
+ * The spool's files on their own (real files in a temp dir, no processes): records come back in
+ * order per bucket, the cursor makes a reopened spool replay only what was not processed, a torn
+ * or corrupt tail is cut and counted at start-up (the records before it kept), and a full spool
+ * refuses a write whole.
+ */
+import { strict as assert } from 'node:assert';
+import { appendFileSync, mkdtempSync, readdirSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { fnv1a32 } from '../src/bucket';
+import { EnvelopeWriter, RecordIndex } from '../src/envelope';
+import { createLogger } from '../src/log';
+import type { SpoolSettings } from '../src/map';
+import { Spool, SpoolFullError } from '../src/spool';
+
+const BUCKETS = 8;
+const log = createLogger('spool-test');
+
+function settings(dir: string, over: Partial<SpoolSettings> = {}): SpoolSettings {
+  return { mode: 'always', dir, maxBytes: 64 << 20, whenFull: 'block', fsync: 'never', fsyncIntervalMs: 1000, minFreeBytes: 0, ...over };
+}
+
+function open(dir: string, over: Partial<SpoolSettings> = {}): { spool: Spool; causes: string[] } {
+  const causes: string[] = [];
+  const spool = new Spool(settings(dir, over), 'alpha', 'orders', BUCKETS, log, (cause, example) => causes.push(`${cause}: ${example}`));
+  spool.open();
+  return { spool, causes };
+}
+
+/** A batch of envelopes `key#seq` and each record's bucket, as the portal hands them over. */
+function batch(keys: string[], seq: number): { body: Buffer; index: RecordIndex; buckets: Uint32Array } {
+  const w = new EnvelopeWriter();
+  const id = Buffer.alloc(16);
+  for (const k of keys) w.appendEncoded(k, id, 0, [], Buffer.from(`${k}#${seq}`));
+  const body = w.take();
+  const index = new RecordIndex();
+  assert.ok(index.scan(body, keys.length), index.error);
+  const buckets = new Uint32Array(keys.length);
+  for (let i = 0; i < keys.length; i++) buckets[i] = fnv1a32(body, index.keyStarts[i], index.keyEnds[i]) % BUCKETS;
+  return { body, index, buckets };
+}
+
+/** Reads every bucket back to the end: the payload texts per bucket, in order. */
+function readAll(spool: Spool): Map<number, string[]> {
+  const out = new Map<number, string[]>();
+  for (let b = 0; b < BUCKETS; b++) {
+    for (let r = spool.read(b, 4096); r; r = spool.read(b, 4096)) {
+      const index = new RecordIndex();
+      assert.ok(index.scan(r.body, r.count), index.error);
+      for (let i = 0; i < r.count; i++) {
+        const text = r.body.toString('latin1', index.starts[i], index.starts[i + 1]);
+        (out.get(b) ?? out.set(b, []).get(b)!).push(/[a-z0-9]+#\d+$/.exec(text)![0]);
+      }
+    }
+  }
+  return out;
+}
+
+const KEYS = Array.from({ length: 40 }, (_, i) => `k${i}`);
+
+test('records come back per bucket in the order written; a reopened spool replays from the cursor', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'flt-spool-'));
+  let { spool } = open(dir);
+  for (let seq = 0; seq < 50; seq++) {
+    const { body, index, buckets } = batch(KEYS, seq);
+    spool.write(body, index.starts, buckets, KEYS.length, null);
+  }
+  assert.equal(spool.stats().records, 50 * KEYS.length);
+  const first = readAll(spool);
+  for (const [, recs] of first) {
+    const perKey = new Map<string, number>();
+    for (const r of recs) {
+      const [k, s] = r.split('#');
+      assert.equal(Number(s), (perKey.get(k!) ?? -1) + 1, `order within ${k}`);
+      perKey.set(k!, Number(s));
+    }
+  }
+  // Process bucket 0 and half of bucket 1 (cursor), then close and reopen.
+  const r0 = (() => {
+    spool.close();
+    return open(dir).spool;
+  })();
+  spool = r0;
+  const b0 = spool.read(0, 1 << 30)!;
+  spool.commit(0, b0.gen, b0.off, b0.count);
+  const b1 = spool.read(1, 200)!;
+  spool.commit(1, b1.gen, b1.off, b1.count);
+  spool.close();
+  spool = open(dir).spool;
+  const again = readAll(spool);
+  assert.equal(again.get(0), undefined, 'bucket 0 was processed: nothing replays');
+  assert.deepEqual(again.get(1), first.get(1)!.slice(b1.count), 'bucket 1 replays after its cursor');
+  for (let b = 2; b < BUCKETS; b++) assert.deepEqual(again.get(b), first.get(b), `bucket ${b} replays whole`);
+  spool.close();
+});
+
+test('a torn tail and a corrupt record are cut at start-up, counted, and the records before them kept', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'flt-spool-'));
+  let { spool } = open(dir);
+  for (let seq = 0; seq < 20; seq++) {
+    const { body, index, buckets } = batch(KEYS, seq);
+    spool.write(body, index.starts, buckets, KEYS.length, null);
+  }
+  const before = readAll(spool);
+  spool.close();
+  const segDir = join(dir, 'alpha', 'orders');
+  const segs = readdirSync(segDir).filter((n) => n.endsWith('.seg')).sort();
+  // Bucket A: a torn last record (a crash mid-write). Bucket B: garbage after the records.
+  // Bucket C: a flipped byte in a record in the middle.
+  const [a, b, c] = segs;
+  const sizeA = statSync(join(segDir, a!)).size;
+  truncateSync(join(segDir, a!), sizeA - 3);
+  appendFileSync(join(segDir, b!), Buffer.from('\x07\x00\x00\x00garbage-after-a-crash'));
+  const fileC = join(segDir, c!);
+  const bytesC = require('node:fs').readFileSync(fileC) as Buffer;
+  const mid = Math.floor(bytesC.length / 2);
+  bytesC[mid] = bytesC[mid]! ^ 0xff;
+  writeFileSync(fileC, bytesC);
+
+  const reopened = open(dir);
+  spool = reopened.spool;
+  const st = spool.stats();
+  assert.equal(st.tornTails, 3, reopened.causes.join('\n'));
+  assert.ok(st.cutBytes > 0);
+  assert.equal(reopened.causes.filter((c) => c.startsWith('SPOOL_TORN_TAIL')).length, 3);
+  assert.match(reopened.causes[0]!, /cut \d+ bytes at offset \d+, kept the records before it/);
+  const after = readAll(spool);
+  const bucketOfFile = (name: string) => Number(name.slice(0, 5));
+  const ba = bucketOfFile(a!);
+  assert.deepEqual(after.get(ba), before.get(ba)!.slice(0, -1), 'the torn record alone is lost (it was never acknowledged)');
+  const bb = bucketOfFile(b!);
+  assert.deepEqual(after.get(bb), before.get(bb), 'garbage after the last record: every record kept');
+  const bc = bucketOfFile(c!);
+  const kept = after.get(bc) ?? [];
+  assert.ok(kept.length > 0 && kept.length < before.get(bc)!.length, `corrupt middle: the records before it kept (${kept.length})`);
+  assert.deepEqual(kept, before.get(bc)!.slice(0, kept.length));
+  // The spool goes on: new records append after the cut.
+  const { body, index, buckets } = batch(KEYS, 99);
+  spool.write(body, index.starts, buckets, KEYS.length, null);
+  assert.equal(readAll(spool).get(ba)!.at(-1)!.endsWith('#99'), true);
+  spool.close();
+});
+
+test('a write over max_bytes is refused whole with SPOOL_FULL and nothing of it is kept', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'flt-spool-'));
+  const { spool } = open(dir, { maxBytes: 20_000 });
+  let refused: unknown = null;
+  let written = 0;
+  for (let seq = 0; seq < 100 && !refused; seq++) {
+    const { body, index, buckets } = batch(KEYS, seq);
+    try {
+      spool.write(body, index.starts, buckets, KEYS.length, null);
+      written += KEYS.length;
+    } catch (err) {
+      refused = err;
+    }
+  }
+  assert.ok(refused instanceof SpoolFullError, String(refused));
+  assert.equal(refused.code, 'SPOOL_FULL');
+  assert.equal(refused.state, 'full');
+  assert.match(refused.message, /would pass max_bytes 20000/);
+  assert.equal(spool.stats().records, written);
+  assert.equal(spool.stats().state, 'full');
+  const all = [...readAll(spool).values()].flat();
+  assert.equal(all.length, written, 'the refused batch left nothing behind');
+  spool.close();
+});
