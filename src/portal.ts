@@ -27,8 +27,9 @@ export const DEFAULT_SLOT_WINDOW = 4;
 export const DEFAULT_MAX_QUEUED_RECORDS = 200_000;
 /** How long a sender's refused batch is waited for before its later batches are taken anyway. */
 export const OWED_TTL_MS = 10_000;
-/** Bytes read back from the spool per delivery. */
+/** Bytes and records read back from the spool per delivery, at most. */
 const REPLAY_BYTES = 256 << 10;
+export const REPLAY_RECORDS = 2048;
 /** While blocked on a full spool, how often the parked batch is tried again. */
 const BLOCKED_RETRY_MS = 50;
 
@@ -547,7 +548,7 @@ export class Portal {
         slot.spooling = false;
         break;
       }
-      const r = spool.read(bucket, REPLAY_BYTES);
+      const r = spool.read(bucket, REPLAY_BYTES, REPLAY_RECORDS);
       if (!r) break;
       const d: Delivery = {
         id: this.nextDelivery++,

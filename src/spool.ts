@@ -45,6 +45,8 @@ export const SEG_HEADER = 16;
 export const FRAME = 8;
 const MIN_SEGMENT_BYTES = 16 << 10;
 const DISK_CHECK_MS = 1000;
+/** A bucket's only segment, all processed, is deleted at this size (or sooner when short of room). */
+const LAST_SEGMENT_KEPT = 64 << 10;
 
 /** Why the spool takes no records now; `ok` when it does. */
 export type SpoolState = 'ok' | 'full' | 'low_disk' | 'write_failed';
@@ -334,6 +336,11 @@ export class Spool {
         best = c;
       }
     }
+    if (got < buf.length) {
+      // Both copies' room taken now, so writing the cursor never needs space a full disk lacks.
+      const zeros = Buffer.alloc(buf.length - got);
+      writeSync(this.cursorFd, zeros, 0, zeros.length, got);
+    }
     if (!best) {
       this.doneOff.fill(SEG_HEADER);
       if (got > 0) this.count('SPOOL_CURSOR_INVALID', `${file} has no valid copy; replaying every record in the spool`);
@@ -489,7 +496,8 @@ export class Spool {
       this.writeFd[b] = openSync(this.segFile(b, seg.gen), 'r+');
       return seg;
     }
-    const gen = seg ? seg.gen + 1 : Math.max(this.doneGen[b]!, 1);
+    // Never a generation the cursor has seen: its offsets would say records of the new file done.
+    const gen = seg ? seg.gen + 1 : this.doneGen[b]! + 1;
     if (this.writeFd[b]! >= 0) {
       if (this.dirty.delete(b)) fdatasyncSync(this.writeFd[b]!);
       closeSync(this.writeFd[b]!);
@@ -545,10 +553,10 @@ export class Spool {
   }
 
   /**
-   * Reads bucket `b`'s next records back, up to about `maxBytes` (at least one record), and
-   * moves its read position past them. Null when nothing is left to read.
+   * Reads bucket `b`'s next records back, up to about `maxBytes` and `maxRecords` (at least one
+   * record), and moves its read position past them. Null when nothing is left to read.
    */
-  read(b: number, maxBytes: number): ReadResult | null {
+  read(b: number, maxBytes: number, maxRecords = Infinity): ReadResult | null {
     const segs = this.segs[b]!;
     for (;;) {
       if (this.unread[b]! <= 0) return null;
@@ -581,7 +589,7 @@ export class Spool {
         let o = 0;
         let count = 0;
         let bad = '';
-        while (p + FRAME <= got) {
+        while (p + FRAME <= got && count < maxRecords) {
           const len = buf.readUInt32LE(p);
           if (p + FRAME + len > got) break;
           const rec = buf.subarray(p + FRAME, p + FRAME + len);
@@ -652,17 +660,42 @@ export class Spool {
     try {
       writeSync(this.cursorFd, c, 0, c.length, (this.cursorSeq % 2) * c.length);
     } catch (err) {
+      // Tried again at the next commit or disk check; a stale cursor only means more replayed.
       this.count('SPOOL_CURSOR_FAILED', `${this.dir}/cursor: ${(err as Error).message}`);
       this.cursorDirty = true;
-      return;
     }
+    // Safe even when the cursor is stale: a deleted segment was processed, and a bucket's next
+    // segment is always a generation after its cursor's.
     this.dropProcessed();
   }
 
-  /** Deletes segments wholly before each bucket's cursor. */
+  /**
+   * Deletes segments wholly before each bucket's cursor; a bucket's last segment too once all of
+   * it is processed, if it is large or the spool is short of room.
+   */
   private dropProcessed(): void {
+    const pressed = this.wasFull || this.writeFailed !== '' || this.freeBytes < this.settings.minFreeBytes;
     for (let b = 0; b < this.buckets; b++) {
       const segs = this.segs[b]!;
+      const only = segs.length === 1 ? segs[0]! : null;
+      if (only && only.gen === this.doneGen[b] && this.doneOff[b]! >= only.size && only.size > SEG_HEADER && (pressed || only.size >= LAST_SEGMENT_KEPT)) {
+        if (this.writeFd[b]! >= 0) {
+          this.dirty.delete(b);
+          closeSync(this.writeFd[b]!);
+          this.writeFd[b] = -1;
+        }
+        segs.length = 0;
+        this.segmentCount--;
+        this.bytes -= only.size;
+        this.wasFull = false;
+        this.readRecs[b] = 0;
+        try {
+          unlinkSync(this.segFile(b, only.gen));
+        } catch (err) {
+          this.count('SPOOL_UNLINK_FAILED', (err as Error).message);
+        }
+        continue;
+      }
       while (segs.length > 1) {
         const first = segs[0]!;
         const done = this.doneGen[b]!;
@@ -702,6 +735,7 @@ export class Spool {
   }
 
   private async watchDisk(): Promise<void> {
+    if (this.cursorDirty && !this.cursorSoon) this.saveCursor();
     try {
       const s = await statfs(this.dir);
       this.freeBytes = s.bavail * s.bsize;

@@ -57,7 +57,7 @@ test('portalctl status shows each portal, its state and its slots; --json is the
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stdout, /^solo: agent pid \d+, map .*map\.yaml, epoch 1, heartbeat 200 ms, not all idle$/m);
   assert.match(r.stdout, /STREAM\s+STATE\s+IDLE\s+EPOCH\s+IN\/S\s+OUT\/S\s+QUEUED\s+INFLIGHT\s+SPOOL\s+SLOTS/);
-  assert.match(r.stdout, /orders\s+idle\s+yes\s+1\s+0\s+0\s+0\s+0\s+0:idle 1:idle$/m);
+  assert.match(r.stdout, /orders\s+idle\s+yes\s+1\s+0\s+0\s+0\s+0\s+-\s+0:idle 1:idle$/m);
   assert.match(r.stdout, /audits\s+missing\s+no\s+.*no beacon yet$/m);
 
   const j = portalctl('status', ...args('--json'));
