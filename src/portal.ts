@@ -21,7 +21,8 @@ import { Outbox } from './outbox';
 import { type ComponentBeacon, DEAD_AFTER_BEATS, type PortalBeacon, type SlotBeacon, type SlotState, type SpoolBeacon } from './heartbeat';
 import { agentBeaconEndpoint, controlEndpoint, ensureRunDir, pauseFile, slotsEndpoint } from './run-dir';
 import { decodeHeader, encodeHeader, MessageType, VERSION } from './wire';
-import { Spool, SpoolFullError, type SpoolStats } from './spool';
+import { type ReadPos, Spool, SpoolFullError, type SpoolStats } from './spool';
+import { Sender } from './sender';
 
 export const DEFAULT_SLOT_WINDOW = 4;
 export const DEFAULT_MAX_QUEUED_RECORDS = 200_000;
@@ -30,6 +31,12 @@ export const OWED_TTL_MS = 10_000;
 /** Bytes and records read back from the spool per delivery, at most. */
 const REPLAY_BYTES = 256 << 10;
 export const REPLAY_RECORDS = 2048;
+/** The routing id a portal's spool forwarder starts with (see Sender's `identity`). */
+export const FORWARD_IDENTITY = 'fwd';
+/** Bytes of spooled records forwarded to new owners before waiting for their ACKs. */
+const FORWARD_ROUND_BYTES = 8 << 20;
+/** After a forwarded batch was refused, how long before forwarding is tried again. */
+const FORWARD_RETRY_MS = 1000;
 /** While blocked on a full spool, how often the parked batch is tried again. */
 const BLOCKED_RETRY_MS = 50;
 
@@ -135,6 +142,8 @@ export interface PortalStats {
   recordsOut: number;
   batchesIn: number;
   batchesAcked: number;
+  /** Spooled records sent on to a bucket's new owner after a map change. */
+  recordsForwarded: number;
   queuedRecords: number;
   readingPaused: boolean;
   /** The stream is paused: batches are refused with PAUSED until resume (with a spool, spooled). */
@@ -201,7 +210,7 @@ export class Portal {
   private rateOut = 0;
   /** The TCP port bound (useful when the OS chose it). */
   port = 0;
-  private counters = { recordsIn: 0, recordsOut: 0, batchesIn: 0, batchesAcked: 0 };
+  private counters = { recordsIn: 0, recordsOut: 0, batchesIn: 0, batchesAcked: 0, recordsForwarded: 0 };
   private flowCounts = { PAUSED: 0, RESEND: 0 };
   private slotOfRecord = new Uint16Array(1024);
   /** holdOf[bucket]: 0, or 1 + the index in `holds` of the group holding the bucket. */
@@ -214,8 +223,10 @@ export class Portal {
   private slotBytes: Uint32Array;
   private slotCounts: Uint32Array;
   private bucketOfRecord = new Uint32Array(1024);
-  /** Per record: 1 when it goes to the spool (spill mode). */
+  /** Per record: 1 when it goes to the spool. */
   private takeRecord = new Uint8Array(1024);
+  /** Per lane, for the batch at hand: see planLanes. */
+  private laneMode = new Uint8Array(0);
   private readonly spool: Spool | null;
   private readonly always: boolean;
   /** A batch waiting for room in a full spool (when_full: block); nothing is read meanwhile. */
@@ -223,6 +234,11 @@ export class Portal {
   private blockedTimer: NodeJS.Timeout | null = null;
   /** Records a slot may hold in memory before its records go to the spool (spill). */
   private readonly slotFull: number;
+  /** Sends spooled records of buckets this server no longer owns to their new owners. */
+  private forwarder: Sender | null = null;
+  private forwarding: Promise<void> | null = null;
+  private forwardRefused = 0;
+  private readonly heldIndex = new RecordIndex();
 
   constructor(private readonly opts: PortalOptions) {
     this.map = opts.map;
@@ -275,6 +291,7 @@ export class Portal {
     this.paused = existsSync(pauseFile(this.runDir, this.stream.name));
     this.spool?.open();
     if (this.spool && this.spool.unreadTotal > 0) for (const slot of this.slots) slot.spooling = true;
+    this.forwardForeign();
     this.beacons.connect(agentBeaconEndpoint(this.runDir));
     this.beaconTimer = setInterval(() => this.sendBeacon(), this.map.heartbeatMs);
     this.beaconTimer.unref();
@@ -305,6 +322,7 @@ export class Portal {
     this.egress.close();
     this.control.close();
     this.beacons.close();
+    this.forwarder?.close();
     this.spool?.close();
   }
 
@@ -443,17 +461,14 @@ export class Portal {
     }
     const count = index.count;
     let written = false;
-    if (this.spool && count > 0) {
-      const spilled = this.spill(count);
-      if (this.always || spilled > 0) {
-        try {
-          this.spool.write(body, index.starts, this.bucketOfRecord, count, this.always ? null : this.takeRecord);
-        } catch (err) {
-          if (!(err instanceof SpoolFullError)) throw err;
-          return this.spoolRefused(msg, seq, err);
-        }
-        written = true;
+    if (this.spool && count > 0 && this.planLanes(count, senderKey.startsWith(FORWARD_IDENTITY))) {
+      try {
+        this.spool.write(body, index.starts, this.bucketOfRecord, count, this.takeRecord);
+      } catch (err) {
+        if (!(err instanceof SpoolFullError)) throw err;
+        return this.spoolRefused(msg, seq, err);
       }
+      written = true;
     }
     this.counters.batchesIn++;
     this.counters.recordsIn += count;
@@ -465,35 +480,39 @@ export class Portal {
   }
 
   /**
-   * Decides, per slot, whether this batch's records for it go to the spool: those of a slot that
-   * is already spooling, and of one that cannot take them now (the stream paused, the slot dead,
-   * missing or full). Marks those records in takeRecord, takes their lanes out of the memory
-   * split, and returns how many records go to the spool.
+   * Decides, per lane, where this batch's records go (laneMode): 0 memory only, acknowledged when
+   * processed; 1 the spool only, read back later (a slot that is spooling, because the stream is
+   * paused or the slot is dead, missing or full; and records forwarded from a bucket's old owner
+   * while the bucket is held); 2 (mode always) the spool and memory. Marks the records to write
+   * in takeRecord, takes lanes of mode 1 out of the memory split, and says whether to write.
    */
-  private spill(count: number): number {
+  private planLanes(count: number, forwarded: boolean): boolean {
     const nSlots = this.slots.length;
     const counts = this.slotCounts;
+    const lanes = counts.length;
+    if (this.laneMode.length < lanes) this.laneMode = new Uint8Array(lanes);
+    const mode = this.laneMode;
     const now = Date.now();
-    let spilled = 0;
-    let any = false;
-    for (let s = 0; s < nSlots; s++) {
+    let write = false;
+    for (let s = 0; s < lanes; s++) {
+      mode[s] = 0;
       if (counts[s] === 0) continue;
-      const slot = this.slots[s]!;
-      if (!slot.spooling && (this.paused || !this.canDeliver(slot, now) || slot.queuedRecords >= this.slotFull)) slot.spooling = true;
-      if (slot.spooling) any = true;
+      if (s >= nSlots) {
+        mode[s] = forwarded ? 1 : 0;
+      } else {
+        const slot = this.slots[s]!;
+        if (!slot.spooling && (this.paused || !this.canDeliver(slot, now) || slot.queuedRecords >= this.slotFull)) slot.spooling = true;
+        mode[s] = slot.spooling ? 1 : this.always ? 2 : 0;
+      }
+      if (mode[s] !== 0) write = true;
     }
-    if (!any) return 0;
+    if (!write) return false;
     if (this.takeRecord.length < count) this.takeRecord = new Uint8Array(this.slotOfRecord.length);
     const take = this.takeRecord;
     const slotOfRecord = this.slotOfRecord;
-    for (let i = 0; i < count; i++) {
-      const lane = slotOfRecord[i]!;
-      const t = lane < nSlots && this.slots[lane]!.spooling ? 1 : 0;
-      take[i] = t;
-      spilled += t;
-    }
-    for (let s = 0; s < nSlots; s++) if (this.slots[s]!.spooling) counts[s] = 0;
-    return spilled;
+    for (let i = 0; i < count; i++) take[i] = mode[slotOfRecord[i]!] === 0 ? 0 : 1;
+    for (let s = 0; s < lanes; s++) if (mode[s] === 1) counts[s] = 0;
+    return true;
   }
 
   /** The spool has no room for a batch: refuse it (when_full: reject) or wait (block). */
@@ -639,25 +658,29 @@ export class Portal {
       }
     }
     let marks: (number[] | undefined)[] | null = null;
+    const mode = this.laneMode;
     if (written && this.always) {
-      // Every record was written; those delivered from memory are marked read in the spool.
+      // Lanes written and delivered from memory (mode 2): their records are marked read in the
+      // spool, and the delivery carries their positions for the cursor.
       const spool = this.spool!;
       const res = spool.lastWrite;
       marks = new Array(lanes);
       for (let k = 0; k < res.n; k++) {
         const b = res.bucket[k]!;
         const lane = this.holdOf[b]! * nSlots + slotOf(b, nSlots);
-        if (counts[lane] === 0) continue;
+        if (mode[lane] !== 2) continue;
         (marks[lane] ??= []).push(b, res.gen[k]!, res.off[k]!, res.records[k]!);
         spool.markRead(b, res.gen[k]!, res.off[k]!, res.records[k]!);
       }
     }
-    const owner = this.always ? null : batch;
-    batch.remaining = owner ? used : 0;
     const now = performance.now();
+    batch.remaining = 0;
     for (let s = 0; s < lanes; s++) {
       if (counts[s] === 0) continue;
       const slot = this.slots[s % nSlots]!;
+      // A lane on disk too was acknowledged with the write; the others when processed.
+      const owner = written && mode[s] === 2 ? null : batch;
+      if (owner) batch.remaining++;
       const d: Delivery = { id: this.nextDelivery++, batch: owner, slot, body: bodies[s]!, count: counts[s]!, sentAt: now, marks: marks?.[s] ?? null };
       if (this.nextDelivery > 0xffffffff) this.nextDelivery = 1;
       this.deliveries.set(d.id, d);
@@ -843,13 +866,89 @@ export class Portal {
     this.drainMark = this.nextDelivery;
     const inc = Object.fromEntries([...incoming].map(([from, b]) => [from, b.length]));
     this.log.info({ epoch, outgoing, incoming: inc }, `portal ${stream.name}: now at epoch ${epoch}; ${outgoing} buckets leave, ${[...incoming.values()].reduce((n, b) => n + b.length, 0)} arrive`);
+    this.forwardForeign();
     return { ok: true, epoch, outgoing, incoming: inc };
   }
 
-  /** True once every record accepted before the last epoch switch is processed. */
+  /**
+   * True once every record accepted before the last epoch switch is processed, and every spooled
+   * record of a bucket this server gave up has been taken by the bucket's new owner.
+   */
   drained(): boolean {
+    if (this.forwarding || this.foreignBuckets().length > 0) {
+      this.forwardForeign();
+      return false;
+    }
     for (const id of this.deliveries.keys()) return id >= this.drainMark;
     return true;
+  }
+
+  /** Buckets with records in the spool still to read that this server does not own. */
+  private foreignBuckets(): number[] {
+    const out: number[] = [];
+    if (!this.spool || this.spool.unreadTotal === 0) return out;
+    const { owner, buckets } = this.stream;
+    for (let b = 0; b < buckets; b++) if (owner[b] !== this.selfIndex && this.spool.unreadOf(b) > 0) out.push(b);
+    return out;
+  }
+
+  /** Starts forwarding spooled records of buckets owned elsewhere now, unless it is under way. */
+  private forwardForeign(): void {
+    if (this.forwarding || this.closed || this.foreignBuckets().length === 0) return;
+    this.forwarding = this.forwardLoop()
+      .catch((err: unknown) => this.log.error({ err }, `portal ${this.stream.name}: forwarding spooled records failed`))
+      .finally(() => (this.forwarding = null));
+  }
+
+  /**
+   * Re-guiding: reads the spooled records of buckets that moved to another server and sends them
+   * there (ids kept), a round at a time; a round's cursor moves only once the new owners have
+   * acknowledged all of it. A refused round is read again later, so nothing is dropped.
+   */
+  private async forwardLoop(): Promise<void> {
+    const spool = this.spool!;
+    if (!this.opts.mapFile) {
+      this.causes.count('FORWARD_IMPOSSIBLE', 'spooled records belong to other servers, but this portal has no map file to find them');
+      return;
+    }
+    this.forwarder ??= new Sender({
+      map: this.opts.mapFile,
+      identity: `${FORWARD_IDENTITY}/${this.opts.server}`,
+      log: this.log,
+      onError: (err, records) => {
+        this.forwardRefused += records;
+        this.causes.count('FORWARD_REFUSED', `the new owner refused ${records} forwarded records: ${err.code}: ${err.message}; they stay in the spool`);
+      },
+    });
+    for (;;) {
+      const buckets = this.foreignBuckets();
+      if (buckets.length === 0 || this.closed) return;
+      const marks: number[] = [];
+      const from = new Map<number, ReadPos>();
+      let bytes = 0;
+      let records = 0;
+      for (const b of buckets) {
+        from.set(b, spool.readPos(b));
+        for (let r = spool.read(b, REPLAY_BYTES); r; r = bytes < FORWARD_ROUND_BYTES ? spool.read(b, REPLAY_BYTES) : null) {
+          this.forwarder.sendEnvelopes(this.stream.name, r.body, r.count);
+          marks.push(b, r.gen, r.off, r.count);
+          bytes += r.body.length;
+          records += r.count;
+        }
+        if (bytes >= FORWARD_ROUND_BYTES) break;
+      }
+      const refused = this.forwardRefused;
+      await this.forwarder.flush();
+      if (this.closed) return;
+      if (this.forwardRefused !== refused) {
+        for (const [b, pos] of from) spool.restore(b, pos);
+        await new Promise((r) => setTimeout(r, FORWARD_RETRY_MS));
+        continue;
+      }
+      this.commitMarks(marks);
+      this.counters.recordsForwarded += records;
+      this.log.info({ records, buckets: from.size }, `portal ${this.stream.name}: forwarded ${records} spooled records of ${from.size} buckets to their new owners`);
+    }
   }
 
   /** `from` has drained the buckets it gave this server at `epoch`: process them now. */
@@ -863,10 +962,18 @@ export class Portal {
     if (epoch < this.map.epoch || i < 0) return { ok: true, released: 0 };
     const group = this.holds[i]!;
     // Keep lane numbers stable for the groups still held: mark this one empty, drop all at the end.
-    for (let b = 0; b < this.holdOf.length; b++) if (this.holdOf[b] === i + 1) this.holdOf[b] = 0;
-    for (const d of group.deliveries) {
-      d.slot.pending.push(d);
+    let forwardedIn = false;
+    for (let b = 0; b < this.holdOf.length; b++) {
+      if (this.holdOf[b] !== i + 1) continue;
+      this.holdOf[b] = 0;
+      if (this.spool && this.spool.unreadOf(b) > 0) forwardedIn = true;
     }
+    // Records the old owner forwarded from its spool are older than those held here: the held
+    // ones go to the spool behind them. (Without a spool, or if it is full, straight to the slots.)
+    for (const d of group.deliveries) {
+      if (!(forwardedIn && this.spoolHeld(d))) d.slot.pending.push(d);
+    }
+    if (forwardedIn) for (const slot of this.slots) slot.spooling = true;
     const released = group.deliveries.reduce((n, d) => n + d.count, 0);
     group.deliveries = [];
     group.buckets = 0;
@@ -875,9 +982,32 @@ export class Portal {
       this.slotBytes = new Uint32Array(this.slots.length);
       this.slotCounts = new Uint32Array(this.slots.length);
     }
-    for (const slot of this.slots) this.pump(slot);
+    for (const slot of this.slots) {
+      this.pump(slot);
+      this.feed(slot);
+    }
     this.log.info({ from, epoch, records: released }, `portal ${this.stream.name}: ${from} drained its buckets; ${released} held records go to their slots`);
     return { ok: true, released };
+  }
+
+  /** Writes a held delivery to the spool (acknowledging its part of the batch); false if full. */
+  private spoolHeld(d: Delivery): boolean {
+    const index = this.heldIndex;
+    if (!index.scan(d.body, d.count)) return false;
+    const buckets = new Uint32Array(d.count);
+    for (let i = 0; i < d.count; i++) buckets[i] = fnv1a32(d.body, index.keyStarts[i], index.keyEnds[i]) % this.stream.buckets;
+    try {
+      this.spool!.write(d.body, index.starts, buckets, d.count, null);
+    } catch (err) {
+      if (!(err instanceof SpoolFullError)) throw err;
+      this.causes.count('SPOOL_FULL', `${err.message}; held records go to their slot from memory, possibly before older forwarded ones`);
+      return false;
+    }
+    this.deliveries.delete(d.id);
+    d.slot.queuedRecords -= d.count;
+    this.queued -= d.count;
+    if (d.batch && --d.batch.remaining === 0) this.ack(d.batch);
+    return true;
   }
 
   // ---- pause and heartbeats ---------------------------------------------------------------
@@ -975,6 +1105,7 @@ export class Portal {
 
   private sendBeacon(): void {
     for (const slot of this.slots) if (slot.spooling && slot.pending.length === 0) this.feed(slot);
+    this.forwardForeign();
     const beacon = JSON.stringify(this.beacon(true));
     // No agent listening is normal (a portal run by hand): the beacon is simply dropped.
     this.beacons.send(beacon).catch(() => undefined);

@@ -42,6 +42,11 @@ export interface SenderOptions {
   batchRecords?: number;
   /** Called for each batch a portal refused for good (malformed, too large, unknown stream). */
   onError?: (err: WireError, records: number) => void;
+  /**
+   * Starts the routing id of each connection, which portals see (then a `/` and random hex).
+   * A portal forwarding its spool uses `fwd`, so the new owner knows the records are older.
+   */
+  identity?: string;
   log?: Logger;
 }
 
@@ -87,8 +92,15 @@ class Channel {
     readonly server: string,
     readonly endpoint: string,
     onError: (err: Error) => void,
+    identity: string | undefined,
   ) {
-    this.socket = new zmq.Dealer({ linger: 0, immediate: true, sendHighWaterMark: 10_000, receiveHighWaterMark: 10_000 });
+    this.socket = new zmq.Dealer({
+      linger: 0,
+      immediate: true,
+      sendHighWaterMark: 10_000,
+      receiveHighWaterMark: 10_000,
+      ...(identity ? { routingId: `${identity}/${randomBytes(8).toString('hex')}` } : {}),
+    });
     this.events = this.socket.events; // watch before connecting, or the first connect is missed
     this.socket.connect(endpoint);
     this.outbox = new Outbox(this.socket, onError);
@@ -121,6 +133,7 @@ export class Sender {
   private readonly batchRecords: number;
   private readonly log: Logger;
   private readonly onError: (err: WireError, records: number) => void;
+  private readonly identity: string | undefined;
   private channels = new Map<string, Channel>();
   /** channels by stream, then by server index: the per-record lookup, no string building. */
   private byStream = new Map<string, Channel[]>();
@@ -152,6 +165,7 @@ export class Sender {
     this.batchBytes = opts.batchBytes ?? DEFAULT_BATCH_BYTES;
     this.batchRecords = opts.batchRecords ?? DEFAULT_BATCH_RECORDS;
     this.log = opts.log ?? createLogger('sender');
+    this.identity = opts.identity;
     this.onError =
       opts.onError ??
       ((err, records) => this.log.error({ code: err.code, records }, `sender: portal refused a batch of ${records} records: ${err.code}: ${err.message}`));
@@ -252,6 +266,18 @@ export class Sender {
     return this.appended(ch);
   }
 
+  /**
+   * Sends envelopes as they are (ids, timestamps and provenance kept): `count` of them end to end
+   * in `body`, each to the owner of its key. A portal forwarding its spool after a map change
+   * uses it. Returns false when the caller should wait for `writable()`.
+   */
+  sendEnvelopes(stream: string, body: Buffer, count: number): boolean {
+    this.streamOf(stream);
+    this.stats.records += count;
+    for (const target of this.reroute(stream, body, count)) this.closeBatch(target);
+    return !this.full();
+  }
+
   /** Resolves once no portal has batches queued behind a full window. */
   writable(): Promise<void> {
     if (!this.full()) return Promise.resolve();
@@ -327,8 +353,12 @@ export class Sender {
     const name = `${s.name}/${server.name}`;
     let ch = this.channels.get(name);
     if (!ch) {
-      ch = new Channel(s, server.name, portalEndpoint(server, s), (err) =>
-        this.log.warn({ err: err.message }, `sender: send to ${server.name} failed`),
+      ch = new Channel(
+        s,
+        server.name,
+        portalEndpoint(server, s),
+        (err) => this.log.warn({ err: err.message }, `sender: send to ${server.name} failed`),
+        this.identity,
       );
       this.channels.set(name, ch);
       void this.receiveLoop(ch);

@@ -82,6 +82,13 @@ export interface WriteResult {
   records: Uint32Array;
 }
 
+export interface ReadPos {
+  gen: number;
+  off: number;
+  unread: number;
+  readRecs: number;
+}
+
 /** Records read back from one bucket, framing stripped: a DELIVER body. */
 export interface ReadResult {
   bucket: number;
@@ -542,6 +549,21 @@ export class Spool {
   /** Records of bucket `b` on disk and not yet read back. */
   unreadOf(b: number): number {
     return this.unread[b]!;
+  }
+
+  /** Bucket `b`'s read position, to go back to with `restore` (records read and not taken). */
+  readPos(b: number): ReadPos {
+    return { gen: this.readGen[b]!, off: this.readOff[b]!, unread: this.unread[b]!, readRecs: this.readRecs[b]! };
+  }
+
+  /** Puts bucket `b`'s read position back where `readPos` found it: those records are read again. */
+  restore(b: number, pos: ReadPos): void {
+    this.totalUnread += pos.unread - this.unread[b]!;
+    this.counters.replayed -= pos.unread - this.unread[b]!;
+    this.readGen[b] = pos.gen;
+    this.readOff[b] = pos.off;
+    this.unread[b] = pos.unread;
+    this.readRecs[b] = pos.readRecs;
   }
 
   /** Marks what a write just put in bucket `b` as read: it is delivered from memory. */
