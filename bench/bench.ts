@@ -50,6 +50,16 @@ async function main(): Promise<void> {
     const latency = await runLatency(group, d, o);
     const portalRssMb = peakRssMb(d.portal.pid);
     await group.stopAll();
+    let spooled = null;
+    if (!o.skipSpool) {
+      progress(`throughput with the spool in mode always (fsync interval), ${o.senders} sender(s), ${o.seconds} s`);
+      const sdir = join(dir, 'spooled');
+      mkdirSync(sdir);
+      const spool = { mode: 'always', dir: join(sdir, 'spool'), fsync: 'interval' };
+      const ds = await startDeployment(group, sdir, { profileDir: null, slots: o.slots, portalFlags: o.portalFlags, sinkFlags: o.sinkFlags, spool });
+      spooled = await runThroughput(group, ds, o);
+      await group.stopAll();
+    }
     progress('pause -> idle -> resume across three servers, 250 ms heartbeats');
     const pauseResume = await runPauseResume(dir);
     let profile = null;
@@ -58,7 +68,7 @@ async function main(): Promise<void> {
       if (files[0]) profile = { file: join(profileDir, files[0]), ...summariseProfile(join(profileDir, files[0])) };
     }
     const totalSeconds = (performance.now() - startedAt) / 1000;
-    const results: Results = { throughput, latency, baseline, portalRssMb, pauseResume, machine, profile, totalSeconds };
+    const results: Results = { throughput, spooled, latency, baseline, portalRssMb, pauseResume, machine, profile, totalSeconds };
     process.stdout.write(o.json ? JSON.stringify(toJson(results, o)) + '\n' : toText(results, o));
   } finally {
     await group.stopAll();

@@ -26,14 +26,14 @@ export interface Deployment {
 }
 
 /** Writes the bench map into `dir` and returns its path. */
-export async function writeBenchMap(dir: string, slots = SLOTS): Promise<string> {
+export async function writeBenchMap(dir: string, slots = SLOTS, spool?: Record<string, unknown>): Promise<string> {
   const [port] = await freePorts(1);
   const map = {
     instance: 'bench',
     epoch: 1,
     run_dir: join(dir, 'run'),
     servers: [{ name: SERVER, host: '127.0.0.1' }],
-    streams: [{ name: STREAM, key: 'key', port, buckets: 1024, slots, window: WINDOW, schema: BENCH_SCHEMA }],
+    streams: [{ name: STREAM, key: 'key', port, buckets: 1024, slots, window: WINDOW, schema: BENCH_SCHEMA, ...(spool ? { spool } : {}) }],
   };
   const mapFile = join(dir, 'map.json');
   writeFileSync(mapFile, JSON.stringify(map, null, 2));
@@ -56,12 +56,14 @@ export interface DeploymentOptions {
   slots?: number;
   /** Start bench/traced-portal.js and bench/traced-sink.js (timestamps for bench/tail.ts). */
   traced?: boolean;
+  /** The stream's spool settings (the map's `spool`); default none. */
+  spool?: Record<string, unknown>;
 }
 
 /** Starts the portal (under --cpu-prof when `profileDir` is set) and its sinks; resolves once every slot is connected. */
 export async function startDeployment(group: ProcessGroup, dir: string, o: DeploymentOptions): Promise<Deployment> {
   const nSlots = o.slots ?? SLOTS;
-  const mapFile = await writeBenchMap(dir, nSlots);
+  const mapFile = await writeBenchMap(dir, nSlots, o.spool);
   const runDir = join(dir, 'run');
   const nodeFlags = [...(o.portalFlags ?? []), ...(o.profileDir ? ['--cpu-prof', '--cpu-prof-dir', o.profileDir] : [])];
   const portal = o.traced

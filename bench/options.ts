@@ -20,6 +20,7 @@ export interface BenchOptions {
   latencyLingerMs: number;
   /** Skip the zeromq.js baseline. */
   skipBaseline: boolean;
+  skipSpool: boolean;
   /** Directory to write a V8 CPU profile of the portal into (node --cpu-prof), or null. */
   profileDir: string | null;
   /** Component slots of the bench stream: one sink process each. */
@@ -42,6 +43,7 @@ const HELP = `usage: npm run bench -- [options]
   --latency-linger-ms N  sender lingerMs for the latency run (default 2)
   --slots N              component slots of the stream, one sink process each (default 4)
   --skip-baseline        do not run the zeromq.js proxy baseline
+  --skip-spool           do not run the throughput with the spool in mode always
   --profile DIR          write a CPU profile of the portal process into DIR
   --portal-flags='F ...' extra node flags for the portal (e.g. --portal-flags=--max-semi-space-size=16;
                          write the '=': a value starting with '-' is refused otherwise)
@@ -64,6 +66,7 @@ export function parseOptions(argv = process.argv.slice(2)): BenchOptions {
       'batch-records': { type: 'string', default: '8192' },
       'latency-linger-ms': { type: 'string', default: '2' },
       'skip-baseline': { type: 'boolean', default: false },
+      'skip-spool': { type: 'boolean', default: false },
       slots: { type: 'string', default: '4' },
       profile: { type: 'string' },
       'portal-flags': { type: 'string', default: '' },
@@ -95,6 +98,7 @@ export function parseOptions(argv = process.argv.slice(2)): BenchOptions {
     batchRecords: num('batch-records', 1),
     latencyLingerMs: num('latency-linger-ms', 0),
     skipBaseline: values['skip-baseline']!,
+    skipSpool: values['skip-spool']!,
     profileDir: values.profile ?? null,
     slots: Math.floor(num('slots', 1)),
     portalFlags: words(values['portal-flags']!),

@@ -37,6 +37,8 @@ export const FORWARD_IDENTITY = 'fwd';
 const FORWARD_ROUND_BYTES = 8 << 20;
 /** After a forwarded batch was refused, how long before forwarding is tried again. */
 const FORWARD_RETRY_MS = 1000;
+/** Longest the ingress loop runs before it lets the rest of the event loop in. */
+const INGRESS_SLICE_MS = 10;
 /** While blocked on a full spool, how often the parked batch is tried again. */
 const BLOCKED_RETRY_MS = 50;
 
@@ -95,6 +97,17 @@ interface HoldGroup {
   buckets: number;
   /** Deliveries made while held, in arrival order; released to their slots in that order. */
   deliveries: Delivery[];
+}
+
+/** A batch staged in the spool, waiting for the write that ends this turn of the event loop. */
+interface Staged {
+  msg: Buffer[];
+  batch: InBatch;
+  /** Its deliveries and their lanes, handed on once written. */
+  placed: Delivery[];
+  lanes: number[];
+  /** (bucket, generation, offset, records) quads to mark read in the spool once written. */
+  reads: number[];
 }
 
 /** A local component slot as the portal sees it. */
@@ -230,7 +243,10 @@ export class Portal {
   private readonly spool: Spool | null;
   private readonly always: boolean;
   /** A batch waiting for room in a full spool (when_full: block); nothing is read meanwhile. */
-  private blocked: Buffer[] | null = null;
+  private blocked: Buffer[][] = [];
+  /** Batches staged in the spool in this turn of the event loop, written by flushStaged. */
+  private staged: Staged[] = [];
+  private flushSoon: NodeJS.Immediate | null = null;
   private blockedTimer: NodeJS.Timeout | null = null;
   /** Records a slot may hold in memory before its records go to the spool (spill). */
   private readonly slotFull: number;
@@ -318,6 +334,7 @@ export class Portal {
     this.egressOut.close();
     this.resumeReading?.();
     if (this.blockedTimer) clearTimeout(this.blockedTimer);
+    if (this.flushSoon) clearImmediate(this.flushSoon);
     this.ingress.close();
     this.egress.close();
     this.control.close();
@@ -338,7 +355,7 @@ export class Portal {
       queuedRecords: this.queued,
       readingPaused: this.resumeReading !== null,
       paused: this.paused,
-      spool: this.spool ? { ...this.spool.stats(), blocked: this.blocked !== null } : null,
+      spool: this.spool ? { ...this.spool.stats(), blocked: this.blocked.length > 0 } : null,
       rates: { inPerSec: this.rateIn, outPerSec: this.rateOut },
       errors: { ...this.causes.totals },
       slots: this.slots.map((s) => ({
@@ -381,8 +398,15 @@ export class Portal {
   // ---- senders -------------------------------------------------------------------------
 
   private async ingressLoop(): Promise<void> {
+    let yieldedAt = performance.now();
     while (!this.closed) {
-      if (this.queued > this.maxQueued || this.blocked) {
+      // A message already waiting resolves receive() at once, so under a load that never lets up
+      // (a spool acknowledges as soon as it has written) give timers and control a turn.
+      if (performance.now() - yieldedAt > INGRESS_SLICE_MS) {
+        await new Promise((resolve) => setImmediate(resolve));
+        yieldedAt = performance.now();
+      }
+      if (this.queued > this.maxQueued || this.blocked.length > 0) {
         await new Promise<void>((resolve) => (this.resumeReading = resolve));
         this.resumeReading = null;
         continue;
@@ -460,23 +484,85 @@ export class Portal {
       );
     }
     const count = index.count;
-    let written = false;
+    let staged = false;
     if (this.spool && count > 0 && this.planLanes(count, senderKey.startsWith(FORWARD_IDENTITY))) {
       try {
-        this.spool.write(body, index.starts, this.bucketOfRecord, count, this.takeRecord);
+        this.spool.stage(body, index.starts, this.bucketOfRecord, count, this.takeRecord);
       } catch (err) {
         if (!(err instanceof SpoolFullError)) throw err;
-        return this.spoolRefused(msg, seq, err);
+        return this.spoolRefused(msg, seq, err, false);
       }
-      written = true;
+      staged = true;
     }
     this.counters.batchesIn++;
     this.counters.recordsIn += count;
     this.senderInflight.set(senderKey, inflight + 1);
     const batch: InBatch = { sender, senderKey, seq, count, remaining: 0 };
-    if (count > 0) this.split(body, index, batch, written);
-    // Acknowledged now: with `always` once written, with `spill` when every record went to disk.
+    if (staged) {
+      // Written, with every batch staged in this turn of the event loop, by flushStaged.
+      const entry: Staged = { msg, batch, placed: [], lanes: [], reads: [] };
+      this.split(body, index, batch, entry);
+      this.staged.push(entry);
+      this.flushSoon ??= setImmediate(() => this.flushStaged());
+      return;
+    }
+    if (count > 0) this.split(body, index, batch, null);
     if (batch.remaining === 0) this.ack(batch);
+  }
+
+  /**
+   * Writes the batches staged in this turn of the event loop, one write per bucket for all of
+   * them; then sends their deliveries on and acknowledges each batch whose records are all on
+   * disk. If the write fails, the batches are taken back whole (nothing of them was delivered)
+   * and refused or parked, as the stream's when_full says.
+   */
+  private flushStaged(): void {
+    if (this.flushSoon) clearImmediate(this.flushSoon);
+    this.flushSoon = null;
+    const entries = this.staged;
+    if (entries.length === 0) return;
+    this.staged = [];
+    const spool = this.spool!;
+    try {
+      spool.flush();
+    } catch (err) {
+      if (!(err instanceof SpoolFullError)) throw err;
+      for (const e of entries) this.unstage(e);
+      for (let i = entries.length - 1; i >= 0; i--) this.spoolRefused(entries[i]!.msg, entries[i]!.batch.seq, err, true);
+      return;
+    }
+    for (const e of entries) {
+      const r = e.reads;
+      for (let i = 0; i < r.length; i += 4) spool.markRead(r[i]!, r[i + 1]!, r[i + 2]!, r[i + 3]!);
+      for (let i = 0; i < e.placed.length; i++) this.place(e.placed[i]!, e.lanes[i]!);
+      if (e.batch.remaining === 0) this.ack(e.batch);
+    }
+    for (const slot of this.slots) if (slot.spooling) this.feed(slot);
+  }
+
+  /** Takes a staged batch back: its deliveries are dropped and it counts as never accepted. */
+  private unstage(e: Staged): void {
+    for (const d of e.placed) {
+      this.deliveries.delete(d.id);
+      d.slot.queuedRecords -= d.count;
+      this.queued -= d.count;
+    }
+    this.counters.batchesIn--;
+    this.counters.recordsIn -= e.batch.count;
+    const left = (this.senderInflight.get(e.batch.senderKey) ?? 1) - 1;
+    if (left === 0) this.senderInflight.delete(e.batch.senderKey);
+    else this.senderInflight.set(e.batch.senderKey, left);
+  }
+
+  /** Hands a new delivery to its slot, or to its hold group while its buckets are held. */
+  private place(d: Delivery, lane: number): void {
+    const nSlots = this.slots.length;
+    if (lane >= nSlots) {
+      this.holds[Math.floor(lane / nSlots) - 1]!.deliveries.push(d);
+      return;
+    }
+    d.slot.pending.push(d);
+    this.pump(d.slot);
   }
 
   /**
@@ -515,26 +601,37 @@ export class Portal {
     return true;
   }
 
-  /** The spool has no room for a batch: refuse it (when_full: reject) or wait (block). */
-  private spoolRefused(msg: Buffer[], seq: number, err: SpoolFullError): void {
+  /**
+   * The spool has no room for a batch: refuse it (when_full: reject), or park it and read nothing
+   * more until there is room (block); `first` puts it ahead of those parked already.
+   */
+  private spoolRefused(msg: Buffer[], seq: number, err: SpoolFullError, first: boolean): void {
     const sender = msg[0]!;
     if (this.stream.spool.whenFull === 'reject') return this.reject(sender, seq, 'SPOOL_FULL', err.message);
     this.causes.count('SPOOL_FULL', `${err.message}; senders wait until there is room (when_full: block)`);
-    this.blocked = msg;
-    this.blockedTimer = setTimeout(() => this.retryBlocked(), BLOCKED_RETRY_MS);
+    if (first) this.blocked.unshift(msg);
+    else this.blocked.push(msg);
+    this.blockedTimer ??= setTimeout(() => this.retryBlocked(), BLOCKED_RETRY_MS);
   }
 
+  /** Tries the parked batches again, in order, until one is parked again. */
   private retryBlocked(): void {
     this.blockedTimer = null;
-    const msg = this.blocked;
-    if (!msg || this.closed) return;
-    this.blocked = null;
-    try {
-      this.onSenderMessage(msg);
-    } catch (err) {
-      this.log.error({ err }, 'portal: unexpected error handling a batch');
+    if (this.closed) return;
+    const queue = this.blocked;
+    this.blocked = [];
+    for (let i = 0; i < queue.length; i++) {
+      try {
+        this.onSenderMessage(queue[i]!);
+      } catch (err) {
+        this.log.error({ err }, 'portal: unexpected error handling a batch');
+      }
+      if (this.blocked.length > 0) {
+        this.blocked.push(...queue.slice(i + 1));
+        return;
+      }
     }
-    if (!this.blocked && this.queued <= this.maxQueued) this.resumeReading?.();
+    if (this.queued <= this.maxQueued) this.resumeReading?.();
   }
 
   /** A slot that is registered and has been heard from lately. */
@@ -564,7 +661,8 @@ export class Portal {
         }
       }
       if (bucket < 0) {
-        slot.spooling = false;
+        // Records staged for the slot's buckets are read back after the write that is coming.
+        if (!this.stagedFor(slot)) slot.spooling = false;
         break;
       }
       const r = spool.read(bucket, REPLAY_BYTES, REPLAY_RECORDS);
@@ -585,6 +683,14 @@ export class Portal {
       slot.pending.push(d);
     }
     this.pump(slot);
+  }
+
+  /** True if records of the slot's buckets are staged in the spool and not yet written. */
+  private stagedFor(slot: Slot): boolean {
+    const spool = this.spool!;
+    if (!spool.hasStaged) return false;
+    for (let b = slot.index; b < this.stream.buckets; b += this.slots.length) if (spool.stagedOf(b) > 0) return true;
+    return false;
   }
 
   /** A delivery with spooled records is done: move the buckets' cursors past them. */
@@ -622,10 +728,10 @@ export class Portal {
 
   /**
    * Copies each lane's records, in order, into one DELIVER body per lane (lanes the spool took
-   * have a count of 0 here). `written`: the spool has just written the batch (spool.write's
+   * have a count of 0 here). `stage`: the spool has just staged the batch (spool.lastWrite is
    * result is current); with `always`, each delivery then carries its records' spool positions.
    */
-  private split(body: Buffer, index: RecordIndex, batch: InBatch, written: boolean): void {
+  private split(body: Buffer, index: RecordIndex, batch: InBatch, stage: Staged | null): void {
     const nSlots = this.slots.length;
     const lanes = this.slotCounts.length;
     const bytes = this.slotBytes;
@@ -659,18 +765,17 @@ export class Portal {
     }
     let marks: (number[] | undefined)[] | null = null;
     const mode = this.laneMode;
-    if (written && this.always) {
+    if (stage && this.always) {
       // Lanes written and delivered from memory (mode 2): their records are marked read in the
-      // spool, and the delivery carries their positions for the cursor.
-      const spool = this.spool!;
-      const res = spool.lastWrite;
+      // spool once written, and the delivery carries their positions for the cursor.
+      const res = this.spool!.lastWrite;
       marks = new Array(lanes);
       for (let k = 0; k < res.n; k++) {
         const b = res.bucket[k]!;
         const lane = this.holdOf[b]! * nSlots + slotOf(b, nSlots);
         if (mode[lane] !== 2) continue;
         (marks[lane] ??= []).push(b, res.gen[k]!, res.off[k]!, res.records[k]!);
-        spool.markRead(b, res.gen[k]!, res.off[k]!, res.records[k]!);
+        stage.reads.push(b, res.gen[k]!, res.off[k]!, res.records[k]!);
       }
     }
     const now = performance.now();
@@ -679,19 +784,19 @@ export class Portal {
       if (counts[s] === 0) continue;
       const slot = this.slots[s % nSlots]!;
       // A lane on disk too was acknowledged with the write; the others when processed.
-      const owner = written && mode[s] === 2 ? null : batch;
+      const owner = stage && mode[s] === 2 ? null : batch;
       if (owner) batch.remaining++;
       const d: Delivery = { id: this.nextDelivery++, batch: owner, slot, body: bodies[s]!, count: counts[s]!, sentAt: now, marks: marks?.[s] ?? null };
       if (this.nextDelivery > 0xffffffff) this.nextDelivery = 1;
       this.deliveries.set(d.id, d);
       slot.queuedRecords += d.count;
       this.queued += d.count;
-      if (s >= nSlots) {
-        this.holds[Math.floor(s / nSlots) - 1]!.deliveries.push(d);
-        continue;
+      if (stage) {
+        stage.placed.push(d);
+        stage.lanes.push(s);
+      } else {
+        this.place(d, s);
       }
-      slot.pending.push(d);
-      this.pump(slot);
     }
   }
 
@@ -808,7 +913,7 @@ export class Portal {
     this.counters.recordsOut += d.count;
     if (d.batch && --d.batch.remaining === 0) this.ack(d.batch);
     this.pump(slot);
-    if (this.resumeReading && this.queued <= this.maxQueued / 2 && !this.blocked) this.resumeReading();
+    if (this.resumeReading && this.queued <= this.maxQueued / 2 && this.blocked.length === 0) this.resumeReading();
     if (d.marks) this.commitMarks(d.marks);
     if (slot.spooling) this.feed(slot);
   }
@@ -821,6 +926,7 @@ export class Portal {
    * accepted but held, per old owner, until that owner says it has drained them (`release`).
    */
   switchEpoch(epoch: number): { ok: true; epoch: number; outgoing: number; incoming: Record<string, number> } {
+    this.flushStaged();
     if (epoch <= this.map.epoch) return { ok: true, epoch: this.map.epoch, outgoing: 0, incoming: {} };
     if (!this.opts.mapFile) throw new FlotillaError('CONFIG_INVALID', 'this portal was started without a map file to read again');
     if (this.holds.length > 0) {
@@ -953,6 +1059,7 @@ export class Portal {
 
   /** `from` has drained the buckets it gave this server at `epoch`: process them now. */
   release(from: string, epoch: number): { ok: true; released: number } {
+    this.flushStaged();
     if (epoch > this.map.epoch) {
       if (!this.earlyReleases.has(epoch)) this.earlyReleases.set(epoch, new Set());
       this.earlyReleases.get(epoch)!.add(from);
@@ -1017,6 +1124,7 @@ export class Portal {
    * a portal that restarts while paused comes back paused.
    */
   setPaused(paused: boolean): { ok: true; paused: boolean } {
+    this.flushStaged();
     const file = pauseFile(this.runDir, this.stream.name);
     if (paused) writeFileSync(file, `${new Date().toISOString()}\n`);
     else if (existsSync(file)) unlinkSync(file);
@@ -1093,7 +1201,7 @@ export class Portal {
       mode: st.mode,
       state: st.state,
       whenFull: this.stream.spool.whenFull,
-      blocked: this.blocked !== null,
+      blocked: this.blocked.length > 0,
       records: st.records,
       bytes: st.bytes,
       maxBytes: st.maxBytes,

@@ -45,8 +45,6 @@ export const SEG_HEADER = 16;
 export const FRAME = 8;
 const MIN_SEGMENT_BYTES = 16 << 10;
 const DISK_CHECK_MS = 1000;
-/** A bucket's only segment, all processed, is deleted at this size (or sooner when short of room). */
-const LAST_SEGMENT_KEPT = 64 << 10;
 
 /** Why the spool takes no records now; `ok` when it does. */
 export type SpoolState = 'ok' | 'full' | 'low_disk' | 'write_failed';
@@ -147,6 +145,12 @@ export class Spool {
   private scratch: Buffer = Buffer.alloc(0);
   private bucketBytes: Uint32Array;
   private bucketRecs: Uint32Array;
+  /** Staged and not yet written, per bucket: framed bytes, their length and record count. */
+  private readonly stageBuf: (Buffer | null)[];
+  private readonly stageLen: Uint32Array;
+  private readonly stageRecs: Uint32Array;
+  private readonly stagedList: number[] = [];
+  private stagedBytes = 0;
   private bucketFill: Uint32Array;
   /** Records of the current read segment already read back, per bucket. */
   private readonly readRecs: Float64Array;
@@ -179,6 +183,9 @@ export class Spool {
     this.cursorBuf = Buffer.alloc(16 + 8 * buckets);
     this.bucketBytes = new Uint32Array(buckets);
     this.bucketRecs = new Uint32Array(buckets);
+    this.stageBuf = new Array<Buffer | null>(buckets).fill(null);
+    this.stageLen = new Uint32Array(buckets);
+    this.stageRecs = new Uint32Array(buckets);
     this.readRecs = new Float64Array(buckets);
     this.bucketFill = new Uint32Array(buckets);
     this.touched = new Uint32Array(buckets);
@@ -350,7 +357,8 @@ export class Spool {
     }
     if (!best) {
       this.doneOff.fill(SEG_HEADER);
-      if (got > 0) this.count('SPOOL_CURSOR_INVALID', `${file} has no valid copy; replaying every record in the spool`);
+      // All zeros: the room taken at creation, never written (nothing was processed yet).
+      if (buf.subarray(0, got).some((x) => x !== 0)) this.count('SPOOL_CURSOR_INVALID', `${file} has no valid copy; replaying every record in the spool`);
       return;
     }
     this.cursorSeq = bestSeq;
@@ -368,21 +376,20 @@ export class Spool {
     if (this.freeBytes < this.settings.minFreeBytes) {
       return new SpoolFullError('low_disk', `the spool's filesystem has ${this.freeBytes} bytes free, under the floor of ${this.settings.minFreeBytes} (min_free_bytes)`);
     }
-    if (this.bytes + bytes > this.settings.maxBytes) {
-      return new SpoolFullError('full', `the spool ${this.dir} holds ${this.bytes} bytes; ${bytes} more would pass max_bytes ${this.settings.maxBytes}`);
+    if (this.bytes + this.stagedBytes + bytes > this.settings.maxBytes) {
+      return new SpoolFullError('full', `the spool ${this.dir} holds ${this.bytes + this.stagedBytes} bytes; ${bytes} more would pass max_bytes ${this.settings.maxBytes}`);
     }
     return null;
   }
 
   /**
-   * Appends the records `i` of `body` for which `take[i]` is set (all when `take` is null) to
-   * their buckets' segments, in order. All or nothing: on a failed write every segment touched
-   * is cut back and a SpoolFullError thrown. With fsync `always` the data is on disk when this
-   * returns.
+   * Frames the records `i` of `body` for which `take[i]` is set (all when `take` is null) into
+   * their buckets' staging buffers, in order, and returns where each bucket's records will end
+   * once written. Nothing touches the disk until `flush()`, which writes all that was staged
+   * with one write per bucket. Throws SpoolFullError, staging nothing, if the spool has no room.
    */
-  write(body: Buffer, starts: Uint32Array, bucketOf: Uint32Array, count: number, take: Uint8Array | null): WriteResult {
+  stage(body: Buffer, starts: Uint32Array, bucketOf: Uint32Array, count: number, take: Uint8Array | null): WriteResult {
     const bytes = this.bucketBytes;
-    const fill = this.bucketFill;
     const touched = this.touched;
     const res = this.result;
     let n = 0;
@@ -390,11 +397,10 @@ export class Spool {
     for (let i = 0; i < count; i++) {
       if (take !== null && take[i] === 0) continue;
       const b = bucketOf[i]!;
-      const len = FRAME + starts[i + 1]! - starts[i]!;
       if (bytes[b] === 0) touched[n++] = b;
-      bytes[b] += len;
+      bytes[b] += FRAME + starts[i + 1]! - starts[i]!;
       this.bucketRecs[b]++;
-      total += len;
+      total += FRAME + starts[i + 1]! - starts[i]!;
     }
     res.n = n;
     if (n === 0) return res;
@@ -405,87 +411,149 @@ export class Spool {
       throw refused;
     }
     this.wasFull = false;
-    if (this.scratch.length < total) this.scratch = Buffer.allocUnsafe(Math.max(total, 2 * this.scratch.length));
-    const out = this.scratch;
-    let at = 0;
+    const fill = this.bucketFill;
     for (let k = 0; k < n; k++) {
       const b = touched[k]!;
-      fill[b] = at;
-      at += bytes[b]!;
+      if (this.stageLen[b] === 0) {
+        try {
+          this.stageSegment(b);
+        } catch (err) {
+          this.resetScratch(n);
+          throw this.failed(err as NodeJS.ErrnoException);
+        }
+      }
+      const need = this.stageLen[b]! + bytes[b]!;
+      let buf = this.stageBuf[b];
+      if (!buf || buf.length < need) {
+        const grown = Buffer.allocUnsafe(Math.max(need, 2 * (buf?.length ?? 0), 4096));
+        if (buf) buf.copy(grown, 0, 0, this.stageLen[b]);
+        this.stageBuf[b] = buf = grown;
+      }
+      fill[b] = this.stageLen[b]!;
     }
     for (let i = 0; i < count; i++) {
       if (take !== null && take[i] === 0) continue;
       const b = bucketOf[i]!;
       const s = starts[i]!;
       const e = starts[i + 1]!;
+      const out = this.stageBuf[b]!;
       const p = fill[b]!;
       out.writeUInt32LE(e - s, p);
       out.writeUInt32LE(crc32(body.subarray(s, e)), p + 4);
       body.copy(out, p + FRAME, s, e);
       fill[b] = p + FRAME + e - s;
     }
-    let k = 0;
-    try {
-      for (; k < n; k++) {
-        const b = touched[k]!;
-        const len = bytes[b]!;
-        const seg = this.segmentFor(b);
-        const fd = this.writeFd[b]!;
-        let done = 0;
-        const from = fill[b]! - len;
-        while (done < len) done += writeSync(fd, out, from + done, len - done, seg.size + done);
-        if (this.settings.fsync === 'always') fdatasyncSync(fd);
-        else if (this.settings.fsync === 'interval') this.dirty.add(b);
-        seg.size += len;
-        this.bytes += len;
-        const r = this.bucketRecs[b]!;
-        seg.records += r;
-        res.bucket[k] = b;
-        res.gen[k] = seg.gen;
-        res.off[k] = seg.size;
-        res.records[k] = r;
-        this.unprocessed[b] += r;
-        this.unread[b] += r;
-        this.totalUnprocessed += r;
-        this.totalUnread += r;
-        this.counters.written += r;
-      }
-    } catch (err) {
-      // Undo this write in every bucket it reached, so no acknowledged-looking half batch stays.
-      for (let j = 0; j <= k && j < n; j++) {
-        const b = touched[j]!;
-        const seg = this.segs[b]![this.segs[b]!.length - 1];
-        if (!seg) continue;
-        const r = j < k ? res.records[j]! : 0;
-        const undo = j < k ? bytes[b]! : 0;
-        seg.records -= r;
-        try {
-          ftruncateSync(this.writeFd[b]!, seg.size - undo);
-        } catch {
-          // the segment keeps a tail the next start-up finds and cuts
-        }
-        seg.size -= undo;
-        this.bytes -= undo;
-        this.unprocessed[b] -= r;
-        this.unread[b] -= r;
-        this.totalUnprocessed -= r;
-        this.totalUnread -= r;
-        this.counters.written -= r;
-      }
-      this.resetScratch(n);
-      const e = err as NodeJS.ErrnoException;
-      if (e instanceof SpoolFullError) throw e;
-      this.writeFailed = `${e.code ?? 'EIO'}: ${e.message}`;
-      this.count('SPOOL_WRITE_FAILED', `${this.dir}: ${e.message}`);
-      this.checkDisk();
-      this.failedFree = this.freeBytes;
-      throw new SpoolFullError('write_failed', `the spool ${this.dir} could not write: ${this.writeFailed}`);
+    for (let k = 0; k < n; k++) {
+      const b = touched[k]!;
+      const segs = this.segs[b]!;
+      const seg = segs[segs.length - 1]!;
+      if (this.stageLen[b] === 0) this.stagedList.push(b);
+      this.stageLen[b] = fill[b]!;
+      this.stageRecs[b] += this.bucketRecs[b]!;
+      this.stagedBytes += bytes[b]!;
+      res.bucket[k] = b;
+      res.gen[k] = seg.gen;
+      res.off[k] = seg.size + fill[b]!;
+      res.records[k] = this.bucketRecs[b]!;
     }
     this.resetScratch(n);
     return res;
   }
 
-  /** Per-bucket scratch counters back to zero for the next write. */
+  /** Records staged for bucket `b` and not yet written. */
+  stagedOf(b: number): number {
+    return this.stageRecs[b]!;
+  }
+
+  /** True when records are staged and not yet written. */
+  get hasStaged(): boolean {
+    return this.stagedList.length > 0;
+  }
+
+  /**
+   * Writes everything staged, one write per bucket, then (fsync always) syncs those files. All
+   * or nothing: on a failure every segment touched is cut back, the staging emptied, and a
+   * SpoolFullError thrown.
+   */
+  flush(): void {
+    const list = this.stagedList;
+    if (list.length === 0) return;
+    let k = 0;
+    try {
+      for (; k < list.length; k++) {
+        const b = list[k]!;
+        const seg = this.segs[b]![this.segs[b]!.length - 1]!;
+        const fd = this.openForWrite(b, seg);
+        const len = this.stageLen[b]!;
+        let done = 0;
+        while (done < len) done += writeSync(fd, this.stageBuf[b]!, done, len - done, seg.size + done);
+        if (this.settings.fsync === 'always') fdatasyncSync(fd);
+        else if (this.settings.fsync === 'interval') this.dirty.add(b);
+      }
+    } catch (err) {
+      // Cut back every bucket this flush reached, so no half-written batch stays behind.
+      for (let j = 0; j <= k && j < list.length; j++) {
+        const b = list[j]!;
+        const seg = this.segs[b]![this.segs[b]!.length - 1]!;
+        try {
+          ftruncateSync(this.writeFd[b]!, seg.size);
+        } catch {
+          // the segment keeps a tail the next start-up finds and cuts
+        }
+      }
+      this.dropStaged();
+      throw this.failed(err as NodeJS.ErrnoException);
+    }
+    for (const b of list) {
+      const seg = this.segs[b]![this.segs[b]!.length - 1]!;
+      const len = this.stageLen[b]!;
+      const r = this.stageRecs[b]!;
+      seg.size += len;
+      seg.records += r;
+      this.bytes += len;
+      // Kept up to date between the disk checks, so the floor holds even in a fast burst.
+      this.freeBytes = Math.max(0, this.freeBytes - len);
+      this.unprocessed[b] += r;
+      this.unread[b] += r;
+      this.totalUnprocessed += r;
+      this.totalUnread += r;
+      this.counters.written += r;
+      this.stageLen[b] = 0;
+      this.stageRecs[b] = 0;
+      // A big staging buffer is not kept for a bucket that may stay quiet.
+      if (this.stageBuf[b]!.length > 1 << 20) this.stageBuf[b] = null;
+    }
+    this.stagedBytes = 0;
+    list.length = 0;
+  }
+
+  /** A write failed (the disk is full, or failing): no more records until space is back. */
+  private failed(e: NodeJS.ErrnoException): SpoolFullError {
+    this.writeFailed = `${e.code ?? 'EIO'}: ${e.message}`;
+    this.count('SPOOL_WRITE_FAILED', `${this.dir}: ${e.message}`);
+    this.checkDisk();
+    this.failedFree = this.freeBytes;
+    return new SpoolFullError('write_failed', `the spool ${this.dir} could not write: ${this.writeFailed}`);
+  }
+
+  /** Forgets everything staged (a flush failed). */
+  private dropStaged(): void {
+    for (const b of this.stagedList) {
+      this.stageLen[b] = 0;
+      this.stageRecs[b] = 0;
+    }
+    this.stagedList.length = 0;
+    this.stagedBytes = 0;
+  }
+
+  /** `stage` then `flush`: the records are written when this returns. */
+  write(body: Buffer, starts: Uint32Array, bucketOf: Uint32Array, count: number, take: Uint8Array | null): WriteResult {
+    const res = this.stage(body, starts, bucketOf, count, take);
+    this.flush();
+    return res;
+  }
+
+  /** Per-bucket scratch counters back to zero for the next stage. */
   private resetScratch(n: number): void {
     for (let k = 0; k < n; k++) {
       const b = this.touched[k]!;
@@ -494,33 +562,41 @@ export class Spool {
     }
   }
 
-  /** The segment bucket `b` appends to, begun (or rolled over) as needed. */
-  private segmentFor(b: number): Segment {
+  /**
+   * Picks the segment bucket `b`'s records go to while none is staged for it: its newest, or a
+   * new generation when that one is full. (One flush writes one segment per bucket.)
+   */
+  private stageSegment(b: number): Segment {
     const segs = this.segs[b]!;
-    let seg = segs[segs.length - 1];
-    if (seg && seg.size < this.segmentBytes && this.writeFd[b]! >= 0) return seg;
-    if (seg && seg.size < this.segmentBytes) {
-      this.writeFd[b] = openSync(this.segFile(b, seg.gen), 'r+');
-      return seg;
-    }
+    const seg = segs[segs.length - 1];
+    return seg && seg.size < this.segmentBytes ? seg : this.newSegment(b, seg);
+  }
+
+  private openForWrite(b: number, seg: Segment): number {
+    if (this.writeFd[b]! < 0) this.writeFd[b] = openSync(this.segFile(b, seg.gen), 'r+');
+    return this.writeFd[b]!;
+  }
+
+  /** Begins bucket `b`'s next segment generation (closing the one before). */
+  private newSegment(b: number, last: Segment | undefined): Segment {
+    const segs = this.segs[b]!;
     // Never a generation the cursor has seen: its offsets would say records of the new file done.
-    const gen = seg ? seg.gen + 1 : this.doneGen[b]! + 1;
+    const gen = last ? last.gen + 1 : this.doneGen[b]! + 1;
     if (this.writeFd[b]! >= 0) {
       if (this.dirty.delete(b)) fdatasyncSync(this.writeFd[b]!);
       closeSync(this.writeFd[b]!);
       this.writeFd[b] = -1;
     }
     const fd = openSync(this.segFile(b, gen), 'w+');
-    this.writeFd[b] = fd;
     try {
       writeSync(fd, segHeader(b, gen), 0, SEG_HEADER, 0);
     } catch (err) {
       closeSync(fd);
-      this.writeFd[b] = -1;
       unlinkSync(this.segFile(b, gen));
       throw err;
     }
-    seg = { gen, size: SEG_HEADER, records: 0 };
+    this.writeFd[b] = fd;
+    const seg: Segment = { gen, size: SEG_HEADER, records: 0 };
     segs.push(seg);
     this.segmentCount++;
     this.bytes += SEG_HEADER;
@@ -530,6 +606,7 @@ export class Spool {
       this.doneOff[b] = SEG_HEADER;
       this.readGen[b] = gen;
       this.readOff[b] = SEG_HEADER;
+      this.readRecs[b] = 0;
     }
     return seg;
   }
@@ -693,14 +770,14 @@ export class Spool {
 
   /**
    * Deletes segments wholly before each bucket's cursor; a bucket's last segment too once all of
-   * it is processed, if it is large or the spool is short of room.
+   * it is processed, if it is full size or the spool is short of room.
    */
   private dropProcessed(): void {
     const pressed = this.wasFull || this.writeFailed !== '' || this.freeBytes < this.settings.minFreeBytes;
     for (let b = 0; b < this.buckets; b++) {
       const segs = this.segs[b]!;
       const only = segs.length === 1 ? segs[0]! : null;
-      if (only && only.gen === this.doneGen[b] && this.doneOff[b]! >= only.size && only.size > SEG_HEADER && (pressed || only.size >= LAST_SEGMENT_KEPT)) {
+      if (only && only.gen === this.doneGen[b] && this.doneOff[b]! >= only.size && only.size > SEG_HEADER && (pressed || only.size >= this.segmentBytes)) {
         if (this.writeFd[b]! >= 0) {
           this.dirty.delete(b);
           closeSync(this.writeFd[b]!);
@@ -709,6 +786,7 @@ export class Spool {
         segs.length = 0;
         this.segmentCount--;
         this.bytes -= only.size;
+        this.freeBytes += only.size;
         this.wasFull = false;
         this.readRecs[b] = 0;
         try {
@@ -736,6 +814,7 @@ export class Spool {
         this.wasFull = false;
         this.segmentCount--;
         this.bytes -= first.size;
+        this.freeBytes += first.size;
         try {
           unlinkSync(this.segFile(b, first.gen));
         } catch (err) {
