@@ -18,6 +18,7 @@
  * after a crash replay starts where processing stopped.
  */
 import {
+  close,
   closeSync,
   fdatasync,
   fdatasyncSync,
@@ -33,7 +34,7 @@ import {
 } from 'node:fs';
 import { statfs } from 'node:fs/promises';
 import { join } from 'node:path';
-import { crc32 } from 'node:zlib';
+import { crc32 } from './crc32';
 import { FlotillaError } from './errors';
 import type { Logger } from './log';
 import type { FsyncPolicy, SpoolSettings } from './map';
@@ -439,8 +440,8 @@ export class Spool {
       const out = this.stageBuf[b]!;
       const p = fill[b]!;
       out.writeUInt32LE(e - s, p);
-      out.writeUInt32LE(crc32(body.subarray(s, e)), p + 4);
-      body.copy(out, p + FRAME, s, e);
+      out.writeUInt32LE(crc32(body, s, e), p + 4);
+      out.set(body.subarray(s, e), p + FRAME);
       fill[b] = p + FRAME + e - s;
     }
     for (let k = 0; k < n; k++) {
@@ -463,6 +464,11 @@ export class Spool {
   /** Records staged for bucket `b` and not yet written. */
   stagedOf(b: number): number {
     return this.stageRecs[b]!;
+  }
+
+  /** Bytes staged and not yet written. */
+  get stagedTotalBytes(): number {
+    return this.stagedBytes;
   }
 
   /** True when records are staged and not yet written. */
@@ -582,9 +588,11 @@ export class Spool {
     const segs = this.segs[b]!;
     // Never a generation the cursor has seen: its offsets would say records of the new file done.
     const gen = last ? last.gen + 1 : this.doneGen[b]! + 1;
-    if (this.writeFd[b]! >= 0) {
-      if (this.dirty.delete(b)) fdatasyncSync(this.writeFd[b]!);
-      closeSync(this.writeFd[b]!);
+    const old = this.writeFd[b]!;
+    if (old >= 0) {
+      // The finished segment is synced (fsync interval) on the thread pool, then closed.
+      if (this.dirty.delete(b)) fdatasync(old, () => close(old, () => undefined));
+      else closeSync(old);
       this.writeFd[b] = -1;
     }
     const fd = openSync(this.segFile(b, gen), 'w+');

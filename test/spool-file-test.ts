@@ -13,6 +13,7 @@ import { fnv1a32 } from '../src/bucket';
 import { EnvelopeWriter, RecordIndex } from '../src/envelope';
 import { createLogger } from '../src/log';
 import type { SpoolSettings } from '../src/map';
+import { crc32 } from '../src/crc32';
 import { Spool, SpoolFullError } from '../src/spool';
 
 const BUCKETS = 8;
@@ -166,4 +167,12 @@ test('a write over max_bytes is refused whole with SPOOL_FULL and nothing of it 
   const all = [...readAll(spool).values()].flat();
   assert.equal(all.length, written, 'the refused batch left nothing behind');
   spool.close();
+});
+
+test('the record checksum is the CRC-32 zlib computes, for every length and offset', () => {
+  const { crc32: zlibCrc } = require('node:zlib') as { crc32: (b: Uint8Array) => number };
+  const bytes = Buffer.from(Array.from({ length: 600 }, (_, i) => (i * 131 + 7) & 255));
+  for (let start = 0; start < 9; start++) {
+    for (let end = start; end <= 300; end++) assert.equal(crc32(bytes, start, end), zlibCrc(bytes.subarray(start, end)), `[${start}, ${end})`);
+  }
 });

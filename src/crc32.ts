@@ -1,0 +1,35 @@
+/**
+ * CRC-32 (the zlib/PNG polynomial, as `zlib.crc32` computes it) over a range of a buffer, by
+ * slicing 8 bytes at a time. For the spool's per-record checksums: computed on the buffer in
+ * place, with no view object per record, it is about twice as fast as zlib.crc32 on a subarray
+ * for records of a hundred bytes (see BENCHMARKS.md).
+ */
+
+const T = new Int32Array(256 * 8);
+for (let i = 0; i < 256; i++) {
+  let c = i;
+  for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+  T[i] = c;
+}
+for (let i = 0; i < 256; i++) for (let t = 1; t < 8; t++) T[t * 256 + i] = (T[(t - 1) * 256 + i]! >>> 8) ^ T[T[(t - 1) * 256 + i]! & 255]!;
+
+/** The CRC-32 of `buf[start, end)`, as an unsigned 32-bit number. */
+export function crc32(buf: Uint8Array, start = 0, end = buf.length): number {
+  let c = -1;
+  let i = start;
+  for (; i + 8 <= end; i += 8) {
+    const lo = c ^ (buf[i]! | (buf[i + 1]! << 8) | (buf[i + 2]! << 16) | (buf[i + 3]! << 24));
+    const hi = buf[i + 4]! | (buf[i + 5]! << 8) | (buf[i + 6]! << 16) | (buf[i + 7]! << 24);
+    c =
+      T[1792 + (lo & 255)]! ^
+      T[1536 + ((lo >>> 8) & 255)]! ^
+      T[1280 + ((lo >>> 16) & 255)]! ^
+      T[1024 + (lo >>> 24)]! ^
+      T[768 + (hi & 255)]! ^
+      T[512 + ((hi >>> 8) & 255)]! ^
+      T[256 + ((hi >>> 16) & 255)]! ^
+      T[hi >>> 24]!;
+  }
+  for (; i < end; i++) c = T[(c ^ buf[i]!) & 255]! ^ (c >>> 8);
+  return (c ^ -1) >>> 0;
+}
