@@ -138,6 +138,8 @@ class Slot {
   spooling = false;
   /** Round robin over the slot's buckets when reading back. */
   nextBucket = 0;
+  /** The state at the last beacon, to log the moment a component goes silent or comes back. */
+  lastState: SlotState = 'missing';
   constructor(readonly index: number) {}
 }
 
@@ -178,6 +180,8 @@ export interface PortalStats {
     processed: number;
     serviceMs: number;
     registrations: number;
+    /** As in beacons: idle, busy, dead (silent for 3 heartbeats) or missing. */
+    state: SlotState;
     spooling: boolean;
   }[];
 }
@@ -372,6 +376,7 @@ export class Portal {
         processed: s.processed,
         serviceMs: Math.round(s.serviceMs * 1000) / 1000,
         registrations: s.registrations,
+        state: this.slotState(s, Date.now()),
         spooling: s.spooling,
       })),
     };
@@ -1158,6 +1163,23 @@ export class Portal {
     return { ok: true, paused };
   }
 
+  /** Logs each slot whose component has just gone silent (dead), or is heard from again. */
+  private noteSlotStates(): void {
+    const now = Date.now();
+    for (const slot of this.slots) {
+      const state = this.slotState(slot, now);
+      if (state === 'dead' && slot.lastState !== 'dead') {
+        this.log.warn(
+          { slot: slot.index, pid: slot.pid, silentMs: now - slot.heardAt, queued: slot.queuedRecords, inflight: slot.inflightRecords },
+          `portal ${this.stream.name}: slot ${slot.index} (pid ${slot.pid}) is dead: silent for ${now - slot.heardAt} ms; its ${slot.queuedRecords + slot.inflightRecords} records wait for it${this.spool ? ', and new ones go to the spool' : ''}`,
+        );
+      } else if (slot.lastState === 'dead' && state !== 'dead' && state !== 'missing') {
+        this.log.info({ slot: slot.index, pid: slot.pid }, `portal ${this.stream.name}: slot ${slot.index} (pid ${slot.pid}) is heard from again`);
+      }
+      slot.lastState = state;
+    }
+  }
+
   private slotState(slot: Slot, now: number): SlotState {
     if (!slot.routingId) return 'missing';
     if (now - slot.heardAt > DEAD_AFTER_BEATS * this.map.heartbeatMs) return 'dead';
@@ -1230,6 +1252,7 @@ export class Portal {
   }
 
   private sendBeacon(): void {
+    this.noteSlotStates();
     for (const slot of this.slots) if (slot.spooling && slot.pending.length === 0) this.feed(slot);
     this.forwardForeign();
     const beacon = JSON.stringify(this.beacon(true));
