@@ -370,6 +370,10 @@ function schemaProblems(errors: ErrorObject[], at: LineOf): MapProblem[] {
       continue; // reported again, more precisely, as the pattern error on the name itself
     } else if (e.keyword === 'pattern' && e.propertyName !== undefined) {
       message = `"${e.propertyName}" is not a stream name`;
+    } else if (e.keyword === 'enum') {
+      message = `must be one of: ${(e.params as { allowedValues: unknown[] }).allowedValues.join(', ')}`;
+    } else if (e.keyword === 'pattern' && /_bytes$/.test(String(segs[segs.length - 1]))) {
+      message = 'must be a number of bytes, or a size such as "64KiB", "512MiB" or "1GiB"';
     } else if (e.keyword === 'type') {
       message = `must be ${(e.params as { type: string | string[] }).type.toString().replace(',', ' or ')}`;
     }

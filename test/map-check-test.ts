@@ -65,6 +65,11 @@ const BROKEN: [string, (m: Record<string, any>) => unknown, string][] = [
     'streams[1].port: port 7401 on host 10.0.0.1 is also used by the clicks portal of alpha',
   ],
   ['YAML syntax', () => 'instance: test\nservers: [\n', 'line 3: '],
+  ['unknown spool mode', (m) => ((m.streams[0].spool = { mode: 'sometimes' }), m), 'streams[0].spool.mode: must be one of: off, spill, always'],
+  ['a size that is not one', (m) => ((m.streams[0].spool = { mode: 'spill', max_bytes: '12 parsecs' }), m), 'streams[0].spool.max_bytes: must be a number of bytes, or a size such as "64KiB", "512MiB" or "1GiB"'],
+  ['a spool smaller than 4 batches', (m) => ((m.streams[0].spool = { mode: 'always', max_bytes: '1MiB' }), m), 'streams[0].spool.max_bytes: must hold at least 4 batches (4194304 bytes at max_batch_bytes 1048576)'],
+  ['an fsync interval without fsync: interval', (m) => ((m.streams[0].spool = { mode: 'always', fsync: 'always', fsync_interval_ms: 100 }), m), 'streams[0].spool.fsync_interval_ms: applies only with fsync: interval (fsync is always)'],
+  ['an unknown spool field', (m) => ((m.streams[0].spool = { mode: 'spill', size: 10 }), m), 'streams[0].spool.size: unknown field'],
 ];
 
 for (const [what, breakIt, expected] of BROKEN) {
@@ -77,6 +82,26 @@ for (const [what, breakIt, expected] of BROKEN) {
     );
   });
 }
+
+test('spool settings: defaults filled in, sizes read with their units, dir relative to the map', () => {
+  const none = parseMap(stringify(good()), join(dir, 'm.yaml')).streams[0]!.spool;
+  assert.deepEqual(none, {
+    mode: 'off',
+    dir: '/var/lib/flotilla/test/spool',
+    maxBytes: 2 ** 30,
+    whenFull: 'block',
+    fsync: 'interval',
+    fsyncIntervalMs: 1000,
+    minFreeBytes: 64 * 2 ** 20,
+  });
+  const m = good();
+  m.streams[0].spool = { mode: 'always', dir: 'spool', max_bytes: '1.5GiB', min_free_bytes: '100MB', when_full: 'reject', fsync: 'never' };
+  const sp = parseMap(stringify(m), join(dir, 'm.yaml')).streams[0]!.spool;
+  assert.equal(sp.dir, join(dir, 'spool'));
+  assert.equal(sp.maxBytes, 1.5 * 2 ** 30);
+  assert.equal(sp.minFreeBytes, 100e6);
+  assert.deepEqual([sp.mode, sp.whenFull, sp.fsync], ['always', 'reject', 'never']);
+});
 
 test('every problem of a map is reported at once, each with its line', () => {
   const m = good();
