@@ -203,7 +203,7 @@ export class RecordIndex {
 
   /**
    * Finds the records of `body`, checking that it holds exactly `expected` well-formed
-   * envelopes. Reads lengths only; the payload is not decoded. Returns false (and sets
+   * envelopes (any number when `expected` is -1). Reads lengths only; the payload is not decoded. Returns false (and sets
    * `error`) on anything malformed.
    */
   scan(body: Uint8Array, expected: number): boolean {
@@ -257,7 +257,7 @@ export class RecordIndex {
       if (pos > end) return fail('payload runs past the end of the body');
       n++;
     }
-    if (n !== expected) return fail(`header announces ${expected} records, body holds ${n}`);
+    if (expected >= 0 && n !== expected) return fail(`header announces ${expected} records, body holds ${n}`);
     this.starts[n] = end;
     this.count = n;
     return true;
@@ -298,16 +298,25 @@ function skipVarint(buf: Uint8Array, pos: number): number {
   return -1;
 }
 
+let decodeIndex: RecordIndex | undefined;
+
 /**
  * Decodes every envelope of a body and its payload with `type`. The component side: the
  * portal never calls this. A record whose payload does not decode as exactly its declared
  * bytes is passed to `onBadRecord` (with its index and why) and left out, so one bad record
- * cannot stop a slot.
+ * cannot stop a slot; a body whose envelopes are broken is skipped whole, the same way.
  */
 export function decodeBody<T>(body: Buffer, type: avro.Type, onBadRecord?: (index: number, why: string) => void): Delivered<T>[] {
   const out: Delivered<T>[] = [];
   let pos = 0;
   let index = 0;
+  // The portal checked every envelope's framing; should a body still be broken, say so and stop
+  // rather than read (or loop) past its end.
+  const scan = (decodeIndex ??= new RecordIndex());
+  if (!scan.scan(body, -1)) {
+    onBadRecord?.(0, `delivery is not well-formed envelopes (${scan.error}); skipped`);
+    return out;
+  }
   while (pos < body.length) {
     let len = readLong(body, pos);
     pos = lastPos;

@@ -761,14 +761,19 @@ export class Portal {
     const counts = this.slotCounts;
     const bodies: (Buffer | undefined)[] = new Array(lanes);
     const fill = new Uint32Array(lanes);
-    let used = 0;
+    let copies = 0;
     for (let s = 0; s < lanes; s++) {
       if (counts[s] === 0) continue;
-      used++;
-      // Every record in one slot: hand the sender's buffer on as it is, no copy.
-      bodies[s] = counts[s] === index.count ? body : Buffer.allocUnsafe(bytes[s]!);
+      // Every record in one slot: hand the sender's buffer on as it is, no copy. (Not when the
+      // spool took the batch's other records: then this lane has only some of them.)
+      if (counts[s] === index.count) {
+        bodies[s] = body;
+      } else {
+        bodies[s] = Buffer.allocUnsafe(bytes[s]!);
+        copies++;
+      }
     }
-    if (used > 1) {
+    if (copies > 0) {
       const starts = index.starts;
       const slotOfRecord = this.slotOfRecord;
       let i = 0;

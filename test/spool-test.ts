@@ -11,6 +11,7 @@ import { strict as assert } from 'node:assert';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { DEFAULT_SLOT_WINDOW, REPLAY_RECORDS } from '../src/portal';
+import { bucketOf, slotOf } from '../src/bucket';
 import { Sender } from '../src/sender';
 import { deploy, waitFor, type Deployment } from './support/deploy';
 import { readRecorded, RoundLoad } from './support/flows';
@@ -77,6 +78,29 @@ test('spill: a missing slot and a paused stream do not stop senders; records wai
   assert.deepEqual(r.problems, []);
   assert.deepEqual(r.outOfOrder, [], 'replayed in order per key');
   assert.equal(r.duplicates, 0, 'no failure, no duplicate');
+});
+
+test('spill: a batch split between a spooling slot and a live one gives the live slot exactly its records', async () => {
+  const d = await start({ mode: 'spill', dir: 'spool' }, [0, 1, 2]);
+  const s = d.map.streams[0]!;
+  const keysOf = (slot: number) => Array.from({ length: 400 }, (_, i) => `k${i}`).filter((k) => slotOf(bucketOf(k, s.buckets), s.slots) === slot).slice(0, 10);
+  const live = keysOf(2);
+  const spooled = keysOf(3);
+  const sender = new Sender({ map: d.mapFile, lingerMs: 50, batchRecords: 1000 });
+  try {
+    // One batch: records for slot 2 (live) and slot 3 (no component: spooled), interleaved.
+    for (let i = 0; i < 10; i++) {
+      sender.send('orders', { key: live[i]!, seq: 0 });
+      sender.send('orders', { key: spooled[i]!, seq: 0 });
+    }
+    await sender.flush();
+    assert.equal(sender.stats.batches, 1, 'one batch');
+  } finally {
+    sender.close();
+  }
+  await waitFor('slot 2 to process its part', () => readRecorded([d.outOf('orders', 2)]).length >= 10);
+  assert.deepEqual(readRecorded([d.outOf('orders', 2)]).map((r) => r.key).sort(), [...live].sort());
+  assert.equal((await d.stats('orders')).spool!.records, 10, 'slot 3 records on disk');
 });
 
 test('always: a portal killed under load replays from its cursor; no acknowledged record is lost', async () => {
