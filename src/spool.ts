@@ -18,9 +18,7 @@
  * after a crash replay starts where processing stopped.
  */
 import {
-  close,
   closeSync,
-  fdatasync,
   fdatasyncSync,
   fstatSync,
   ftruncateSync,
@@ -35,6 +33,7 @@ import {
 import { statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import { crc32 } from './crc32';
+import { Syncer } from './spool-syncer';
 import { FlotillaError } from './errors';
 import type { Logger } from './log';
 import type { FsyncPolicy, SpoolSettings } from './map';
@@ -141,6 +140,9 @@ export class Spool {
   private readonly cursorBuf: Buffer;
   private diskTimer: NodeJS.Timeout | null = null;
   private syncTimer: NodeJS.Timeout | null = null;
+  private syncer: Syncer | null = null;
+  /** Finished segments' descriptors, closed by the syncer once synced. */
+  private toClose: number[] = [];
   private closed = false;
   private counters = { written: 0, replayed: 0, tornTails: 0, cutBytes: 0 };
   private scratch: Buffer = Buffer.alloc(0);
@@ -245,6 +247,9 @@ export class Spool {
     this.diskTimer = setInterval(() => void this.watchDisk(), DISK_CHECK_MS);
     this.diskTimer.unref();
     if (this.settings.fsync === 'interval') {
+      this.syncer = new Syncer((failed) => {
+        if (failed > 0) this.count('SPOOL_SYNC_FAILED', `${this.dir}: ${failed} files could not be synced to disk`);
+      });
       this.syncTimer = setInterval(() => this.syncDirty(), this.settings.fsyncIntervalMs);
       this.syncTimer.unref();
     }
@@ -439,10 +444,19 @@ export class Spool {
       const e = starts[i + 1]!;
       const out = this.stageBuf[b]!;
       const p = fill[b]!;
-      out.writeUInt32LE(e - s, p);
-      out.writeUInt32LE(crc32(body, s, e), p + 4);
+      const len = e - s;
+      const sum = crc32(body, s, e);
+      // The frame header, little-endian, byte by byte (cheaper than two writeUInt32LE calls).
+      out[p] = len;
+      out[p + 1] = len >>> 8;
+      out[p + 2] = len >>> 16;
+      out[p + 3] = len >>> 24;
+      out[p + 4] = sum;
+      out[p + 5] = sum >>> 8;
+      out[p + 6] = sum >>> 16;
+      out[p + 7] = sum >>> 24;
       out.set(body.subarray(s, e), p + FRAME);
-      fill[b] = p + FRAME + e - s;
+      fill[b] = p + FRAME + len;
     }
     for (let k = 0; k < n; k++) {
       const b = touched[k]!;
@@ -590,8 +604,8 @@ export class Spool {
     const gen = last ? last.gen + 1 : this.doneGen[b]! + 1;
     const old = this.writeFd[b]!;
     if (old >= 0) {
-      // The finished segment is synced (fsync interval) on the thread pool, then closed.
-      if (this.dirty.delete(b)) fdatasync(old, () => close(old, () => undefined));
+      // A finished segment still to be synced (fsync interval) is synced and closed at the next sync.
+      if (this.dirty.delete(b)) this.toClose.push(old);
       else closeSync(old);
       this.writeFd[b] = -1;
     }
@@ -858,13 +872,16 @@ export class Spool {
     }
   }
 
+  /** fsync interval: the files written since the last sync, the cursor, and finished segments. */
   private syncDirty(): void {
-    for (const b of this.dirty) {
-      const fd = this.writeFd[b]!;
-      if (fd >= 0) fdatasync(fd, () => undefined);
-    }
+    if (!this.syncer || this.syncer.running) return; // the interval stretches while one runs
+    const sync: number[] = [];
+    for (const b of this.dirty) if (this.writeFd[b]! >= 0) sync.push(this.writeFd[b]!);
     this.dirty.clear();
-    if (this.cursorFd >= 0) fdatasync(this.cursorFd, () => undefined);
+    if (this.cursorFd >= 0) sync.push(this.cursorFd);
+    const close = this.toClose;
+    this.toClose = [];
+    this.syncer.start(sync, close);
   }
 
   // ---- status ------------------------------------------------------------------------------
@@ -898,6 +915,12 @@ export class Spool {
     this.closed = true;
     if (this.diskTimer) clearInterval(this.diskTimer);
     if (this.syncTimer) clearInterval(this.syncTimer);
+    void this.syncer?.stop();
+    for (const fd of this.toClose) {
+      fdatasyncSync(fd);
+      closeSync(fd);
+    }
+    this.toClose = [];
     for (let b = 0; b < this.buckets; b++) {
       const fd = this.writeFd[b]!;
       if (fd < 0) continue;
