@@ -176,3 +176,20 @@ test('the record checksum is the CRC-32 zlib computes, for every length and offs
     for (let end = start; end <= 300; end++) assert.equal(crc32(bytes, start, end), zlibCrc(bytes.subarray(start, end)), `[${start}, ${end})`);
   }
 });
+
+test('fsync always and interval: the same records come back; the interval sync runs on its worker without failures', async () => {
+  for (const fsync of ['always', 'interval'] as const) {
+    const dir = mkdtempSync(join(tmpdir(), 'flt-spool-'));
+    let { spool, causes } = open(dir, { fsync, ...(fsync === 'interval' ? { fsyncIntervalMs: 20 } : {}) });
+    for (let seq = 0; seq < 10; seq++) {
+      const { body, index, buckets } = batch(KEYS, seq);
+      spool.write(body, index.starts, buckets, KEYS.length, null);
+    }
+    if (fsync === 'interval') await new Promise((r) => setTimeout(r, 100)); // a few sync intervals go by
+    spool.close();
+    assert.deepEqual(causes, [], `${fsync}: no failures counted`);
+    ({ spool, causes } = open(dir));
+    assert.equal([...readAll(spool).values()].flat().length, 10 * KEYS.length, `${fsync}: every record back`);
+    spool.close();
+  }
+});

@@ -138,4 +138,7 @@ test('always: a portal killed under load replays from its cursor; no acknowledge
   assert.ok(r.duplicates <= bound, `${r.duplicates} duplicates, bound ${bound}`);
   console.log(`# always: ${unprocessedAtKill} acknowledged records unprocessed at the kill; ${r.duplicates} duplicates (bound ${bound})`);
   assert.ok(d.logs.join('').includes('records to replay'), 'the restarted portal says what it replays');
+  const st = await d.stats('orders');
+  assert.ok(st.spool!.replayed > 0, 'its stats count the records read back');
+  assert.ok(d.procs.slice(1).every((p) => p.exitCode === null && p.signalCode === null), 'the components stayed up through the portal restart');
 });
