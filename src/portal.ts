@@ -10,7 +10,8 @@
  * most `slotWindow` deliveries in flight, and when more than `maxQueuedRecords` wait in the
  * portal it stops reading from senders until the slots catch up.
  */
-import { existsSync, unlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, unlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import * as zmq from 'zeromq';
 import { RecordIndex } from './envelope';
 import { FlotillaError, type WireErrorCode } from './errors';
@@ -291,11 +292,20 @@ export class Portal {
     this.ingressOut = new Outbox(this.ingress, (err) => this.causes.count('REPLY_FAILED', err.message));
     this.egressOut = new Outbox(this.egress, (err) => this.causes.count('SLOT_UNREACHABLE', err.message));
     this.causes = new CauseCounter(this.log, `portal ${opts.stream}`);
-    const sp = this.stream.spool;
+    const sp = { ...this.stream.spool, dir: opts.spoolDir ?? this.stream.spool.dir };
+    // A stream whose spool was turned off may still have records on disk: they are acknowledged,
+    // so this run replays them, as with spill, rather than strand them.
+    const leftOver = sp.mode === 'off' && hasSegments(join(sp.dir, opts.server, this.stream.name));
+    if (leftOver) {
+      this.log.warn(
+        { dir: join(sp.dir, opts.server, this.stream.name) },
+        `portal ${opts.stream}: the stream's spool is off, but its spool directory holds records; this run replays them (as spill)`,
+      );
+    }
     this.spool =
-      sp.mode === 'off'
+      sp.mode === 'off' && !leftOver
         ? null
-        : new Spool({ ...sp, dir: opts.spoolDir ?? sp.dir }, opts.server, this.stream.name, this.stream.buckets, this.log, (cause, example) =>
+        : new Spool({ ...sp, mode: leftOver ? 'spill' : sp.mode }, opts.server, this.stream.name, this.stream.buckets, this.log, (cause, example) =>
             this.causes.count(cause, example),
           );
     this.always = sp.mode === 'always';
@@ -1317,5 +1327,14 @@ export class Portal {
         if (this.closed) return;
       }
     }
+  }
+}
+
+/** True if `dir` exists and holds spool segment files. */
+function hasSegments(dir: string): boolean {
+  try {
+    return readdirSync(dir).some((n) => n.endsWith('.seg'));
+  } catch {
+    return false;
   }
 }

@@ -8,6 +8,7 @@
  *           no acknowledged record lost, duplicates within the bound docs/delivery.md states.
  */
 import { strict as assert } from 'node:assert';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { DEFAULT_SLOT_WINDOW, REPLAY_RECORDS } from '../src/portal';
@@ -101,6 +102,34 @@ test('spill: a batch split between a spooling slot and a live one gives the live
   await waitFor('slot 2 to process its part', () => readRecorded([d.outOf('orders', 2)]).length >= 10);
   assert.deepEqual(readRecorded([d.outOf('orders', 2)]).map((r) => r.key).sort(), [...live].sort());
   assert.equal((await d.stats('orders')).spool!.records, 10, 'slot 3 records on disk');
+});
+
+test('a spool turned off keeps nothing stranded: the next run replays what it holds', async () => {
+  const d = await start({ mode: 'spill', dir: 'spool' }, [0, 1, 2]);
+  const sender = new Sender({ map: d.mapFile, lingerMs: 1, batchRecords: 100 });
+  try {
+    for (let round = 0; round < 5; round++) for (let k = 0; k < KEYS; k++) sender.send('orders', { key: `k${k}`, seq: round });
+    await sender.flush();
+  } finally {
+    sender.close();
+  }
+  assert.ok((await d.stats('orders')).spool!.records > 0, 'slot 3 records on disk');
+  // The operator stops the portal and turns the spool off.
+  const portal = d.procs[0]!;
+  portal.kill('SIGTERM');
+  await waitFor('the portal to stop', () => portal.exitCode !== null);
+  const text = readFileSync(d.mapFile, 'utf8').replace('mode: spill', 'mode: "off"');
+  assert.ok(text.includes('mode: "off"'));
+  writeFileSync(d.mapFile, text);
+  d.procs[0] = d.startPortal('orders');
+  d.startRecorder('orders', 3);
+  await d.waitSlotsConnected('orders', 4);
+  await waitFor('every record processed', () => processed(d) >= 5 * KEYS);
+  await waitFor('the log to say so', () => d.logs.join('').includes('its spool directory holds records; this run replays them'));
+  const r = checkAtLeastOnce(d.map, 'orders', files(d), KEYS, 5);
+  assert.deepEqual(r.problems, []);
+  assert.deepEqual(r.outOfOrder, []);
+  assert.equal(r.duplicates, 0);
 });
 
 test('always: a portal killed under load replays from its cursor; no acknowledged record is lost', async () => {
