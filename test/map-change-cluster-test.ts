@@ -1,5 +1,6 @@
 /**
- * A map edit under load, across servers, driven by the agents watching the map file:
+ * A map edit under load, across servers (four hosts in network namespaces, when the test runs as
+ * root), driven by the agents watching the map file:
  *
  *   epoch 1: alpha, beta, gamma (agents, portals, 2 slow slots each)      sender --> portals
  *   epoch 2: delta joins with weight 0 (owns nothing); its agent, portal and slots start
@@ -20,20 +21,27 @@ import { diffMaps } from '../src/map-diff';
 import { Sender } from '../src/sender';
 import { deploy, startAgent, waitAgent, waitFor, type Deployment } from './support/deploy';
 import { readRecorded, RECORD_SCHEMA, RoundLoad } from './support/flows';
+import { canMakeHosts, type Hosts, makeHosts } from './support/netns';
 import { freePorts } from './support/ports';
 
 const BUCKETS = 64;
 let d: Deployment | undefined;
+let hosts: Hosts | null = null;
 after(async () => {
   await d?.stop();
+  hosts?.remove();
   if (process.env.FLOTILLA_TEST_LOGS) process.stderr.write(d?.logs.join('') ?? '');
 });
 
 test('adding a server moves exactly the predicted buckets, one owner at a time, and loses nothing', async () => {
   const ports = await freePorts(8);
+  // Four hosts (network namespaces) where the test may make them; else four servers on loopback.
+  hosts = canMakeHosts() ? makeHosts(4) : null;
+  const h = hosts;
+  const names = ['alpha', 'beta', 'gamma', 'delta'];
   const server = (name: string, i: number, weight?: number) => ({
     name,
-    host: '127.0.0.1',
+    host: h ? h.address(i) : '127.0.0.1',
     ...(weight === undefined ? {} : { weight }),
     ports: { orders: ports[i]! },
     agent_port: ports[4 + i]!,
@@ -43,7 +51,7 @@ test('adding a server moves exactly the predicted buckets, one owner at a time, 
   const v1 = { instance: 'test', epoch: 1, heartbeat_ms: 200, servers: three, streams: [stream] };
   const v2 = { ...v1, epoch: 2, servers: [...three, server('delta', 3, 0)] };
   const v3 = { ...v1, epoch: 3, servers: [...three, server('delta', 3, 1)] };
-  d = deploy(v1);
+  d = deploy(v1, { prefixOf: h ? (name) => h.prefix(names.indexOf(name)) : undefined });
   const dep = d;
   const write = (m: object) => writeFileSync(dep.mapFile, stringify({ ...m, run_dir: dep.runDir }));
   const start = (name: string) => {

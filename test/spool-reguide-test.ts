@@ -1,5 +1,6 @@
 /**
- * Re-guiding: the operator's reconfiguration with a spool (mode spill), across two servers.
+ * Re-guiding: the operator's reconfiguration with a spool (mode spill), across two servers (two
+ * hosts in network namespaces, when the test runs as root).
  *
  *   epoch 1: alpha and beta (agents, portals, 4 recorder slots each), a sender under load
  *   pause both: records keep coming and wait in each server's spool
@@ -19,22 +20,29 @@ import { portalRequest } from '../src/control-client';
 import { Sender } from '../src/sender';
 import { deploy, startAgent, waitAgent, waitFor, type Deployment } from './support/deploy';
 import { readRecorded, RECORD_SCHEMA, RoundLoad } from './support/flows';
+import { canMakeHosts, type Hosts, makeHosts } from './support/netns';
 import { freePorts } from './support/ports';
 import { checkAtLeastOnce } from './support/spooled';
 
 let d: Deployment | undefined;
+let hosts: Hosts | null = null;
 after(async () => {
   await d?.stop();
+  hosts?.remove();
   if (process.env.FLOTILLA_TEST_LOGS) process.stderr.write(d?.logs.join('') ?? '');
 });
 
 test('after a map change, spooled records of buckets that moved are forwarded to their new owner and lose nothing', async () => {
   const ports = await freePorts(4);
-  const server = (name: string, i: number, weight = 1) => ({ name, host: '127.0.0.1', weight, ports: { orders: ports[i]! }, agent_port: ports[2 + i]! });
+  // Two hosts (network namespaces) where the test may make them; else two servers on loopback.
+  hosts = canMakeHosts() ? makeHosts(2) : null;
+  const h = hosts;
+  const names = ['alpha', 'beta'];
+  const server = (name: string, i: number, weight = 1) => ({ name, host: h ? h.address(i) : '127.0.0.1', weight, ports: { orders: ports[i]! }, agent_port: ports[2 + i]! });
   const stream = { name: 'orders', key: 'key', port: ports[0]!, buckets: 64, slots: 4, schema: RECORD_SCHEMA('Order'), spool: { mode: 'spill', dir: 'spool' } };
   const v1 = { instance: 'test', epoch: 1, heartbeat_ms: 200, servers: [server('alpha', 0), server('beta', 1)], streams: [stream] };
   const v2 = { ...v1, epoch: 2, servers: [server('alpha', 0, 0), server('beta', 1)] };
-  d = deploy(v1);
+  d = deploy(v1, { prefixOf: h ? (name) => h.prefix(names.indexOf(name)) : undefined });
   const dep = d;
   for (const name of ['alpha', 'beta']) {
     startAgent(dep, name);

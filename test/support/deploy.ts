@@ -38,7 +38,8 @@ export interface Deployment {
   startPortal(stream: string, server?: string): ChildProcess;
   /** Starts the recorder test component (see fixtures/recorder.ts) for one slot. */
   startRecorder(stream: string, slot: number, opts?: { server?: string; emit?: string; out?: string; delayMs?: number }): ChildProcess;
-  startComponent(script: string, args: string[]): ChildProcess;
+  /** Starts `node script args`, on `server`'s host when the deployment has a prefix for it. */
+  startComponent(script: string, args: string[], server?: string): ChildProcess;
   stats(stream: string, server?: string): Promise<PortalStats>;
   waitSlotsConnected(stream: string, n: number, server?: string): Promise<void>;
   /** The recorder output file of a slot. */
@@ -46,8 +47,16 @@ export interface Deployment {
   stop(): Promise<void>;
 }
 
+export interface DeployOptions {
+  /**
+   * A command prefix for the processes of a server (its portals, components and agent), such as
+   * `ip netns exec <ns>` to run them on a separate host (see support/netns.ts). Default none.
+   */
+  prefixOf?: (server: string) => string[];
+}
+
 /** Writes `mapObject` to a temp dir (run_dir set there too) and loads it. */
-export function deploy(mapObject: Record<string, unknown>): Deployment {
+export function deploy(mapObject: Record<string, unknown>, opts: DeployOptions = {}): Deployment {
   const dir = mkdtempSync(join(tmpdir(), 'flt-'));
   const runDir = join(dir, 'run');
   const mapFile = join(dir, 'map.yaml');
@@ -55,8 +64,10 @@ export function deploy(mapObject: Record<string, unknown>): Deployment {
   const map = loadMap(mapFile);
   const procs: ChildProcess[] = [];
   const logs: string[] = [];
-  const launch = (args: string[]) => {
-    const p = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const launch = (args: string[], server?: string) => {
+    const prefix = server && opts.prefixOf ? opts.prefixOf(server) : [];
+    const [cmd, ...rest] = [...prefix, process.execPath, ...args];
+    const p = spawn(cmd!, rest, { stdio: ['ignore', 'pipe', 'pipe'] });
     p.stdout!.on('data', (d: Buffer) => logs.push(d.toString()));
     p.stderr!.on('data', (d: Buffer) => logs.push(d.toString()));
     procs.push(p);
@@ -71,7 +82,7 @@ export function deploy(mapObject: Record<string, unknown>): Deployment {
     logs,
     runDirOf: (server = map.servers[0]!.name) => join(runDir, server),
     startPortal(stream, server = map.servers[0]!.name) {
-      return launch([join(DIST, 'portal', 'main.js'), '--map', mapFile, '--server', server, '--stream', stream, '--run-dir', d.runDirOf(server)]);
+      return launch([join(DIST, 'portal', 'main.js'), '--map', mapFile, '--server', server, '--stream', stream, '--run-dir', d.runDirOf(server)], server);
     },
     outOf: (stream, slot, server = map.servers[0]!.name) => join(dir, `${server}-${stream}-${slot}.log`),
     startRecorder(stream, slot, opts = {}) {
@@ -80,10 +91,10 @@ export function deploy(mapObject: Record<string, unknown>): Deployment {
       args.push('--run-dir', d.runDirOf(server), '--out', opts.out ?? d.outOf(stream, slot, server));
       if (opts.emit) args.push('--emit', opts.emit);
       if (opts.delayMs) args.push('--delay-ms', String(opts.delayMs));
-      return launch([join(DIST, 'test', 'fixtures', 'recorder.js'), ...args]);
+      return launch([join(DIST, 'test', 'fixtures', 'recorder.js'), ...args], server);
     },
-    startComponent(script, args) {
-      return launch([script, ...args]);
+    startComponent(script, args, server) {
+      return launch([script, ...args], server);
     },
     stats: (stream, server) => portalStats(d.runDirOf(server), stream),
     async waitSlotsConnected(stream, n, server) {
@@ -105,7 +116,7 @@ export function deploy(mapObject: Record<string, unknown>): Deployment {
 
 /** Starts the agent daemon of `server` (default the map's first) on the server's run directory. */
 export function startAgent(d: Deployment, server = d.map.servers[0]!.name): ChildProcess {
-  return d.startComponent(join(DIST, 'agent', 'main.js'), ['--map', d.mapFile, '--server', server, '--run-dir', d.runDirOf(server)]);
+  return d.startComponent(join(DIST, 'agent', 'main.js'), ['--map', d.mapFile, '--server', server, '--run-dir', d.runDirOf(server)], server);
 }
 
 /** Waits until the agent of `server` answers on its control socket. */
