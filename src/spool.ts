@@ -32,7 +32,7 @@ import {
 } from 'node:fs';
 import { statfs } from 'node:fs/promises';
 import { join } from 'node:path';
-import { crc32 } from './crc32';
+import { crc32, crc32Copy } from './crc32';
 import { Syncer } from './spool-syncer';
 import { FlotillaError } from './errors';
 import type { Logger } from './log';
@@ -445,7 +445,7 @@ export class Spool {
       const out = this.stageBuf[b]!;
       const p = fill[b]!;
       const len = e - s;
-      const sum = crc32(body, s, e);
+      const sum = crc32Copy(body, s, e, out, p + FRAME);
       // The frame header, little-endian, byte by byte (cheaper than two writeUInt32LE calls).
       out[p] = len;
       out[p + 1] = len >>> 8;
@@ -455,7 +455,6 @@ export class Spool {
       out[p + 5] = sum >>> 8;
       out[p + 6] = sum >>> 16;
       out[p + 7] = sum >>> 24;
-      out.set(body.subarray(s, e), p + FRAME);
       fill[b] = p + FRAME + len;
     }
     for (let k = 0; k < n; k++) {

@@ -13,7 +13,7 @@ import { fnv1a32 } from '../src/bucket';
 import { EnvelopeWriter, RecordIndex } from '../src/envelope';
 import { createLogger } from '../src/log';
 import type { SpoolSettings } from '../src/map';
-import { crc32 } from '../src/crc32';
+import { crc32, crc32Copy } from '../src/crc32';
 import { Spool, SpoolFullError } from '../src/spool';
 
 const BUCKETS = 8;
@@ -173,7 +173,12 @@ test('the record checksum is the CRC-32 zlib computes, for every length and offs
   const { crc32: zlibCrc } = require('node:zlib') as { crc32: (b: Uint8Array) => number };
   const bytes = Buffer.from(Array.from({ length: 600 }, (_, i) => (i * 131 + 7) & 255));
   for (let start = 0; start < 9; start++) {
-    for (let end = start; end <= 300; end++) assert.equal(crc32(bytes, start, end), zlibCrc(bytes.subarray(start, end)), `[${start}, ${end})`);
+    for (let end = start; end <= 300; end++) {
+      assert.equal(crc32(bytes, start, end), zlibCrc(bytes.subarray(start, end)), `[${start}, ${end})`);
+      const out = Buffer.alloc(310);
+      assert.equal(crc32Copy(bytes, start, end, out, 5), zlibCrc(bytes.subarray(start, end)), `copy [${start}, ${end})`);
+      assert.deepEqual(out.subarray(5, 5 + end - start), bytes.subarray(start, end));
+    }
   }
 });
 
