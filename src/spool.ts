@@ -145,7 +145,6 @@ export class Spool {
   private toClose: number[] = [];
   private closed = false;
   private counters = { written: 0, replayed: 0, tornTails: 0, cutBytes: 0 };
-  private scratch: Buffer = Buffer.alloc(0);
   private bucketBytes: Uint32Array;
   private bucketRecs: Uint32Array;
   /** Staged and not yet written, per bucket: framed bytes, their length and record count. */

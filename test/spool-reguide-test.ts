@@ -93,7 +93,7 @@ test('after a map change, spooled records of buckets that moved are forwarded to
   assert.equal(sender.stats.acked, KEYS * load.rounds, 'every record acknowledged');
   const all = [...files('alpha'), ...files('beta')];
   // One key lives on one server at a time, so per-key order is checked across both logs by time.
-  const rows = readRecorded(all).sort((x, y) => x.at - y.at);
+  const rows = ['alpha', 'beta'].flatMap((name) => readRecorded(files(name)).map((r) => ({ ...r, server: name }))).sort((x, y) => x.at - y.at);
   const byKey = new Map<string, number>();
   const problems: string[] = [];
   for (const r of rows) {
@@ -101,7 +101,9 @@ test('after a map change, spooled records of buckets that moved are forwarded to
     if (r.seq !== prev + 1 && problems.length < 10) problems.push(`${r.key}: seq ${r.seq} after ${prev}`);
     byKey.set(r.key, r.seq);
   }
-  assert.deepEqual(problems, [], 'in order per key, across the move');
+  const first = problems[0]?.split(':')[0];
+  const story = rows.filter((r) => r.key === first).map((r) => `${r.seq}@${r.server}/${r.slot}/${r.at.toFixed(1)}`);
+  assert.deepEqual(problems, [], `in order per key, across the move; ${first}: ${story.join(' ')}`);
   assert.equal(rows.length, KEYS * load.rounds, 'each record processed exactly once');
   assert.equal(readRecorded(files('alpha')).length, alphaAtSwitch, 'alpha processed nothing after giving up its buckets');
   const atBeta = checkAtLeastOnce(dep.map, 'orders', files('beta'), 0, 0);
