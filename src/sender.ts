@@ -84,6 +84,11 @@ class Channel {
   lostAt = 0;
   /** The portal said PAUSED: send nothing new until RESUME (or a probe is accepted). */
   paused = false;
+  /**
+   * The seq of a batch a lagging portal refused, which must be accepted before anything newer
+   * goes there; 0 for none. While it is set, only its own ACK ends the pause.
+   */
+  waitFor = 0;
   probe: NodeJS.Timeout | null = null;
 
   constructor(
@@ -515,7 +520,9 @@ export class Sender {
       if (!batch) continue; // a reply to a batch already settled (we resent it)
       if (header.type === MessageType.ACK) {
         ch.inflight.delete(header.seq);
-        if (ch.paused) this.resume(ch);
+        // An ACK ends a pause, unless the pause waits for one batch in particular (a lagging
+        // portal): then only that batch's ACK does, so nothing newer gets there before it.
+        if (ch.paused && (ch.waitFor === 0 || ch.waitFor === header.seq)) this.resume(ch);
         this.stats.acked += batch.count;
         this.onAck?.(batch.count, performance.now() - batch.sentAt);
       } else if (header.type === MessageType.ERROR) {
@@ -551,6 +558,7 @@ export class Sender {
       ch.inflight.delete(batch.seq);
       this.stats.refused += batch.count;
       this.onError(err, batch.count);
+      if (ch.waitFor === batch.seq) this.resume(ch);
     }
   }
 
@@ -571,7 +579,10 @@ export class Sender {
       // (our map still sends these records to it): hold the batch and try again shortly. Until
       // it is accepted, nothing newer goes to that portal, so nothing overtakes it.
       ch.inflight.set(batch.seq, batch);
-      if (stillOurs) ch.paused = true;
+      if (stillOurs) {
+        ch.paused = true;
+        ch.waitFor = batch.seq;
+      }
       setTimeout(() => {
         if (!ch.inflight.has(batch.seq) || this.closed) return;
         if (stillOurs) this.transmit(ch, batch);
@@ -582,6 +593,8 @@ export class Sender {
       }, REDIRECT_RETRY_MS).unref();
       return;
     }
+    // The batch leaves this channel: a pause that waited for it has nothing left to wait for.
+    if (ch.waitFor === batch.seq) this.resume(ch);
     const touched = this.reroute(ch.stream.name, batch.body, batch.count);
     // Send at once, and make any flush() that was waiting for this batch wait for its records
     // in their new batches instead.
@@ -610,6 +623,7 @@ export class Sender {
     ch.probe = null;
     if (ch.paused) this.log.info({ endpoint: ch.endpoint }, `sender: ${ch.stream.name} on ${ch.server} resumed`);
     ch.paused = false;
+    ch.waitFor = 0;
     this.resendHeld(ch);
     this.settled(ch);
   }

@@ -18,6 +18,7 @@
  * after a crash replay starts where processing stopped.
  */
 import {
+  close,
   closeSync,
   fdatasyncSync,
   fstatSync,
@@ -25,9 +26,11 @@ import {
   mkdirSync,
   openSync,
   readdirSync,
+  open,
   readSync,
   statfsSync,
   unlinkSync,
+  write,
   writeSync,
 } from 'node:fs';
 import { statfs } from 'node:fs/promises';
@@ -119,6 +122,11 @@ export class Spool {
   /** Per bucket, oldest first; the last is the one written to. */
   private readonly segs: Segment[][];
   private readonly writeFd: Int32Array;
+  /** Per bucket, the next segment opened ahead (see prepareNext): its fd (-1 none, -2 under way) and generation. */
+  private readonly nextFd: Int32Array;
+  private readonly nextGen: Uint32Array;
+  /** A segment this big gets its successor prepared. */
+  private readonly prepareAt: number;
   private readonly readGen: Uint32Array;
   private readonly readOff: Uint32Array;
   private readonly doneGen: Uint32Array;
@@ -174,8 +182,11 @@ export class Spool {
     this.dir = join(settings.dir, server, stream);
     this.buckets = buckets;
     this.segmentBytes = Math.max(MIN_SEGMENT_BYTES, Math.floor(settings.maxBytes / buckets / 4));
+    this.prepareAt = Math.floor(this.segmentBytes * 0.75);
     this.segs = Array.from({ length: buckets }, () => []);
     this.writeFd = new Int32Array(buckets).fill(-1);
+    this.nextFd = new Int32Array(buckets).fill(-1);
+    this.nextGen = new Uint32Array(buckets);
     this.readGen = new Uint32Array(buckets);
     this.readOff = new Uint32Array(buckets);
     this.doneGen = new Uint32Array(buckets);
@@ -529,6 +540,7 @@ export class Spool {
       seg.size += len;
       seg.records += r;
       this.bytes += len;
+      if (seg.size >= this.prepareAt) this.prepareNext(b, seg.gen + 1);
       // Kept up to date between the disk checks, so the floor holds even in a fast burst.
       this.freeBytes = Math.max(0, this.freeBytes - len);
       this.unprocessed[b] += r;
@@ -595,6 +607,34 @@ export class Spool {
     return this.writeFd[b]!;
   }
 
+  /**
+   * Creates bucket `b`'s next segment (generation `gen`, header written) on the thread pool, so
+   * that beginning it later costs the event loop no file creation. (A crash leaves it empty on
+   * disk, which start-up reads as a segment with no records.)
+   */
+  private prepareNext(b: number, gen: number): void {
+    if (this.nextFd[b] !== -1 || this.closed) return;
+    this.nextFd[b] = -2; // under way
+    const file = this.segFile(b, gen);
+    // Exclusive: a file that exists already (begun meanwhile on this thread) is never truncated.
+    open(file, 'wx+', (err, fd) => {
+      if (err) {
+        if (this.nextFd[b] === -2) this.nextFd[b] = -1;
+        return;
+      }
+      write(fd, segHeader(b, gen), 0, SEG_HEADER, 0, (werr) => {
+        if (werr || this.closed || this.nextFd[b] !== -2) {
+          // Failed, or abandoned because the segment was begun meanwhile (which uses the file).
+          close(fd, () => undefined);
+          if (this.nextFd[b] === -2) this.nextFd[b] = -1;
+          return;
+        }
+        this.nextFd[b] = fd;
+        this.nextGen[b] = gen;
+      });
+    });
+  }
+
   /** Begins bucket `b`'s next segment generation (closing the one before). */
   private newSegment(b: number, last: Segment | undefined): Segment {
     const segs = this.segs[b]!;
@@ -607,13 +647,34 @@ export class Spool {
       else closeSync(old);
       this.writeFd[b] = -1;
     }
-    const fd = openSync(this.segFile(b, gen), 'w+');
-    try {
-      writeSync(fd, segHeader(b, gen), 0, SEG_HEADER, 0);
-    } catch (err) {
-      closeSync(fd);
-      unlinkSync(this.segFile(b, gen));
-      throw err;
+    let fd = -1;
+    const ahead = this.nextFd[b]!;
+    if (ahead >= 0 && this.nextGen[b] === gen) {
+      fd = ahead; // opened ahead, off this thread
+    } else if (ahead >= 0) {
+      // Prepared for a generation that did not come next: drop it, unless it is in use.
+      closeSync(ahead);
+      const stale = this.nextGen[b]!;
+      if (!segs.some((x) => x.gen === stale)) unlinkSync(this.segFile(b, stale));
+    }
+    // (A preparation still under way is abandoned: its callback closes what it opened.)
+    this.nextFd[b] = -1;
+    if (fd < 0) {
+      const file = this.segFile(b, gen);
+      try {
+        fd = openSync(file, 'wx+');
+      } catch (err) {
+        // Created a moment ago by an abandoned preparation: take it as it is (never truncate).
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+        fd = openSync(file, 'r+');
+      }
+      try {
+        writeSync(fd, segHeader(b, gen), 0, SEG_HEADER, 0);
+      } catch (err) {
+        closeSync(fd);
+        unlinkSync(file);
+        throw err;
+      }
     }
     this.writeFd[b] = fd;
     const seg: Segment = { gen, size: SEG_HEADER, records: 0 };
@@ -920,6 +981,8 @@ export class Spool {
     }
     this.toClose = [];
     for (let b = 0; b < this.buckets; b++) {
+      if (this.nextFd[b]! >= 0) closeSync(this.nextFd[b]!);
+      this.nextFd[b] = -1;
       const fd = this.writeFd[b]!;
       if (fd < 0) continue;
       if (this.settings.fsync !== 'never') fdatasyncSync(fd);
