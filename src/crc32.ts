@@ -13,22 +13,26 @@ for (let i = 0; i < 256; i++) {
 }
 for (let i = 0; i < 256; i++) for (let t = 1; t < 8; t++) T[t * 256 + i] = (T[(t - 1) * 256 + i]! >>> 8) ^ T[T[(t - 1) * 256 + i]! & 255]!;
 
+/** Eight bytes at once: `lo` (the first four, already XORed with the CRC so far) and `hi`. */
+function step8(lo: number, hi: number): number {
+  return (
+    T[1792 + (lo & 255)]! ^
+    T[1536 + ((lo >>> 8) & 255)]! ^
+    T[1280 + ((lo >>> 16) & 255)]! ^
+    T[1024 + (lo >>> 24)]! ^
+    T[768 + (hi & 255)]! ^
+    T[512 + ((hi >>> 8) & 255)]! ^
+    T[256 + ((hi >>> 16) & 255)]! ^
+    T[hi >>> 24]!
+  );
+}
+
 /** The CRC-32 of `buf[start, end)`, as an unsigned 32-bit number. */
 export function crc32(buf: Uint8Array, start = 0, end = buf.length): number {
   let c = -1;
   let i = start;
   for (; i + 8 <= end; i += 8) {
-    const lo = c ^ (buf[i]! | (buf[i + 1]! << 8) | (buf[i + 2]! << 16) | (buf[i + 3]! << 24));
-    const hi = buf[i + 4]! | (buf[i + 5]! << 8) | (buf[i + 6]! << 16) | (buf[i + 7]! << 24);
-    c =
-      T[1792 + (lo & 255)]! ^
-      T[1536 + ((lo >>> 8) & 255)]! ^
-      T[1280 + ((lo >>> 16) & 255)]! ^
-      T[1024 + (lo >>> 24)]! ^
-      T[768 + (hi & 255)]! ^
-      T[512 + ((hi >>> 8) & 255)]! ^
-      T[256 + ((hi >>> 16) & 255)]! ^
-      T[hi >>> 24]!;
+    c = step8(c ^ (buf[i]! | (buf[i + 1]! << 8) | (buf[i + 2]! << 16) | (buf[i + 3]! << 24)), buf[i + 4]! | (buf[i + 5]! << 8) | (buf[i + 6]! << 16) | (buf[i + 7]! << 24));
   }
   for (; i < end; i++) c = T[(c ^ buf[i]!) & 255]! ^ (c >>> 8);
   return (c ^ -1) >>> 0;
@@ -59,17 +63,7 @@ export function crc32Copy(buf: Uint8Array, start: number, end: number, out: Uint
     out[o + 5] = b5;
     out[o + 6] = b6;
     out[o + 7] = b7;
-    const lo = c ^ (b0 | (b1 << 8) | (b2 << 16) | (b3 << 24));
-    const hi = b4 | (b5 << 8) | (b6 << 16) | (b7 << 24);
-    c =
-      T[1792 + (lo & 255)]! ^
-      T[1536 + ((lo >>> 8) & 255)]! ^
-      T[1280 + ((lo >>> 16) & 255)]! ^
-      T[1024 + (lo >>> 24)]! ^
-      T[768 + (hi & 255)]! ^
-      T[512 + ((hi >>> 8) & 255)]! ^
-      T[256 + ((hi >>> 16) & 255)]! ^
-      T[hi >>> 24]!;
+    c = step8(c ^ (b0 | (b1 << 8) | (b2 << 16) | (b3 << 24)), b4 | (b5 << 8) | (b6 << 16) | (b7 << 24));
   }
   for (; i < end; i++, o++) {
     const b = buf[i]!;

@@ -21,12 +21,12 @@ import { diffMaps } from '../src/map-diff';
 import { Sender } from '../src/sender';
 import { deploy, startAgent, waitAgent, waitFor, type Deployment } from './support/deploy';
 import { readRecorded, RECORD_SCHEMA, RoundLoad } from './support/flows';
-import { canMakeHosts, type Hosts, makeHosts } from './support/netns';
+import { type ServerHosts, serverHosts } from './support/netns';
 import { freePorts } from './support/ports';
 
 const BUCKETS = 64;
 let d: Deployment | undefined;
-let hosts: Hosts | null = null;
+let hosts: ServerHosts | undefined;
 after(async () => {
   await d?.stop();
   hosts?.remove();
@@ -35,13 +35,10 @@ after(async () => {
 
 test('adding a server moves exactly the predicted buckets, one owner at a time, and loses nothing', async () => {
   const ports = await freePorts(8);
-  // Four hosts (network namespaces) where the test may make them; else four servers on loopback.
-  hosts = canMakeHosts() ? makeHosts(4) : null;
-  const h = hosts;
-  const names = ['alpha', 'beta', 'gamma', 'delta'];
+  const h = (hosts = serverHosts(['alpha', 'beta', 'gamma', 'delta']));
   const server = (name: string, i: number, weight?: number) => ({
     name,
-    host: h ? h.address(i) : '127.0.0.1',
+    host: h.address(name),
     ...(weight === undefined ? {} : { weight }),
     ports: { orders: ports[i]! },
     agent_port: ports[4 + i]!,
@@ -51,7 +48,7 @@ test('adding a server moves exactly the predicted buckets, one owner at a time, 
   const v1 = { instance: 'test', epoch: 1, heartbeat_ms: 200, servers: three, streams: [stream] };
   const v2 = { ...v1, epoch: 2, servers: [...three, server('delta', 3, 0)] };
   const v3 = { ...v1, epoch: 3, servers: [...three, server('delta', 3, 1)] };
-  d = deploy(v1, { prefixOf: h ? (name) => h.prefix(names.indexOf(name)) : undefined });
+  d = deploy(v1, { prefixOf: h.prefixOf });
   const dep = d;
   const write = (m: object) => writeFileSync(dep.mapFile, stringify({ ...m, run_dir: dep.runDir }));
   const start = (name: string) => {

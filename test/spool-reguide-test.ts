@@ -20,12 +20,12 @@ import { portalRequest } from '../src/control-client';
 import { Sender } from '../src/sender';
 import { deploy, startAgent, waitAgent, waitFor, type Deployment } from './support/deploy';
 import { readRecorded, RECORD_SCHEMA, RoundLoad } from './support/flows';
-import { canMakeHosts, type Hosts, makeHosts } from './support/netns';
+import { type ServerHosts, serverHosts } from './support/netns';
 import { freePorts } from './support/ports';
 import { checkAtLeastOnce } from './support/spooled';
 
 let d: Deployment | undefined;
-let hosts: Hosts | null = null;
+let hosts: ServerHosts | undefined;
 after(async () => {
   await d?.stop();
   hosts?.remove();
@@ -34,15 +34,13 @@ after(async () => {
 
 test('after a map change, spooled records of buckets that moved are forwarded to their new owner and lose nothing', async () => {
   const ports = await freePorts(4);
-  // Two hosts (network namespaces) where the test may make them; else two servers on loopback.
-  hosts = canMakeHosts() ? makeHosts(2) : null;
-  const h = hosts;
   const names = ['alpha', 'beta'];
-  const server = (name: string, i: number, weight = 1) => ({ name, host: h ? h.address(i) : '127.0.0.1', weight, ports: { orders: ports[i]! }, agent_port: ports[2 + i]! });
+  const h = (hosts = serverHosts(names));
+  const server = (name: string, i: number, weight = 1) => ({ name, host: h.address(name), weight, ports: { orders: ports[i]! }, agent_port: ports[2 + i]! });
   const stream = { name: 'orders', key: 'key', port: ports[0]!, buckets: 64, slots: 4, schema: RECORD_SCHEMA('Order'), spool: { mode: 'spill', dir: 'spool' } };
   const v1 = { instance: 'test', epoch: 1, heartbeat_ms: 200, servers: [server('alpha', 0), server('beta', 1)], streams: [stream] };
   const v2 = { ...v1, epoch: 2, servers: [server('alpha', 0, 0), server('beta', 1)] };
-  d = deploy(v1, { prefixOf: h ? (name) => h.prefix(names.indexOf(name)) : undefined });
+  d = deploy(v1, { prefixOf: h.prefixOf });
   const dep = d;
   for (const name of ['alpha', 'beta']) {
     startAgent(dep, name);

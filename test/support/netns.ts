@@ -86,3 +86,25 @@ export function makeHosts(n: number): Hosts {
     remove,
   };
 }
+
+/** Servers on hosts of their own where this process may make them (root), else all on loopback. */
+export interface ServerHosts {
+  /** Whether the servers are separate hosts (network namespaces). */
+  separate: boolean;
+  /** The address of the server named `name`. */
+  address(name: string): string;
+  /** For deploy(): the command prefix of each server's processes; undefined on loopback. */
+  prefixOf: ((server: string) => string[]) | undefined;
+  remove(): void;
+}
+
+export function serverHosts(names: readonly string[]): ServerHosts {
+  if (!canMakeHosts()) return { separate: false, address: () => '127.0.0.1', prefixOf: undefined, remove: () => undefined };
+  const h = makeHosts(names.length);
+  const index = (name: string) => {
+    const i = names.indexOf(name);
+    if (i < 0) throw new Error(`no host for server ${name}`);
+    return i;
+  };
+  return { separate: true, address: (name) => h.address(index(name)), prefixOf: (server) => h.prefix(index(server)), remove: () => h.remove() };
+}
