@@ -9,6 +9,11 @@
  * bounded three ways: each sender may have at most `window` batches unacknowledged, each slot at
  * most `slotWindow` deliveries in flight, and when more than `maxQueuedRecords` wait in the
  * portal it stops reading from senders until the slots catch up.
+ *
+ * With a spool (src/spool.ts, docs/delivery.md) a slot's records may go to disk instead, and be
+ * read back in order: while the stream is paused or the slot is dead, missing or full (`spill`),
+ * and always written before the ACK (`always`). planLanes decides per batch, flushStaged writes
+ * (group commit), feed reads back, forwardLoop sends what moved to another server.
  */
 import { existsSync, readdirSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -104,7 +109,7 @@ interface HoldGroup {
   deliveries: Delivery[];
 }
 
-/** A batch staged in the spool, waiting for the write that ends this turn of the event loop. */
+/** A batch staged in the spool, waiting for the next group commit (see scheduleFlush). */
 interface Staged {
   msg: Buffer[];
   batch: InBatch;
@@ -253,7 +258,7 @@ export class Portal {
   private readonly always: boolean;
   /** A batch waiting for room in a full spool (when_full: block); nothing is read meanwhile. */
   private blocked: Buffer[][] = [];
-  /** Batches staged in the spool in this turn of the event loop, written by flushStaged. */
+  /** Batches staged in the spool since the last group commit, written by flushStaged. */
   private staged: Staged[] = [];
   private flushSoon: NodeJS.Timeout | null = null;
   private flushedAt = 0;
