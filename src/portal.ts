@@ -27,7 +27,7 @@ import { Outbox } from './outbox';
 import { type ComponentBeacon, DEAD_AFTER_BEATS, type PortalBeacon, type SlotBeacon, type SlotState, type SpoolBeacon } from './heartbeat';
 import { agentBeaconEndpoint, controlEndpoint, ensureRunDir, pauseFile, slotsEndpoint } from './run-dir';
 import { decodeHeader, encodeHeader, MessageType, VERSION } from './wire';
-import { type ReadPos, Spool, SpoolFullError, type SpoolStats } from './spool';
+import { type ReadPos, Spool, SpoolFullError, type SpoolStats, type WriteResult } from './spool';
 import { Sender } from './sender';
 
 export const DEFAULT_SLOT_WINDOW = 4;
@@ -509,15 +509,14 @@ export class Portal {
       );
     }
     const count = index.count;
-    let staged = false;
+    let staged: WriteResult | null = null;
     if (this.spool && count > 0 && this.planLanes(count, senderKey.startsWith(FORWARD_IDENTITY))) {
       try {
-        this.spool.stage(body, index.starts, this.bucketOfRecord, count, this.takeRecord);
+        staged = this.spool.stage(body, index.starts, this.bucketOfRecord, count, this.takeRecord);
       } catch (err) {
         if (!(err instanceof SpoolFullError)) throw err;
         return this.spoolRefused(msg, seq, err, false);
       }
-      staged = true;
     }
     this.counters.batchesIn++;
     this.counters.recordsIn += count;
@@ -526,12 +525,12 @@ export class Portal {
     if (staged) {
       // Written, with every batch staged in this turn of the event loop, by flushStaged.
       const entry: Staged = { msg, batch, placed: [], lanes: [], reads: [] };
-      this.split(body, index, batch, entry);
+      this.split(body, index, batch, entry, staged);
       this.staged.push(entry);
       this.scheduleFlush();
       return;
     }
-    if (count > 0) this.split(body, index, batch, null);
+    if (count > 0) this.split(body, index, batch, null, null);
     if (batch.remaining === 0) this.ack(batch);
   }
 
@@ -768,10 +767,10 @@ export class Portal {
 
   /**
    * Copies each lane's records, in order, into one DELIVER body per lane (lanes the spool took
-   * have a count of 0 here). `stage`: the spool has just staged the batch (spool.lastWrite is
-   * result is current); with `always`, each delivery then carries its records' spool positions.
+   * have a count of 0 here). `stage`: the batch was just staged in the spool, and `res` says
+   * where its records go; with `always`, each delivery then carries their spool positions.
    */
-  private split(body: Buffer, index: RecordIndex, batch: InBatch, stage: Staged | null): void {
+  private split(body: Buffer, index: RecordIndex, batch: InBatch, stage: Staged | null, res: WriteResult | null): void {
     const nSlots = this.slots.length;
     const lanes = this.slotCounts.length;
     const bytes = this.slotBytes;
@@ -810,10 +809,9 @@ export class Portal {
     }
     let marks: (number[] | undefined)[] | null = null;
     const mode = this.laneMode;
-    if (stage && this.always) {
+    if (stage && res && this.always) {
       // Lanes written and delivered from memory (mode 2): their records are marked read in the
       // spool once written, and the delivery carries their positions for the cursor.
-      const res = this.spool!.lastWrite;
       marks = new Array(lanes);
       for (let k = 0; k < res.n; k++) {
         const b = res.bucket[k]!;

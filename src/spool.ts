@@ -694,11 +694,6 @@ export class Spool {
 
   // ---- reading back ------------------------------------------------------------------------
 
-  /** Where the last write put each bucket's records. */
-  get lastWrite(): WriteResult {
-    return this.result;
-  }
-
   /** Records on disk and not yet read back, in all buckets. */
   get unreadTotal(): number {
     return this.totalUnread;
