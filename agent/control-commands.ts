@@ -7,10 +7,11 @@
 import { readFileSync } from 'node:fs';
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import { parse } from 'yaml';
-import type { PauseReply, ReloadReply } from '../src/agent';
-import { type AgentTarget, agentPause, agentReload, agentResume, agentStatus, describeAgent, localAgent, remoteAgent } from '../src/agent-client';
+import type { PauseReply, ReloadReply } from '../src/agent/agent';
+import { type AgentTarget, agentPause, agentReload, agentResume, agentStatus, describeAgent, localAgent, remoteAgent } from '../src/agent/client';
 import { FlotillaError } from '../src/errors';
-import { DEFAULT_HEARTBEAT_MS, loadMap } from '../src/map';
+import { DEFAULT_HEARTBEAT_MS } from '../src/map/types';
+import { loadMap } from '../src/map/load';
 import { describeNotIdle, formatStatus, notIdle, type NotIdle } from './status-view';
 
 /** Where the map is when neither --map nor $FLOTILLA_MAP says. */

@@ -4,10 +4,10 @@
  * src/agent.ts.
  */
 import { Command } from 'commander';
-import { Agent } from '../src/agent';
-import { die, notifyReady, whichServer } from '../src/cli/common';
+import { Agent } from '../src/agent/agent';
+import { die, notifyReady, whichServer } from '../daemon/process';
 import { createLogger } from '../src/log';
-import { loadMap } from '../src/map';
+import { loadMap } from '../src/map/load';
 
 const program = new Command('flotilla-agent')
   .description(

@@ -3,10 +3,12 @@
  * Exit status: 0 when the map is valid (and, for diff, the edit is allowed), 1 otherwise.
  */
 import type { Command } from 'commander';
-import { bucketOf, slotOf } from '../src/bucket';
+import { bucketOf, slotOf } from '../src/map/bucket';
 import { FlotillaError, MapInvalidError } from '../src/errors';
-import { type FlotillaMap, loadMap, portalPort, slotCount, streamOf } from '../src/map';
-import { diffMaps } from '../src/map-diff';
+import { type FlotillaMap } from '../src/map/types';
+import { loadMap } from '../src/map/load';
+import { portalPort, slotCount, streamOf } from '../src/map/lookup';
+import { diffMaps } from '../src/map/diff';
 
 interface JsonFlag {
   json?: boolean;

@@ -4,7 +4,7 @@
  * exit status 0 on success, 1 on a problem (printed on stderr), 2 on a usage error.
  */
 import { Command, CommanderError } from 'commander';
-import { die } from '../src/cli/common';
+import { die } from '../daemon/process';
 import { addControlCommands } from './control-commands';
 import { addMapCommands } from './map-commands';
 

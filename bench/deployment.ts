@@ -4,8 +4,8 @@
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { portalStats } from '../src/control-client';
-import type { PortalStats } from '../src/portal';
+import { portalStats } from '../src/portal/client';
+import type { PortalStats } from '../src/portal/portal';
 import { sleep } from './measure';
 import { BENCH_SCHEMA, STREAM } from './payload';
 import { freePorts } from './ports';

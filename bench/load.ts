@@ -13,7 +13,7 @@
  * latency -> histogram (once everything sent in the window is settled); stop -> Counts (after
  * flushing what is in flight); trace and dump: see bench/tail.ts.
  */
-import { Sender } from '../src/sender';
+import { Sender } from '../src/sender/sender';
 import { createLogger } from '../src/log';
 import { serve, yieldToIo } from './child';
 import { Histogram } from './histogram';

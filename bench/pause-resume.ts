@@ -13,11 +13,12 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import { agentPause, agentResume, agentStatus, localAgent, requestJson } from '../src/agent-client';
-import { stopChildren } from '../src/cli/children';
-import { portalStats } from '../src/control-client';
-import { agentControlEndpoint } from '../src/run-dir';
-import { Sender } from '../src/sender';
+import { agentPause, agentResume, agentStatus, localAgent } from '../src/agent/client';
+import { requestJson } from '../src/transport/request';
+import { stopChildren } from '../daemon/children';
+import { portalStats } from '../src/portal/client';
+import { agentControlEndpoint } from '../src/protocol/endpoints';
+import { Sender } from '../src/sender/sender';
 import { freePorts } from './ports';
 
 const DIST = join(__dirname, '..');

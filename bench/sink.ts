@@ -4,7 +4,7 @@
  *
  *   usage: sink.js MAP_FILE SERVER STREAM SLOT [RUN_DIR]
  */
-import { runComponent } from '../src/component';
+import { runComponent } from '../src/component/component';
 import { createLogger } from '../src/log';
 
 const [map, server, stream, slot, runDir] = process.argv.slice(2) as [string, string, string, string, string | undefined];

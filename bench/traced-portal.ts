@@ -13,10 +13,10 @@
  *   egress  [delivery id, socket.send called]     (DELIVER to a slot)
  *   ingress [batch seq, socket.send called]       (ACK to the sender)
  */
-import { loadMap } from '../src/map';
+import { loadMap } from '../src/map/load';
 import { createLogger } from '../src/log';
-import { Portal } from '../src/portal';
-import { MessageType } from '../src/wire';
+import { Portal } from '../src/portal/portal';
+import { MessageType } from '../src/protocol/wire';
 import { serve } from './child';
 import { clock, traceSends, Tracer } from './trace';
 

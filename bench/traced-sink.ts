@@ -8,9 +8,9 @@
  *   sink [ordinal of the delivery in this slot, onRawBatch called, records]
  *   done [delivery id, socket.send of DONE called]
  */
-import { runComponent } from '../src/component';
+import { runComponent } from '../src/component/component';
 import { createLogger } from '../src/log';
-import { MessageType } from '../src/wire';
+import { MessageType } from '../src/protocol/wire';
 import { serve } from './child';
 import { clock, traceSends, Tracer } from './trace';
 

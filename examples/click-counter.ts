@@ -4,7 +4,7 @@
  *
  *   node dist/examples/click-counter.js MAP SERVER SLOT [RUN_DIR]
  */
-import { runComponent } from '../src/component';
+import { runComponent } from '../src/component/component';
 
 const [map, server, slot, runDir] = process.argv.slice(2);
 const perUser = new Map<string, number>();

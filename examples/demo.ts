@@ -12,11 +12,12 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, mkdirSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
-import { stopChildren } from '../src/cli/children';
-import { die } from '../src/cli/common';
-import { portalStats } from '../src/control-client';
-import { loadMap, portalPort, serverOf, slotCount } from '../src/map';
-import type { PortalStats } from '../src/portal';
+import { stopChildren } from '../daemon/children';
+import { die } from '../daemon/process';
+import { portalStats } from '../src/portal/client';
+import { loadMap } from '../src/map/load';
+import { portalPort, serverOf, slotCount } from '../src/map/lookup';
+import type { PortalStats } from '../src/portal/portal';
 
 const ROOT = join(__dirname, '..', '..');
 const DIST = join(ROOT, 'dist');

@@ -3,7 +3,7 @@
  *
  *   node dist/examples/page-counter.js MAP SERVER SLOT [RUN_DIR]
  */
-import { runComponent } from '../src/component';
+import { runComponent } from '../src/component/component';
 
 const [map, server, slot, runDir] = process.argv.slice(2);
 const perPage = new Map<string, number>();

@@ -6,7 +6,7 @@
  *   node dist/examples/producer.js --map MAP [--rate N] [--seconds N]
  */
 import { parseArgs } from 'node:util';
-import { Sender } from '../src/sender';
+import { Sender } from '../src/sender/sender';
 
 const { values } = parseArgs({ options: { map: { type: 'string' }, rate: { type: 'string' }, seconds: { type: 'string' } } });
 const rate = values.rate ? Number(values.rate) : 0;

@@ -6,11 +6,12 @@
  */
 import { resolve } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
-import { ExecComponent } from '../src/exec-component';
+import { ExecComponent } from '../src/component/exec';
 import { FlotillaError } from '../src/errors';
 import { createLogger } from '../src/log';
-import { loadMap, serverOf, slotCount, streamOf } from '../src/map';
-import { die, notifyReady, whichServer } from '../src/cli/common';
+import { loadMap } from '../src/map/load';
+import { serverOf, slotCount, streamOf } from '../src/map/lookup';
+import { die, notifyReady, whichServer } from '../daemon/process';
 
 const program = new Command('portal-exec')
   .description('Run a program as the component of one slot: records go to its stdin as JSON lines, it answers with ack and emit lines on stdout.')

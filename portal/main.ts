@@ -4,10 +4,10 @@
  * the routing logic is src/portal.ts.
  */
 import { Command } from 'commander';
-import { loadMap } from '../src/map';
+import { loadMap } from '../src/map/load';
 import { createLogger } from '../src/log';
-import { Portal } from '../src/portal';
-import { die, notifyReady, whichServer } from '../src/cli/common';
+import { Portal } from '../src/portal/portal';
+import { die, notifyReady, whichServer } from '../daemon/process';
 
 const program = new Command('flotilla-portal')
   .description('Serve one stream on this server: take batches on its TCP port, route each record by key to a local component slot.')

@@ -9,9 +9,9 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { stringify } from 'yaml';
 import { describeNotIdle, notIdle } from '../agent/status-view';
-import { type AgentStatus, streamStatus } from '../src/agent';
-import { MapKeeper } from '../src/agent-map';
-import type { PortalBeacon, SlotBeacon } from '../src/heartbeat';
+import { type AgentStatus, streamStatus } from '../src/agent/agent';
+import { MapKeeper } from '../src/map/keeper';
+import type { PortalBeacon, SlotBeacon } from '../src/protocol/beacons';
 import { RECORD_SCHEMA } from './support/flows';
 
 const HB = 200;

@@ -6,7 +6,7 @@
 import { strict as assert } from 'node:assert';
 import { test } from 'node:test';
 import avro from 'avsc';
-import { decodeBody, EnvelopeWriter } from '../src/envelope';
+import { decodeBody, EnvelopeWriter } from '../src/protocol/envelope';
 
 const type = avro.Type.forSchema({ type: 'record', name: 'R', fields: [{ name: 'key', type: 'string' }, { name: 'seq', type: 'long' }] });
 

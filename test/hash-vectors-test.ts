@@ -12,8 +12,9 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import HashRing from 'hashring';
 import { parse } from 'yaml';
-import { bucketOf, fnv1a32String, slotOf } from '../src/bucket';
-import { loadMap, slotCount, streamOf } from '../src/map';
+import { bucketOf, fnv1a32String, slotOf } from '../src/map/bucket';
+import { loadMap } from '../src/map/load';
+import { slotCount, streamOf } from '../src/map/lookup';
 
 const ROOT = join(__dirname, '..', '..');
 const MAP_FILE = join(ROOT, 'config', 'vectors.yaml');

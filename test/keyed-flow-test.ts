@@ -8,7 +8,7 @@
  */
 import { strict as assert } from 'node:assert';
 import { after, before, test } from 'node:test';
-import { Sender } from '../src/sender';
+import { Sender } from '../src/sender/sender';
 import { deploy, type Deployment } from './support/deploy';
 import { checkExactlyOnceInOrder, twoStreamMap } from './support/flows';
 import { freePorts } from './support/ports';

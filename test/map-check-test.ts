@@ -8,9 +8,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { stringify } from 'yaml';
-import { bucketOf } from '../src/bucket';
+import { bucketOf } from '../src/map/bucket';
 import { MapInvalidError } from '../src/errors';
-import { loadMap, parseMap } from '../src/map';
+import { loadMap, parseMap } from '../src/map/load';
 import { portalctl } from './support/cli';
 
 const dir = mkdtempSync(join(tmpdir(), 'flt-map-'));

@@ -11,7 +11,7 @@
  */
 import { strict as assert } from 'node:assert';
 import { after, test } from 'node:test';
-import { Sender } from '../src/sender';
+import { Sender } from '../src/sender/sender';
 import { deploy, portalctlAsync, startAgent, waitAgent, waitFor, type Deployment } from './support/deploy';
 import { checkExactlyOnceInOrder, readRecorded, RECORD_SCHEMA, RoundLoad } from './support/flows';
 import { canMakeHosts, type Hosts, makeHosts } from './support/netns';

@@ -9,7 +9,7 @@ import { strict as assert } from 'node:assert';
 import type { ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { afterEach, test } from 'node:test';
-import { Sender } from '../src/sender';
+import { Sender } from '../src/sender/sender';
 import { deploy, DIST, type Deployment, waitFor } from './support/deploy';
 import { checkExactlyOnceInOrder, twoStreamMap } from './support/flows';
 import { freePorts } from './support/ports';

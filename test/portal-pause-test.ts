@@ -10,9 +10,9 @@
  */
 import { strict as assert } from 'node:assert';
 import { after, before, test } from 'node:test';
-import { portalRequest } from '../src/control-client';
-import type { PortalBeacon } from '../src/heartbeat';
-import { Sender } from '../src/sender';
+import { portalRequest } from '../src/portal/client';
+import type { PortalBeacon } from '../src/protocol/beacons';
+import { Sender } from '../src/sender/sender';
 import { deploy, waitFor, type Deployment } from './support/deploy';
 import { checkExactlyOnceInOrder, readRecorded, twoStreamMap, RoundLoad } from './support/flows';
 import { freePorts } from './support/ports';

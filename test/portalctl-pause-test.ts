@@ -11,10 +11,10 @@
 import { strict as assert } from 'node:assert';
 import type { ChildProcess } from 'node:child_process';
 import { after, before, test } from 'node:test';
-import type { AgentStatus } from '../src/agent';
-import { agentStatus, localAgent } from '../src/agent-client';
-import { bucketOf, slotOf } from '../src/bucket';
-import { Sender } from '../src/sender';
+import type { AgentStatus } from '../src/agent/agent';
+import { agentStatus, localAgent } from '../src/agent/client';
+import { bucketOf, slotOf } from '../src/map/bucket';
+import { Sender } from '../src/sender/sender';
 import { deploy, portalctlAsync, startAgent, waitAgent, waitFor, type Deployment } from './support/deploy';
 import { checkExactlyOnceInOrder, readRecorded, RECORD_SCHEMA, RoundLoad } from './support/flows';
 import { freePorts } from './support/ports';

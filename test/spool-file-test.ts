@@ -9,12 +9,12 @@ import { appendFileSync, mkdtempSync, readdirSync, statSync, truncateSync, write
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { fnv1a32 } from '../src/bucket';
-import { EnvelopeWriter, RecordIndex } from '../src/envelope';
+import { fnv1a32 } from '../src/map/bucket';
+import { EnvelopeWriter, RecordIndex } from '../src/protocol/envelope';
 import { createLogger } from '../src/log';
-import type { SpoolSettings } from '../src/map';
-import { crc32, crc32Copy } from '../src/crc32';
-import { Spool, SpoolFullError } from '../src/spool';
+import type { SpoolSettings } from '../src/map/types';
+import { crc32, crc32Copy } from '../src/spool/crc32';
+import { Spool, SpoolFullError } from '../src/spool/spool';
 
 const BUCKETS = 8;
 const log = createLogger('spool-test');

@@ -16,7 +16,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import type { WireError } from '../src/errors';
-import { Sender } from '../src/sender';
+import { Sender } from '../src/sender/sender';
 import { portalctlAsync, deploy, startAgent, waitAgent, waitFor, type Deployment } from './support/deploy';
 import { readRecorded } from './support/flows';
 import { freePorts } from './support/ports';

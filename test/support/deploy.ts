@@ -7,12 +7,13 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import { stopChildren } from '../../src/cli/children';
-import { requestJson } from '../../src/agent-client';
-import { portalStats } from '../../src/control-client';
-import { type FlotillaMap, loadMap } from '../../src/map';
-import type { PortalStats } from '../../src/portal';
-import { agentControlEndpoint } from '../../src/run-dir';
+import { stopChildren } from '../../daemon/children';
+import { requestJson } from '../../src/transport/request';
+import { portalStats } from '../../src/portal/client';
+import { type FlotillaMap } from '../../src/map/types';
+import { loadMap } from '../../src/map/load';
+import type { PortalStats } from '../../src/portal/portal';
+import { agentControlEndpoint } from '../../src/protocol/endpoints';
 
 export const DIST = join(__dirname, '..', '..');
 

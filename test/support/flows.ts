@@ -1,8 +1,8 @@
 /** Maps and checks shared by the end-to-end tests. */
 import { readFileSync, existsSync } from 'node:fs';
-import { bucketOf, slotOf } from '../../src/bucket';
-import type { Sender } from '../../src/sender';
-import type { FlotillaMap } from '../../src/map';
+import { bucketOf, slotOf } from '../../src/map/bucket';
+import type { Sender } from '../../src/sender/sender';
+import type { FlotillaMap } from '../../src/map/types';
 
 export const RECORD_SCHEMA = (name: string) => ({
   type: 'record',

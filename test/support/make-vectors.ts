@@ -9,8 +9,10 @@
 import { writeFileSync } from 'node:fs';
 import type avro from 'avsc';
 import { join } from 'node:path';
-import { bucketOf, fnv1a32String, slotOf } from '../../src/bucket';
-import { type FlotillaMap, loadMap, slotCount } from '../../src/map';
+import { bucketOf, fnv1a32String, slotOf } from '../../src/map/bucket';
+import { type FlotillaMap } from '../../src/map/types';
+import { loadMap } from '../../src/map/load';
+import { slotCount } from '../../src/map/lookup';
 
 /** The repository root (this file runs from dist/test/support/). */
 export const ROOT = join(__dirname, '..', '..', '..');

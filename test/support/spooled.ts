@@ -1,6 +1,6 @@
 /** Maps and checks for the tests of the disk spool. */
-import { bucketOf, slotOf } from '../../src/bucket';
-import type { FlotillaMap } from '../../src/map';
+import { bucketOf, slotOf } from '../../src/map/bucket';
+import type { FlotillaMap } from '../../src/map/types';
 import { readRecorded } from './flows';
 
 /** A one-server map with stream `orders` (4 slots) whose spool is set by `spool`. */

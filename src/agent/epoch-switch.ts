@@ -9,10 +9,10 @@
  *
  * Servers may switch in any order: a release that reaches a portal before its switch is kept.
  */
-import { portalRequest } from './control-client';
-import type { Logger } from './log';
-import type { FlotillaMap } from './map';
-import { diffMaps } from './map-diff';
+import { portalRequest } from '../portal/client';
+import type { Logger } from '../log';
+import type { FlotillaMap } from '../map/types';
+import { diffMaps } from '../map/diff';
 
 /** What happened to one stream on this server. */
 export interface StreamSwitch {

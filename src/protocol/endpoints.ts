@@ -5,7 +5,7 @@
  */
 import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { FlotillaError } from './errors';
+import { FlotillaError } from '../errors';
 
 export const MAX_IPC_PATH = 107;
 

@@ -12,15 +12,17 @@
  */
 import { chmodSync, existsSync, type Stats, unwatchFile, watchFile } from 'node:fs';
 import * as zmq from 'zeromq';
-import { askAgent, remoteAgent, requestJson } from './agent-client';
+import { askAgent, remoteAgent } from './client';
+import { requestJson } from '../transport/request';
 import { type StreamSwitch, switchEpoch } from './epoch-switch';
-import { MapKeeper, type MapRejection } from './agent-map';
-import { FlotillaError } from './errors';
-import { DEAD_AFTER_BEATS, type PortalBeacon } from './heartbeat';
-import { CauseCounter, type Logger } from './log';
-import { type FlotillaMap, serverOf } from './map';
-import { Outbox } from './outbox';
-import { agentBeaconEndpoint, agentControlEndpoint, controlEndpoint, ensureRunDir } from './run-dir';
+import { MapKeeper, type MapRejection } from '../map/keeper';
+import { FlotillaError } from '../errors';
+import { DEAD_AFTER_BEATS, type PortalBeacon } from '../protocol/beacons';
+import { CauseCounter, type Logger } from '../log';
+import { type FlotillaMap } from '../map/types';
+import { serverOf } from '../map/lookup';
+import { Outbox } from '../transport/outbox';
+import { agentBeaconEndpoint, agentControlEndpoint, controlEndpoint, ensureRunDir } from '../protocol/endpoints';
 
 /** How often the map file is checked for an edit. */
 export const DEFAULT_WATCH_MS = 250;

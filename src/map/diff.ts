@@ -2,7 +2,7 @@
  * What a map edit does: for each stream, how many buckets change owner and between which
  * servers. `portalctl map diff` prints it; the control plane uses it to pause only what moves.
  */
-import type { FlotillaMap } from './map';
+import type { FlotillaMap } from './types';
 
 /** Buckets of one stream moving from one server to another. */
 export interface BucketMove {

@@ -11,14 +11,16 @@
  * the slot again when a component registers for it.
  */
 import * as zmq from 'zeromq';
-import { decodeBody, type Delivered } from './envelope';
-import type { ComponentBeacon } from './heartbeat';
-import { CauseCounter, createLogger, type Logger } from './log';
-import { type FlotillaMap, loadMap, streamOf } from './map';
-import { slotsEndpoint } from './run-dir';
-import { Outbox } from './outbox';
-import { Sender } from './sender';
-import { decodeHeader, encodeHeader, MessageType } from './wire';
+import { decodeBody, type Delivered } from '../protocol/envelope';
+import type { ComponentBeacon } from '../protocol/beacons';
+import { CauseCounter, createLogger, type Logger } from '../log';
+import { type FlotillaMap } from '../map/types';
+import { loadMap } from '../map/load';
+import { streamOf } from '../map/lookup';
+import { slotsEndpoint } from '../protocol/endpoints';
+import { Outbox } from '../transport/outbox';
+import { Sender } from '../sender/sender';
+import { decodeHeader, encodeHeader, MessageType } from '../protocol/wire';
 
 /** What a handler can do besides read its records. */
 export interface ComponentContext {

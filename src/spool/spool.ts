@@ -36,10 +36,10 @@ import {
 import { statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import { crc32, crc32Copy } from './crc32';
-import { Syncer } from './spool-syncer';
-import { FlotillaError } from './errors';
-import type { Logger } from './log';
-import type { FsyncPolicy, SpoolSettings } from './map';
+import { Syncer } from './syncer';
+import { FlotillaError } from '../errors';
+import type { Logger } from '../log';
+import type { FsyncPolicy, SpoolSettings } from '../map/types';
 
 const SEG_MAGIC = 0x47534c46; // "FLSG" little-endian
 const CURSOR_MAGIC = 0x55434c46; // "FLCU"

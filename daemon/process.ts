@@ -4,8 +4,8 @@
  */
 import { hostname } from 'node:os';
 import { execFile } from 'node:child_process';
-import { FlotillaError } from '../errors';
-import type { FlotillaMap } from '../map';
+import { FlotillaError } from '../src/errors';
+import type { FlotillaMap } from '../src/map/types';
 
 /** This host's server name: --server, else $FLOTILLA_SERVER, else the map server named like the host. */
 export function whichServer(map: FlotillaMap, given: string | undefined): string {

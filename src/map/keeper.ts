@@ -7,9 +7,10 @@
  */
 import { readFileSync } from 'node:fs';
 import { parse } from 'yaml';
-import { type ErrorCode, FlotillaError, MapInvalidError, type MapProblem } from './errors';
-import { type FlotillaMap, parseMap } from './map';
-import { diffMaps } from './map-diff';
+import { type ErrorCode, FlotillaError, MapInvalidError, type MapProblem } from '../errors';
+import { type FlotillaMap } from './types';
+import { parseMap } from './load';
+import { diffMaps } from './diff';
 
 /** Why the last edit of the map file was not taken. */
 export interface MapRejection {

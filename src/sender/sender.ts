@@ -12,13 +12,15 @@
  */
 import { randomBytes } from 'node:crypto';
 import * as zmq from 'zeromq';
-import { bucketOf, fnv1a32 } from './bucket';
-import { EnvelopeWriter, RecordIndex } from './envelope';
-import { FlotillaError, WireError } from './errors';
-import { createLogger, type Logger } from './log';
-import { type FlotillaMap, loadMap, type MapStream, portalEndpoint, streamOf } from './map';
-import { Outbox } from './outbox';
-import { decodeHeader, encodeHeader, MessageType } from './wire';
+import { bucketOf, fnv1a32 } from '../map/bucket';
+import { EnvelopeWriter, RecordIndex } from '../protocol/envelope';
+import { FlotillaError, WireError } from '../errors';
+import { createLogger, type Logger } from '../log';
+import { type FlotillaMap, type MapStream } from '../map/types';
+import { loadMap } from '../map/load';
+import { portalEndpoint, streamOf } from '../map/lookup';
+import { Outbox } from '../transport/outbox';
+import { decodeHeader, encodeHeader, MessageType } from '../protocol/wire';
 
 export const DEFAULT_LINGER_MS = 2;
 /** Batches fill to this size or the stream's max_batch_bytes, whichever is smaller. */

@@ -14,10 +14,11 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import avro from 'avsc';
 import { Component, type ComponentContext } from './component';
-import type { Delivered } from './envelope';
-import { FlotillaError } from './errors';
-import { CauseCounter, type Logger } from './log';
-import { type FlotillaMap, streamOf } from './map';
+import type { Delivered } from '../protocol/envelope';
+import { FlotillaError } from '../errors';
+import { CauseCounter, type Logger } from '../log';
+import { type FlotillaMap } from '../map/types';
+import { streamOf } from '../map/lookup';
 
 /** Record lines are written to the program's stdin in chunks of about this many characters. */
 const WRITE_CHUNK = 64 * 1024;

@@ -6,10 +6,10 @@
  *   portalctl --REQ {"cmd":"status"}--> agent --REQ {"cmd":"pause"}--> portal control socket
  */
 import { existsSync } from 'node:fs';
-import { requestJson } from './control-client';
-import { type ErrorCode, FlotillaError } from './errors';
-import type { MapServer } from './map';
-import { agentControlEndpoint } from './run-dir';
+import { requestJson } from '../transport/request';
+import { type ErrorCode, FlotillaError } from '../errors';
+import type { MapServer } from '../map/types';
+import { agentControlEndpoint } from '../protocol/endpoints';
 import type { AgentStatus, PauseReply, ReloadReply } from './agent';
 
 /** How long a caller waits for an agent's reply unless told otherwise. */

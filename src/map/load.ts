@@ -9,36 +9,10 @@ import { dirname, resolve } from 'node:path';
 import Ajv, { type ErrorObject } from 'ajv';
 import avro from 'avsc';
 import { LineCounter, parseDocument, type Document } from 'yaml';
-import { FlotillaError, MapInvalidError, type MapProblem } from './errors';
-import { MAP_SCHEMA } from './map-schema';
+import { FlotillaError, MapInvalidError, type MapProblem } from '../errors';
+import { MAP_SCHEMA } from './schema';
 import { placeBuckets } from './placement';
-
-export const DEFAULT_HEARTBEAT_MS = 1000;
-export const DEFAULT_BUCKETS = 1024;
-export const DEFAULT_SLOTS = 4;
-export const DEFAULT_WINDOW = 16;
-export const DEFAULT_MAX_BATCH_BYTES = 1 << 20;
-export const DEFAULT_WEIGHT = 1;
-export const DEFAULT_SPOOL_MAX_BYTES = 1 << 30;
-export const DEFAULT_SPOOL_MIN_FREE_BYTES = 64 << 20;
-export const DEFAULT_FSYNC_INTERVAL_MS = 1000;
-
-export type SpoolMode = 'off' | 'spill' | 'always';
-export type SpoolFullPolicy = 'block' | 'reject';
-export type FsyncPolicy = 'always' | 'interval' | 'never';
-
-/** A stream's disk buffering, with its defaults filled in (see docs/delivery.md). */
-export interface SpoolSettings {
-  mode: SpoolMode;
-  /** Base directory; a portal spools under `<dir>/<server>/<stream>`. */
-  dir: string;
-  maxBytes: number;
-  whenFull: SpoolFullPolicy;
-  fsync: FsyncPolicy;
-  fsyncIntervalMs: number;
-  /** Below this much free space on the spool's filesystem the spool takes no more records. */
-  minFreeBytes: number;
-}
+import { DEFAULT_BUCKETS, DEFAULT_FSYNC_INTERVAL_MS, DEFAULT_HEARTBEAT_MS, DEFAULT_MAX_BATCH_BYTES, DEFAULT_SLOTS, DEFAULT_SPOOL_MAX_BYTES, DEFAULT_SPOOL_MIN_FREE_BYTES, DEFAULT_WEIGHT, DEFAULT_WINDOW, type FlotillaMap, type FsyncPolicy, type MapServer, type MapStream, type SpoolFullPolicy, type SpoolMode, type SpoolSettings } from './types';
 
 /** Field names people reach for that the map calls something else. */
 const RENAMED: Record<string, string> = {
@@ -51,47 +25,6 @@ const RENAMED: Record<string, string> = {
 };
 
 const KEY_TYPES = new Set(['string', 'int', 'long']);
-
-/** A server of the map, with its defaults filled in. */
-export interface MapServer {
-  name: string;
-  host: string;
-  weight: number;
-  agentPort: number | undefined;
-  /** Per-stream overrides of the stream's port and slot count, as written. */
-  ports: Record<string, number>;
-  slots: Record<string, number>;
-}
-
-/** A stream of the map, resolved: its Avro type is built and its buckets are placed. */
-export interface MapStream {
-  name: string;
-  /** Name of the payload field whose value is the record's key. */
-  keyField: string;
-  port: number;
-  buckets: number;
-  slots: number;
-  window: number;
-  maxBatchBytes: number;
-  /** The payload's Avro type, built once. */
-  type: avro.Type;
-  /** The schema as written (after loading a file reference). */
-  schema: object;
-  /** owner[bucket] is the index in `map.servers` of the server that owns the bucket. */
-  owner: Uint16Array;
-  spool: SpoolSettings;
-}
-
-/** A validated, resolved map. Immutable once built: a new map file is a new object. */
-export interface FlotillaMap {
-  file: string;
-  instance: string;
-  epoch: number;
-  heartbeatMs: number;
-  runDir: string;
-  servers: MapServer[];
-  streams: MapStream[];
-}
 
 const ajv = new Ajv({ allErrors: true, strict: true, allowUnionTypes: true });
 const validateSchema = ajv.compile(MAP_SCHEMA);
@@ -289,39 +222,6 @@ function resolveMap(raw: RawMap, file: string, at: LineOf): FlotillaMap {
     servers,
     streams,
   };
-}
-
-/** The stream named `name`, or an error that lists the streams there are. */
-export function streamOf(map: FlotillaMap, name: string): MapStream {
-  const stream = map.streams.find((s) => s.name === name);
-  if (!stream) {
-    throw new FlotillaError('UNKNOWN_STREAM', `no stream "${name}" in map ${map.file} (streams: ${map.streams.map((s) => s.name).join(', ')})`);
-  }
-  return stream;
-}
-
-/** The server named `name`, or an error that lists the servers there are. */
-export function serverOf(map: FlotillaMap, name: string): MapServer {
-  const server = map.servers.find((s) => s.name === name);
-  if (!server) {
-    throw new FlotillaError('UNKNOWN_SERVER', `no server "${name}" in map ${map.file} (servers: ${map.servers.map((s) => s.name).join(', ')})`);
-  }
-  return server;
-}
-
-/** The TCP port of `stream`'s portal on `server`. */
-export function portalPort(server: MapServer, stream: MapStream): number {
-  return server.ports[stream.name] ?? stream.port;
-}
-
-/** How many component slots `stream` has on `server`. */
-export function slotCount(server: MapServer, stream: MapStream): number {
-  return server.slots[stream.name] ?? stream.slots;
-}
-
-/** The address a sender connects to for `stream`'s portal on `server`. */
-export function portalEndpoint(server: MapServer, stream: MapStream): string {
-  return `tcp://${server.host}:${portalPort(server, stream)}`;
 }
 
 const UNITS: Record<string, number> = { B: 1, KiB: 2 ** 10, MiB: 2 ** 20, GiB: 2 ** 30, TiB: 2 ** 40, kB: 1e3, MB: 1e6, GB: 1e9, TB: 1e12 };

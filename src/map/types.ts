@@ -1,0 +1,73 @@
+/**
+ * What a map is once loaded: a validated, resolved `FlotillaMap` with every default filled in
+ * (docs/map.md). Built by load.ts; read everywhere, never changed: a new map file is a new object.
+ */
+import type avro from 'avsc';
+
+export const DEFAULT_HEARTBEAT_MS = 1000;
+export const DEFAULT_BUCKETS = 1024;
+export const DEFAULT_SLOTS = 4;
+export const DEFAULT_WINDOW = 16;
+export const DEFAULT_MAX_BATCH_BYTES = 1 << 20;
+export const DEFAULT_WEIGHT = 1;
+export const DEFAULT_SPOOL_MAX_BYTES = 1 << 30;
+export const DEFAULT_SPOOL_MIN_FREE_BYTES = 64 << 20;
+export const DEFAULT_FSYNC_INTERVAL_MS = 1000;
+
+export type SpoolMode = 'off' | 'spill' | 'always';
+export type SpoolFullPolicy = 'block' | 'reject';
+export type FsyncPolicy = 'always' | 'interval' | 'never';
+
+/** A stream's disk buffering, with its defaults filled in (see docs/delivery.md). */
+export interface SpoolSettings {
+  mode: SpoolMode;
+  /** Base directory; a portal spools under `<dir>/<server>/<stream>`. */
+  dir: string;
+  maxBytes: number;
+  whenFull: SpoolFullPolicy;
+  fsync: FsyncPolicy;
+  fsyncIntervalMs: number;
+  /** Below this much free space on the spool's filesystem the spool takes no more records. */
+  minFreeBytes: number;
+}
+
+/** A server of the map, with its defaults filled in. */
+export interface MapServer {
+  name: string;
+  host: string;
+  weight: number;
+  agentPort: number | undefined;
+  /** Per-stream overrides of the stream's port and slot count, as written. */
+  ports: Record<string, number>;
+  slots: Record<string, number>;
+}
+
+/** A stream of the map, resolved: its Avro type is built and its buckets are placed. */
+export interface MapStream {
+  name: string;
+  /** Name of the payload field whose value is the record's key. */
+  keyField: string;
+  port: number;
+  buckets: number;
+  slots: number;
+  window: number;
+  maxBatchBytes: number;
+  /** The payload's Avro type, built once. */
+  type: avro.Type;
+  /** The schema as written (after loading a file reference). */
+  schema: object;
+  /** owner[bucket] is the index in `map.servers` of the server that owns the bucket. */
+  owner: Uint16Array;
+  spool: SpoolSettings;
+}
+
+/** A validated, resolved map. Immutable once built: a new map file is a new object. */
+export interface FlotillaMap {
+  file: string;
+  instance: string;
+  epoch: number;
+  heartbeatMs: number;
+  runDir: string;
+  servers: MapServer[];
+  streams: MapStream[];
+}
