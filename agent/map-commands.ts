@@ -3,11 +3,11 @@
  * Exit status: 0 when the map is valid (and, for diff, the edit is allowed), 1 otherwise.
  */
 import type { Command } from 'commander';
-import { bucketOf, slotOf } from '../src/map/bucket';
 import { FlotillaError, MapInvalidError } from '../src/errors';
 import { type FlotillaMap } from '../src/map/types';
 import { loadMap } from '../src/map/load';
-import { portalPort, slotCount, streamOf } from '../src/map/lookup';
+import { portalPort, streamOf } from '../src/map/lookup';
+import { routeKey } from '../src/map/route';
 import { diffMaps } from '../src/map/diff';
 
 interface JsonFlag {
@@ -89,9 +89,7 @@ export function addMapCommands(program: Command): void {
         else process.stderr.write(`error: ${(err as Error).message}\n`);
         process.exit(1);
       }
-      const bucket = bucketOf(key, stream.buckets);
-      const server = m.servers[stream.owner[bucket]!]!;
-      const slot = slotOf(bucket, slotCount(server, stream));
+      const { bucket, server, slot } = routeKey(m, stream, key);
       const port = portalPort(server, stream);
       if (o.json) {
         printJson({ stream: stream.name, key, bucket, server: server.name, host: server.host, port, slot, epoch: m.epoch });

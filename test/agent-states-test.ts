@@ -95,7 +95,7 @@ test('the agent takes a valid edit that raises the epoch, and rejects what would
     writeFileSync(file, stringify(m));
   };
   map(1);
-  const keeper = new MapKeeper(file, 'alpha');
+  const keeper = new MapKeeper(file, 'alpha', 'agent');
   const problems = () => keeper.rejection?.problems.map((p) => `${p.path}: ${p.message}`) ?? [];
 
   writeFileSync(file, '# a comment only\n' + readFileSync(file, 'utf8'));

@@ -150,7 +150,7 @@ export class Agent {
   tcpEndpoint: string | null = null;
 
   constructor(private readonly opts: AgentOptions) {
-    this.keeper = new MapKeeper(opts.mapFile, opts.server);
+    this.keeper = new MapKeeper(opts.mapFile, opts.server, 'agent');
     this.runDir = opts.runDir ?? this.keeper.map.runDir;
     this.log = opts.log;
     this.causes = new CauseCounter(this.log, 'agent');

@@ -1,9 +1,11 @@
 /**
- * The map in force on an agent, and what an edit of the map file does to it. An edit is taken
- * only if it is a valid map that raises the epoch and is a legal change of the map in force
- * (this server is still in it, no stream's bucket count changed); anything else is rejected,
- * the map in force stays, and the rejection (every problem as `path: message`) is kept for
- * `status` until a later edit is taken or the file is put back.
+ * The map in force in one process, and what an edit of the map file does to it. Every process
+ * holds its map through one keeper: the agent (which watches the file), a portal and its spool
+ * forwarder, a component and its sender. An edit is taken only if it is a valid map that raises
+ * the epoch and is a legal change of the map in force (the keeper's server, if it has one, is
+ * still in it; no stream's bucket count changed); anything else is rejected, the map in force
+ * stays, and the rejection (every problem as `path: message`) is kept for `status` until a later
+ * edit is taken or the file is put back.
  */
 import { readFileSync } from 'node:fs';
 import { parse } from 'yaml';
@@ -29,22 +31,46 @@ export type ReloadOutcome =
   | { type: 'unchanged'; epoch: number }
   | { type: 'rejected'; epoch: number; rejection: MapRejection };
 
-/** Holds the map in force for one server's agent. */
+/** Called when an edit is taken: the new map in force and the one it replaced. */
+export type MapListener = (map: FlotillaMap, before: FlotillaMap) => void;
+
+/** Holds the map in force for one process. */
 export class MapKeeper {
   private current: FlotillaMap;
   private canonical: string;
   private rejected: MapRejection | null = null;
+  private readonly listeners: MapListener[] = [];
 
-  /** Loads the map at start-up; throws (MAP_INVALID, MAP_UNREADABLE, UNKNOWN_SERVER) if it cannot be used. */
+  /** The map file, read again on `reload`; null for a map given whole (which never changes). */
+  readonly file: string | null;
+
+  /**
+   * Holds `source`: a map file, read now (throws MAP_INVALID, MAP_UNREADABLE or UNKNOWN_SERVER
+   * if it cannot be used), or a map given whole. `server`: this process's server, which every
+   * map it takes must name; `role` names the process in that problem ("this agent").
+   */
   constructor(
-    readonly file: string,
-    readonly server: string,
+    source: string | FlotillaMap,
+    readonly server: string | null = null,
+    private readonly role = 'process',
   ) {
-    const text = read(file);
-    this.current = parseMap(text, file);
+    if (typeof source === 'string') {
+      const text = read(source);
+      this.file = source;
+      this.current = parseMap(text, source);
+      this.canonical = canonicalOf(text);
+    } else {
+      this.file = null;
+      this.current = source;
+      this.canonical = '';
+    }
     const problems = this.serverProblems(this.current);
-    if (problems.length > 0) throw new FlotillaError('UNKNOWN_SERVER', `${file}: ${problems[0]!.message}`);
-    this.canonical = canonicalOf(text);
+    if (problems.length > 0) throw new FlotillaError('UNKNOWN_SERVER', `${this.current.file}: ${problems[0]!.message}`);
+  }
+
+  /** `source` if it is a keeper already (shared), else a new keeper of it. */
+  static of(source: MapKeeper | FlotillaMap | string, server: string | null = null): MapKeeper {
+    return source instanceof MapKeeper ? source : new MapKeeper(source, server);
   }
 
   /** The map in force. */
@@ -57,9 +83,15 @@ export class MapKeeper {
     return this.rejected;
   }
 
+  /** Calls `listener` after every edit taken from now on. */
+  onChange(listener: MapListener): void {
+    this.listeners.push(listener);
+  }
+
   /** Reads the file again and takes it, keeps the map in force, or rejects the edit. */
   reload(): ReloadOutcome {
     const epoch = this.current.epoch;
+    if (this.file === null) return { type: 'unchanged', epoch };
     let text: string;
     try {
       text = read(this.file);
@@ -81,14 +113,16 @@ export class MapKeeper {
     }
     const problems = this.editProblems(next);
     if (problems.length > 0) return this.reject('MAP_INVALID', next.epoch, problems);
+    const before = this.current;
     this.current = next;
     this.canonical = canonical;
     this.rejected = null;
+    for (const listener of this.listeners) listener(next, before);
     return { type: 'applied', from: epoch, epoch: next.epoch };
   }
 
   private reject(code: ErrorCode, epoch: number | null, problems: MapProblem[]): ReloadOutcome {
-    this.rejected = { file: this.file, at: Date.now(), code, epoch, problems };
+    this.rejected = { file: this.file ?? '<map>', at: Date.now(), code, epoch, problems };
     return { type: 'rejected', epoch: this.current.epoch, rejection: this.rejected };
   }
 
@@ -109,8 +143,8 @@ export class MapKeeper {
   }
 
   private serverProblems(map: FlotillaMap): MapProblem[] {
-    if (map.servers.some((s) => s.name === this.server)) return [];
-    return [{ path: 'servers', message: `no server named "${this.server}" (the server this agent runs on); servers: ${map.servers.map((s) => s.name).join(', ')}` }];
+    if (this.server === null || map.servers.some((s) => s.name === this.server)) return [];
+    return [{ path: 'servers', message: `no server named "${this.server}" (the server this ${this.role} runs on); servers: ${map.servers.map((s) => s.name).join(', ')}` }];
   }
 }
 
