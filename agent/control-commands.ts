@@ -7,7 +7,7 @@
 import { readFileSync } from 'node:fs';
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import { parse } from 'yaml';
-import type { PauseReply, ReloadReply } from '../src/agent/agent';
+import type { PauseReply, ReloadReply } from '../src/protocol/control';
 import { type AgentTarget, agentPause, agentReload, agentResume, agentStatus, describeAgent, localAgent, remoteAgent } from '../src/agent/client';
 import { FlotillaError } from '../src/errors';
 import { DEFAULT_HEARTBEAT_MS } from '../src/map/types';

@@ -2,7 +2,7 @@
  * How `portalctl` shows an agent's status to a person: one table per server, and the list of
  * processes that keep a pause from being idle.
  */
-import type { AgentStatus, StreamStatus } from '../src/agent/agent';
+import type { AgentStatus, StreamStatus } from '../src/protocol/control';
 import type { SlotBeacon, SpoolBeacon } from '../src/protocol/beacons';
 
 /** A process that is not idle yet: a portal, or one slot (component) of it. */

@@ -18,23 +18,34 @@ export const WIRE_ERROR_CODES = [
 ] as const;
 export type WireErrorCode = (typeof WIRE_ERROR_CODES)[number];
 
-export type ErrorCode =
-  | WireErrorCode
-  | 'MAP_INVALID'
-  | 'MAP_UNREADABLE'
-  | 'CONFIG_INVALID'
-  | 'IPC_PATH_TOO_LONG'
-  | 'PORTAL_ALREADY_RUNNING'
-  | 'SENDER_CLOSED'
-  | 'RECORD_INVALID'
-  | 'UNKNOWN_SERVER'
-  | 'PORTAL_UNREACHABLE'
-  | 'EPOCH_BUSY'
-  | 'EPOCH_MISMATCH'
-  | 'AGENT_UNREACHABLE'
-  | 'AGENT_ALREADY_RUNNING'
-  | 'BAD_REQUEST'
-  | 'NOT_IDLE';
+/** Every code a Flotilla error may carry, the wire's included. Stable: scripts match them. */
+export const ERROR_CODES = [
+  ...WIRE_ERROR_CODES,
+  'MAP_INVALID',
+  'MAP_UNREADABLE',
+  'CONFIG_INVALID',
+  'IPC_PATH_TOO_LONG',
+  'PORTAL_ALREADY_RUNNING',
+  'SENDER_CLOSED',
+  'RECORD_INVALID',
+  'UNKNOWN_SERVER',
+  'PORTAL_UNREACHABLE',
+  'EPOCH_BUSY',
+  'EPOCH_MISMATCH',
+  'AGENT_UNREACHABLE',
+  'AGENT_ALREADY_RUNNING',
+  /** A control request that is not JSON, names no known command, or lacks a field. */
+  'BAD_REQUEST',
+  /** A control request failed for a reason that is a bug, not the caller's doing (logged). */
+  'INTERNAL',
+  'NOT_IDLE',
+] as const;
+export type ErrorCode = (typeof ERROR_CODES)[number];
+
+/** True if `code` is one of Flotilla's error codes. */
+export function isErrorCode(code: unknown): code is ErrorCode {
+  return typeof code === 'string' && (ERROR_CODES as readonly string[]).includes(code);
+}
 
 /** Base class: every Flotilla error has a `code` and a message meant for a person. */
 export class FlotillaError extends Error {
@@ -43,6 +54,15 @@ export class FlotillaError extends Error {
     super(message, options);
     this.name = 'FlotillaError';
     this.code = code;
+  }
+
+  /**
+   * An error that arrived as `{"error", "code"}` on a control socket, parsed back into a typed
+   * error. A code this version does not know (a newer peer's) is kept in the message, as INTERNAL.
+   */
+  static fromReply(code: unknown, message: string): FlotillaError {
+    if (isErrorCode(code)) return new FlotillaError(code, message);
+    return new FlotillaError('INTERNAL', `${String(code)}: ${message}`);
   }
 }
 

@@ -7,12 +7,23 @@ export { type Delivered, ENVELOPE_SCHEMA } from './protocol/envelope';
 export { Portal, type PortalOptions, type PortalStats } from './portal/portal';
 export { portalStats, portalRequest } from './portal/client';
 export { agentStatus, agentPause, agentResume, agentReload, localAgent, remoteAgent, type AgentTarget } from './agent/client';
-export { type AgentStatus } from './agent/agent';
-export { type PortalBeacon, type ComponentBeacon, type SlotBeacon, DEAD_AFTER_BEATS } from './protocol/beacons';
+export { type PortalBeacon, type ComponentBeacon, type SlotBeacon, type SlotView, DEAD_AFTER_BEATS } from './protocol/beacons';
+export {
+  type AgentRequest,
+  type AgentReplies,
+  type AgentStatus,
+  type PortalRequest,
+  type PortalReplies,
+  type ErrorReply,
+  AGENT_COMMANDS,
+  PORTAL_COMMANDS,
+} from './protocol/control';
 export { loadMap, parseMap } from './map/load';
 export { streamOf, serverOf, portalPort, portalEndpoint, slotCount } from './map/lookup';
 export { type FlotillaMap, type MapServer, type MapStream } from './map/types';
 export { diffMaps, type MapDiff, type StreamDiff, type BucketMove } from './map/diff';
 export { bucketOf, fnv1a32, slotOf } from './map/bucket';
-export { FlotillaError, MapInvalidError, WireError, WIRE_ERROR_CODES, type ErrorCode, type WireErrorCode, type MapProblem } from './errors';
+export { FlotillaError, MapInvalidError, WireError, ERROR_CODES, WIRE_ERROR_CODES, type ErrorCode, type WireErrorCode, type MapProblem } from './errors';
+export { MapKeeper } from './map/keeper';
+export { routeKey, type Route } from './map/route';
 export { createLogger, type Logger } from './log';

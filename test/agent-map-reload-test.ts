@@ -12,7 +12,7 @@ import { strict as assert } from 'node:assert';
 import { writeFileSync } from 'node:fs';
 import { after, before, test } from 'node:test';
 import { stringify } from 'yaml';
-import type { AgentStatus } from '../src/agent/agent';
+import type { AgentStatus } from '../src/protocol/control';
 import { agentStatus, localAgent } from '../src/agent/client';
 import { portalctl } from './support/cli';
 import { deploy, startAgent, waitAgent, waitFor, type Deployment } from './support/deploy';

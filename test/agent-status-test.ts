@@ -14,8 +14,9 @@ import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import * as zmq from 'zeromq';
-import type { AgentStatus } from '../src/agent/agent';
+import type { AgentStatus } from '../src/protocol/control';
 import { agentStatus, askAgent, localAgent } from '../src/agent/client';
+import type { AgentRequest } from '../src/protocol/control';
 import { FlotillaError } from '../src/errors';
 import { agentBeaconEndpoint, agentControlEndpoint } from '../src/protocol/endpoints';
 import { portalctl } from './support/cli';
@@ -95,7 +96,7 @@ test('the agent sockets are open to user and group only, and a second agent on t
 test('bad requests get an error with a code, and the agent stays up', async () => {
   const agent = localAgent(d.runDirOf());
   const rejects = (request: object, code: string, message: RegExp) =>
-    assert.rejects(askAgent(agent, request), (err: unknown) => err instanceof FlotillaError && err.code === code && message.test(err.message));
+    assert.rejects(askAgent(agent, request as AgentRequest), (err: unknown) => err instanceof FlotillaError && err.code === code && message.test(err.message));
   await rejects({ cmd: 'explode' }, 'BAD_REQUEST', /unknown command "explode"; commands: ping, status, pause, resume, reload/);
   await rejects({ nothing: true }, 'BAD_REQUEST', /unknown command/);
   await rejects({ cmd: 'pause', streams: 'orders' }, 'BAD_REQUEST', /"streams" must be a list of stream names/);

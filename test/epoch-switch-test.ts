@@ -13,6 +13,7 @@ import { after, test } from 'node:test';
 import { stringify } from 'yaml';
 import { bucketOf } from '../src/map/bucket';
 import { portalRequest } from '../src/portal/client';
+import type { PortalRequest } from '../src/protocol/control';
 import { loadMap } from '../src/map/load';
 import { diffMaps } from '../src/map/diff';
 import { Sender } from '../src/sender/sender';
@@ -48,7 +49,7 @@ test('buckets move from alpha to beta: never processed by both at once, nothing 
   }
   await dep.waitSlotsConnected('orders', 2, 'alpha');
   await dep.waitSlotsConnected('orders', 2, 'beta');
-  const ask = <T>(server: string, req: object) => portalRequest<T>(dep.runDirOf(server), 'orders', req, 3000);
+  const ask = <R extends PortalRequest>(server: string, req: R) => portalRequest(dep.runDirOf(server), 'orders', req, 3000);
 
   const sender = new Sender({ map: dep.mapFile, lingerMs: 1 });
   const KEYS = 300;
@@ -63,11 +64,11 @@ test('buckets move from alpha to beta: never processed by both at once, nothing 
     writeFileSync(dep.mapFile, stringify({ ...v2, run_dir: dep.runDir }));
     assert.ok(predicted.moved > 0 && predicted.moves.every((m) => m.from === 'alpha' && m.to === 'beta'), JSON.stringify(predicted));
 
-    const b = await ask<{ incoming: Record<string, number> }>('beta', { cmd: 'switch', epoch: 2 });
+    const b = await ask('beta', { cmd: 'switch', epoch: 2 });
     assert.deepEqual(b.incoming, { alpha: predicted.moved });
-    const a = await ask<{ outgoing: number }>('alpha', { cmd: 'switch', epoch: 2 });
+    const a = await ask('alpha', { cmd: 'switch', epoch: 2 });
     assert.equal(a.outgoing, predicted.moved);
-    await waitFor('alpha to drain what it gave up', async () => (await ask<{ drained: boolean }>('alpha', { cmd: 'drained' })).drained, 15_000);
+    await waitFor('alpha to drain what it gave up', async () => (await ask('alpha', { cmd: 'drained' })).drained, 15_000);
     await ask('beta', { cmd: 'release', from: 'alpha', epoch: 2 });
 
     const roundsAtSwitch = load.rounds;

@@ -22,7 +22,7 @@ import { join } from 'node:path';
 import { after, test } from 'node:test';
 import avro from 'avsc';
 import * as zmq from 'zeromq';
-import type { AgentStatus } from '../src/agent/agent';
+import type { AgentStatus } from '../src/protocol/control';
 import { agentStatus, localAgent } from '../src/agent/client';
 import { bucketOf, slotOf } from '../src/map/bucket';
 import { portalRequest } from '../src/portal/client';
@@ -80,7 +80,7 @@ const readMarker = (d: Deployment, slot: number) =>
 const alive = (p: ChildProcess) => p.exitCode === null && p.signalCode === null;
 const exited = (p: ChildProcess) => !alive(p);
 const portalProc = (d: Deployment) => d.procs.find((p) => p.spawnargs.some((a) => a.endsWith(join('portal', 'main.js'))))!;
-const beacon = (d: Deployment) => portalRequest<PortalBeacon>(d.runDirOf(), 'orders', { cmd: 'beacon' });
+const beacon = (d: Deployment) => portalRequest(d.runDirOf(), 'orders', { cmd: 'beacon' });
 const logText = (d: Deployment) => d.logs.join('');
 /** Lines of the portal's JSON log (pino, name "portal"). */
 const portalLog = (d: Deployment) => logText(d).split('\n').filter((l) => l.includes('"name":"portal"'));

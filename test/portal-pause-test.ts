@@ -21,8 +21,8 @@ const HEARTBEAT_MS = 200;
 let d: Deployment;
 const files = () => [0, 1, 2, 3].map((s) => d.outOf('orders', s));
 const processed = () => readRecorded(files()).length;
-const beacon = () => portalRequest<PortalBeacon>(d.runDirOf(), 'orders', { cmd: 'beacon' });
-const request = (cmd: string) => portalRequest<{ ok: boolean; paused: boolean }>(d.runDirOf(), 'orders', { cmd });
+const beacon = () => portalRequest(d.runDirOf(), 'orders', { cmd: 'beacon' });
+const request = (cmd: 'pause' | 'resume') => portalRequest(d.runDirOf(), 'orders', { cmd });
 
 before(async () => {
   d = deploy(twoStreamMap(await freePorts(2), { heartbeat_ms: HEARTBEAT_MS }));

@@ -11,7 +11,7 @@
 import { strict as assert } from 'node:assert';
 import type { ChildProcess } from 'node:child_process';
 import { after, before, test } from 'node:test';
-import type { AgentStatus } from '../src/agent/agent';
+import type { AgentStatus } from '../src/protocol/control';
 import { deploy, portalctlAsync, startAgent, waitAgent, type Deployment } from './support/deploy';
 import { RECORD_SCHEMA } from './support/flows';
 import { freePorts } from './support/ports';

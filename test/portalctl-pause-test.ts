@@ -11,7 +11,7 @@
 import { strict as assert } from 'node:assert';
 import type { ChildProcess } from 'node:child_process';
 import { after, before, test } from 'node:test';
-import type { AgentStatus } from '../src/agent/agent';
+import type { AgentStatus } from '../src/protocol/control';
 import { agentStatus, localAgent } from '../src/agent/client';
 import { bucketOf, slotOf } from '../src/map/bucket';
 import { Sender } from '../src/sender/sender';

@@ -5,12 +5,11 @@
  *
  *   portalctl --REQ {"cmd":"status"}--> agent --REQ {"cmd":"pause"}--> portal control socket
  */
-import { existsSync } from 'node:fs';
-import { requestJson } from '../transport/request';
-import { type ErrorCode, FlotillaError } from '../errors';
+import { FlotillaError } from '../errors';
 import type { MapServer } from '../map/types';
+import type { AgentReplies, AgentRequest, AgentStatus, PauseReply, ReloadReply } from '../protocol/control';
 import { agentControlEndpoint } from '../protocol/endpoints';
-import type { AgentStatus, PauseReply, ReloadReply } from './agent';
+import { callControl, missingIpc } from '../transport/request';
 
 /** How long a caller waits for an agent's reply unless told otherwise. */
 export const DEFAULT_AGENT_TIMEOUT_MS = 2000;
@@ -38,55 +37,39 @@ export function describeAgent(target: AgentTarget): string {
   return target.server === null ? `the agent at ${target.endpoint}` : `the agent of ${target.server} at ${target.endpoint}`;
 }
 
-export { requestJson };
-
-/** An error reply, `{"error": "...", "code": "..."}`, as every Flotilla control socket sends. */
-export interface ErrorReply {
-  error: string;
-  code?: string;
-}
-
-function isErrorReply(reply: unknown): reply is ErrorReply {
-  return typeof reply === 'object' && reply !== null && typeof (reply as ErrorReply).error === 'string';
-}
-
 /**
  * Asks an agent and returns its reply. Throws AGENT_UNREACHABLE if it does not answer in time,
  * and an error reply parsed back into a FlotillaError with the agent's code.
  */
-export async function askAgent<T>(target: AgentTarget, request: object, timeoutMs = DEFAULT_AGENT_TIMEOUT_MS): Promise<T> {
-  const path = target.endpoint.startsWith('ipc://') ? target.endpoint.slice('ipc://'.length) : null;
-  if (path !== null && !existsSync(path)) {
+export async function askAgent<R extends AgentRequest>(target: AgentTarget, request: R, timeoutMs = DEFAULT_AGENT_TIMEOUT_MS): Promise<AgentReplies[R['cmd']]> {
+  if (missingIpc(target.endpoint) !== null) {
     throw new FlotillaError('AGENT_UNREACHABLE', `no agent at ${target.endpoint}: the socket does not exist; is flotilla-agent running, with this run directory?`);
   }
-  let reply: unknown;
-  try {
-    reply = await requestJson(target.endpoint, request, timeoutMs);
-  } catch (err) {
-    throw new FlotillaError('AGENT_UNREACHABLE', `no answer from ${describeAgent(target)} within ${timeoutMs} ms; is flotilla-agent running?`, { cause: err });
-  }
-  if (isErrorReply(reply)) {
-    throw new FlotillaError((reply.code ?? 'BAD_REQUEST') as ErrorCode, `${describeAgent(target)}: ${reply.error}`);
-  }
-  return reply as T;
+  return callControl<AgentReplies[R['cmd']]>(
+    target.endpoint,
+    request,
+    timeoutMs,
+    (cause) => new FlotillaError('AGENT_UNREACHABLE', `no answer from ${describeAgent(target)} within ${timeoutMs} ms; is flotilla-agent running?`, { cause }),
+    (message) => `${describeAgent(target)}: ${message}`,
+  );
 }
 
 /** The agent's status: its map, and each stream's portal as its beacons last said. */
 export function agentStatus(target: AgentTarget, opts: { fresh?: boolean; timeoutMs?: number } = {}): Promise<AgentStatus> {
-  return askAgent<AgentStatus>(target, { cmd: 'status', fresh: opts.fresh ?? false }, opts.timeoutMs);
+  return askAgent(target, { cmd: 'status', fresh: opts.fresh ?? false }, opts.timeoutMs);
 }
 
 /** Pauses `streams` (default every stream of the map) on the agent's server. */
 export function agentPause(target: AgentTarget, streams?: string[], timeoutMs?: number): Promise<PauseReply> {
-  return askAgent<PauseReply>(target, { cmd: 'pause', ...(streams && streams.length > 0 ? { streams } : {}) }, timeoutMs);
+  return askAgent(target, { cmd: 'pause', ...(streams && streams.length > 0 ? { streams } : {}) }, timeoutMs);
 }
 
 /** Resumes `streams` (default every stream of the map) on the agent's server. */
 export function agentResume(target: AgentTarget, streams?: string[], timeoutMs?: number): Promise<PauseReply> {
-  return askAgent<PauseReply>(target, { cmd: 'resume', ...(streams && streams.length > 0 ? { streams } : {}) }, timeoutMs);
+  return askAgent(target, { cmd: 'resume', ...(streams && streams.length > 0 ? { streams } : {}) }, timeoutMs);
 }
 
 /** Makes the agent read its map file again now. */
 export function agentReload(target: AgentTarget, timeoutMs?: number): Promise<ReloadReply> {
-  return askAgent<ReloadReply>(target, { cmd: 'reload' }, timeoutMs);
+  return askAgent(target, { cmd: 'reload' }, timeoutMs);
 }

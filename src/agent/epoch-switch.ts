@@ -9,20 +9,14 @@
  *
  * Servers may switch in any order: a release that reaches a portal before its switch is kept.
  */
+import { FlotillaError } from '../errors';
+import { serverOf } from '../map/lookup';
 import { portalRequest } from '../portal/client';
+import { askAgent, remoteAgent } from './client';
+import type { StreamSwitch } from '../protocol/control';
 import type { Logger } from '../log';
 import type { FlotillaMap } from '../map/types';
 import { diffMaps } from '../map/diff';
-
-/** What happened to one stream on this server. */
-export interface StreamSwitch {
-  stream: string;
-  outgoing: number;
-  incoming: Record<string, number>;
-  /** Servers told that this one has drained the buckets it gave them. */
-  released: string[];
-  error?: string;
-}
 
 export interface EpochSwitchOptions {
   server: string;
@@ -48,20 +42,14 @@ async function switchStream(o: EpochSwitchOptions, stream: string, moves: { from
   const epoch = o.after.epoch;
   const result: StreamSwitch = { stream, outgoing: 0, incoming: {}, released: [] };
   try {
-    const r = await portalRequest<{ outgoing?: number; incoming?: Record<string, number>; error?: string }>(
-      o.runDir,
-      stream,
-      { cmd: 'switch', epoch },
-      5000,
-    );
-    if (r.error) throw new Error(r.error);
-    result.outgoing = r.outgoing ?? 0;
-    result.incoming = r.incoming ?? {};
+    const r = await portalRequest(o.runDir, stream, { cmd: 'switch', epoch }, 5000);
+    result.outgoing = r.outgoing;
+    result.incoming = r.incoming;
     const takers = [...new Set(moves.filter((m) => m.from === o.server).map((m) => m.to))];
     if (takers.length === 0) return result;
     const deadline = Date.now() + (o.drainTimeoutMs ?? 60_000);
     for (;;) {
-      const d = await portalRequest<{ drained: boolean }>(o.runDir, stream, { cmd: 'drained' }, 5000);
+      const d = await portalRequest(o.runDir, stream, { cmd: 'drained' }, 5000);
       if (d.drained) break;
       if (Date.now() > deadline) throw new Error(`the ${stream} portal did not drain the buckets it gave up within ${o.drainTimeoutMs ?? 60_000} ms`);
       await new Promise((r) => setTimeout(r, o.pollMs ?? 20));
@@ -76,4 +64,26 @@ async function switchStream(o: EpochSwitchOptions, stream: string, moves: { from
     o.log.error({ stream, epoch, err: result.error }, `epoch ${epoch}: ${stream}: ${result.error}`);
   }
   return result;
+}
+
+/** How long an agent keeps trying to tell another agent that it has drained its buckets. */
+export const RELEASE_RETRY_MS = 60_000;
+
+/**
+ * Tells `to`'s agent (over TCP, at its agent_port in `map`) that `from` has drained what it gave
+ * `to` of `stream` at `epoch`; tries again every 200 ms for RELEASE_RETRY_MS, or until `stopped()`.
+ */
+export async function sendRelease(map: FlotillaMap, from: string, to: string, stream: string, epoch: number, stopped: () => boolean): Promise<void> {
+  const target = remoteAgent(serverOf(map, to));
+  if (!target) throw new FlotillaError('AGENT_UNREACHABLE', `server ${to} has no agent_port in the map: cannot tell it to take over ${stream}`);
+  const deadline = Date.now() + RELEASE_RETRY_MS;
+  for (;;) {
+    try {
+      await askAgent(target, { cmd: 'release', stream, from, epoch });
+      return;
+    } catch (err) {
+      if (stopped() || Date.now() > deadline) throw err;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
 }

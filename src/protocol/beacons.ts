@@ -41,6 +41,17 @@ export interface SlotBeacon {
   serviceMs: number;
 }
 
+/**
+ * A slot as its portal shows it, in its beacons and its stats: the beacon's fields, and whether
+ * a component is registered, how often one registered, and whether the slot's records go
+ * through the spool.
+ */
+export interface SlotView extends SlotBeacon {
+  connected: boolean;
+  registrations: number;
+  spooling: boolean;
+}
+
 /** A portal's spool, as its beacon reports it. */
 export interface SpoolBeacon {
   mode: string;

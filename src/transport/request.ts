@@ -2,7 +2,10 @@
  * One request, one reply: a JSON request to a control socket (REP or ROUTER) and its JSON reply,
  * bounded by a timeout. Every control client (portalctl, the agent, the demo) goes through it.
  */
+import { existsSync } from 'node:fs';
 import * as zmq from 'zeromq';
+import { FlotillaError } from '../errors';
+import { isErrorReply } from '../protocol/control';
 
 /**
  * Sends `request` as JSON to a REP (or ROUTER) socket at `endpoint` and returns the parsed
@@ -31,4 +34,33 @@ export async function requestJson(endpoint: string, request: object, timeoutMs: 
     clearTimeout(timer);
     req.close();
   }
+}
+
+/**
+ * Sends a control request (see protocol/control.ts) and returns the reply. An error reply
+ * `{"error", "code"}` is thrown as the FlotillaError it names, its message passed through
+ * `describe` (to say who answered); no answer in time is thrown as `unreachable(cause)`.
+ */
+export async function callControl<T>(
+  endpoint: string,
+  request: object,
+  timeoutMs: number,
+  unreachable: (cause: unknown) => FlotillaError,
+  describe: (message: string) => string = (m) => m,
+): Promise<T> {
+  let reply: unknown;
+  try {
+    reply = await requestJson(endpoint, request, timeoutMs);
+  } catch (err) {
+    throw unreachable(err);
+  }
+  if (isErrorReply(reply)) throw FlotillaError.fromReply(reply.code, describe(reply.error));
+  return reply as T;
+}
+
+/** The path of an `ipc://` endpoint whose socket file does not exist (nobody listens), else null. */
+export function missingIpc(endpoint: string): string | null {
+  if (!endpoint.startsWith('ipc://')) return null;
+  const path = endpoint.slice('ipc://'.length);
+  return existsSync(path) ? null : path;
 }

@@ -1,0 +1,41 @@
+/**
+ * The portal's control socket: each request of protocol/control.ts, checked, to the portal
+ * method that answers it.
+ *
+ *   agent / portalctl --PortalRequest (ipc)--> ControlServer --handlePortalRequest--> Portal
+ */
+import { type PortalReplies, parsePortalRequest } from '../protocol/control';
+
+/** What the control socket may ask of a portal. */
+export interface PortalControl {
+  stats(): PortalReplies['stats'];
+  beacon(advance: boolean): PortalReplies['beacon'];
+  setPaused(paused: boolean): PortalReplies['pause'];
+  switchEpoch(epoch: number): PortalReplies['switch'];
+  drained(): boolean;
+  epoch(): number;
+  release(from: string, epoch: number): PortalReplies['release'];
+}
+
+/** Answers one control request (JSON, not yet checked); throws a FlotillaError to refuse it. */
+export function handlePortalRequest(portal: PortalControl, raw: unknown): PortalReplies[keyof PortalReplies] {
+  const req = parsePortalRequest(raw);
+  switch (req.cmd) {
+    case 'ping':
+      return { ok: true };
+    case 'stats':
+      return portal.stats();
+    case 'beacon':
+      return portal.beacon(false);
+    case 'pause':
+      return portal.setPaused(true);
+    case 'resume':
+      return portal.setPaused(false);
+    case 'switch':
+      return portal.switchEpoch(req.epoch);
+    case 'drained':
+      return { drained: portal.drained(), epoch: portal.epoch() };
+    case 'release':
+      return portal.release(req.from, req.epoch);
+  }
+}

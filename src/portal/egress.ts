@@ -1,0 +1,210 @@
+/**
+ * The portal's side of its component slots: the ipc ROUTER the components connect to, every
+ * delivery made and not yet done, and the records they hold.
+ *
+ *   component --READY {slot, pid}--> Egress: the slot is served (unfinished deliveries first)
+ *   Egress --DELIVER (seq = delivery id)--> component, at most `slotWindow` in flight per slot
+ *   component --DONE (seq)--> Egress --events.onDone(delivery)--> the portal acknowledges, reads on
+ *   component --HEARTBEAT {ComponentBeacon}--> Egress: the slot is alive (and how busy)
+ *
+ * Named hook: `flotilla:portal:deliver` ({ id, seq, slot, ordinal, count, at }) for each DELIVER
+ * handed to the socket, and `flotilla:portal:done` ({ id, start, end }) around each DONE's
+ * handling, published only while someone subscribes (bench/tail/).
+ */
+import { channel } from 'node:diagnostics_channel';
+import * as zmq from 'zeromq';
+import type { CauseCounter, Logger } from '../log';
+import type { ComponentBeacon } from '../protocol/beacons';
+import { decodeHeader, encodeHeader, MessageType } from '../protocol/wire';
+import { Outbox } from '../transport/outbox';
+import type { Delivery, InBatch } from './delivery';
+import { Slot } from './slot';
+
+const deliverChannel = channel('flotilla:portal:deliver');
+const doneChannel = channel('flotilla:portal:done');
+
+/** What the slots tell the rest of the portal. */
+export interface EgressEvents {
+  /** A delivery is done: acknowledge its batch, move the spool cursor, read on. */
+  onDone(d: Delivery): void;
+  /** A component registered for `slot`, or said it is alive with nothing pending. */
+  onReady(slot: Slot): void;
+  onHeartbeat(slot: Slot): void;
+}
+
+/** What the slots need to know of the portal. */
+export interface EgressHost {
+  readonly stream: string;
+  /** The map epoch in force, for DELIVER headers. */
+  epoch(): number;
+  /** How long a component may stay silent before its slot is dead. */
+  deadMs(): number;
+}
+
+export class Egress {
+  readonly slots: Slot[];
+  /** Records held in the portal: waiting for a slot or in flight to it. */
+  queued = 0;
+  private readonly socket = new zmq.Router({ linger: 0, mandatory: true, sendHighWaterMark: 100_000 });
+  private readonly out: Outbox;
+  private readonly deliveries = new Map<number, Delivery>();
+  private nextId = 1;
+  private readonly ordinals: number[] = [];
+  private closed = false;
+
+  constructor(
+    slots: number,
+    private readonly slotWindow: number,
+    private readonly host: EgressHost,
+    private readonly events: EgressEvents,
+    private readonly causes: CauseCounter,
+    private readonly log: Logger,
+  ) {
+    this.slots = Array.from({ length: slots }, (_, i) => new Slot(i));
+    this.out = new Outbox(this.socket, (err) => causes.count('SLOT_UNREACHABLE', err.message));
+  }
+
+  /** The id the next delivery will get: deliveries below it were made before now. */
+  get mark(): number {
+    return this.nextId;
+  }
+
+  /** True if a delivery made before `mark` is not done yet. */
+  hasBefore(mark: number): boolean {
+    // Ids wrap after 2^32 - 1; a Map iterates in insertion order, so the oldest comes first.
+    for (const id of this.deliveries.keys()) return id < mark;
+    return false;
+  }
+
+  async bind(endpoint: string): Promise<void> {
+    await this.socket.bind(endpoint);
+  }
+
+  /** Starts taking the components' messages. */
+  start(): void {
+    void this.loop();
+  }
+
+  close(): void {
+    this.closed = true;
+    this.out.close();
+    this.socket.close();
+  }
+
+  /** Makes a delivery of `count` records in `body` for `slot`, counted as held from now on. */
+  make(slot: Slot, body: Buffer, count: number, batch: InBatch | null, marks: number[] | null): Delivery {
+    const d: Delivery = { id: this.nextId++, batch, slot, body, count, sentAt: performance.now(), marks };
+    if (this.nextId > 0xffffffff) this.nextId = 1;
+    this.deliveries.set(d.id, d);
+    slot.queuedRecords += count;
+    this.queued += count;
+    return d;
+  }
+
+  /** Forgets a delivery that will never be sent (taken back, or written to the spool instead). */
+  drop(d: Delivery): void {
+    this.deliveries.delete(d.id);
+    d.slot.queuedRecords -= d.count;
+    this.queued -= d.count;
+  }
+
+  /** Queues a delivery for its slot and sends what the slot's window allows. */
+  enqueue(d: Delivery): void {
+    d.slot.pending.push(d);
+    this.pump(d.slot);
+  }
+
+  /** Sends a slot's pending deliveries while its window has room. */
+  pump(slot: Slot): void {
+    if (!slot.routingId) return;
+    const epoch = this.host.epoch();
+    while (slot.inflight.size < this.slotWindow && slot.pending.length > 0) {
+      const d = slot.pending.shift()!;
+      slot.inflight.set(d.id, d);
+      slot.queuedRecords -= d.count;
+      slot.inflightRecords += d.count;
+      d.sentAt = performance.now();
+      if (deliverChannel.hasSubscribers) {
+        const ordinal = (this.ordinals[slot.index] = (this.ordinals[slot.index] ?? -1) + 1);
+        deliverChannel.publish({ id: d.id, seq: d.batch?.seq ?? -1, slot: slot.index, ordinal, count: d.count, at: d.sentAt });
+      }
+      this.out.push([slot.routingId, encodeHeader(MessageType.DELIVER, d.id, epoch, d.count), d.body]);
+    }
+  }
+
+  /** True if `slot` has a component that was heard from lately. */
+  live(slot: Slot, now = Date.now()): boolean {
+    return slot.live(now, this.host.deadMs());
+  }
+
+  private async loop(): Promise<void> {
+    while (!this.closed) {
+      let msg: Buffer[];
+      try {
+        msg = await this.socket.receive();
+      } catch (err) {
+        if (this.closed) return;
+        this.causes.count('RECEIVE_FAILED', (err as Error).message);
+        continue;
+      }
+      try {
+        this.onMessage(msg);
+      } catch (err) {
+        this.log.error({ err }, 'portal: unexpected error handling a component message');
+      }
+    }
+  }
+
+  private onMessage(msg: Buffer[]): void {
+    const header = decodeHeader(msg[1]);
+    if (!header) return this.causes.count('COMPONENT_MALFORMED', 'component sent a frame that is not a header');
+    if (header.type === MessageType.DONE) return this.onDone(header.seq);
+    if (header.type === MessageType.HEARTBEAT) return this.onHeartbeat(msg[0]!, msg[2]);
+    if (header.type === MessageType.READY) return this.onReady(msg[0]!, msg[2]);
+    this.causes.count('COMPONENT_MALFORMED', `component sent message type ${header.type}`);
+  }
+
+  private onReady(routingId: Buffer, frame: Buffer | undefined): void {
+    let hello: { slot?: unknown; pid?: unknown };
+    try {
+      hello = JSON.parse(frame?.toString('utf8') ?? '') as typeof hello;
+    } catch {
+      return this.causes.count('COMPONENT_MALFORMED', 'READY without a JSON body');
+    }
+    const slot = typeof hello.slot === 'number' ? this.slots[hello.slot] : undefined;
+    if (!slot) {
+      return this.causes.count('COMPONENT_BAD_SLOT', `a component asked for slot ${String(hello.slot)}; this portal has slots 0-${this.slots.length - 1}`);
+    }
+    if (!slot.register(routingId, typeof hello.pid === 'number' ? hello.pid : 0)) return;
+    this.log.info({ slot: slot.index, pid: slot.pid }, `portal ${this.host.stream}: slot ${slot.index} ready (pid ${slot.pid})`);
+    this.pump(slot);
+    this.events.onReady(slot);
+  }
+
+  private onHeartbeat(routingId: Buffer, frame: Buffer | undefined): void {
+    let beacon: ComponentBeacon;
+    try {
+      beacon = JSON.parse(frame?.toString('utf8') ?? '') as ComponentBeacon;
+    } catch {
+      return this.causes.count('COMPONENT_MALFORMED', 'HEARTBEAT without a JSON body');
+    }
+    const slot = this.slots[beacon.slot];
+    // Only the registered connection speaks for a slot; a stale one (an old process) is ignored.
+    if (!slot || !slot.routingId?.equals(routingId)) return;
+    slot.heardAt = Date.now();
+    slot.beacon = beacon;
+    this.events.onHeartbeat(slot);
+  }
+
+  private onDone(id: number): void {
+    const start = doneChannel.hasSubscribers ? performance.now() : 0;
+    const d = this.deliveries.get(id);
+    if (!d) return this.causes.count('COMPONENT_UNKNOWN_DELIVERY', `DONE for delivery ${id}, which is not in flight`);
+    if (!d.slot.finish(d, performance.now())) return; // answered twice; counted once
+    this.deliveries.delete(id);
+    this.queued -= d.count;
+    this.pump(d.slot);
+    this.events.onDone(d);
+    if (start > 0) doneChannel.publish({ id, start, end: performance.now() });
+  }
+}

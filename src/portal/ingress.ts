@@ -1,0 +1,270 @@
+/**
+ * Ingress and admission: the portal's TCP ROUTER, where senders' batches arrive and their ACKs
+ * and refusals leave.
+ *
+ *   sender --BATCH [header, stream, body]--> checks --route--> spool (staging.ts) or slots
+ *   sender <--ACK | ERROR code message--      (a refusal names why, docs/protocol.md)
+ *
+ * A batch is refused, in this order: not a Flotilla header (MALFORMED), another protocol version
+ * (UNSUPPORTED_VERSION), not a BATCH or not 3 frames (MALFORMED), another stream
+ * (UNKNOWN_STREAM), over max_batch_bytes (TOO_LARGE), the stream paused without a spool (PAUSED),
+ * an earlier refused batch of this sender not back yet (RESEND), the sender's window full
+ * (WINDOW_EXCEEDED), envelopes that do not scan (MALFORMED), a key this server does not own
+ * (WRONG_OWNER), no room in the spool (SPOOL_FULL, or parked until there is).
+ *
+ * Memory is bounded: while more than `maxQueued` records wait in the portal, or a batch waits
+ * for room in the spool, nothing more is read and senders wait in their TCP buffers.
+ *
+ * Named hooks: `flotilla:portal:batch` ({ seq, count, start, end }) around each message's
+ * handling and `flotilla:portal:ack` ({ seq, at }) for each ACK, published only while someone
+ * subscribes (bench/tail/).
+ */
+import { channel } from 'node:diagnostics_channel';
+import * as zmq from 'zeromq';
+import type { WireErrorCode } from '../errors';
+import type { CauseCounter, Logger } from '../log';
+import { RecordIndex } from '../protocol/envelope';
+import { decodeHeader, encodeHeader, MessageType, VERSION } from '../protocol/wire';
+import { SpoolFullError, type WriteResult } from '../spool/spool';
+import { Outbox } from '../transport/outbox';
+import type { PortalCounters } from './counters';
+import type { InBatch } from './delivery';
+import type { PauseState } from './pause';
+import type { BatchPlan, Routing } from './router';
+import type { Staging } from './staging';
+
+/** How long a sender's refused batch is waited for before its later batches are taken anyway. */
+export const OWED_TTL_MS = 10_000;
+/** The routing id a portal's spool forwarder starts with (see Sender's `identity`). */
+export const FORWARD_IDENTITY = 'fwd';
+/** Longest the ingress loop runs before it lets the rest of the event loop in. */
+const INGRESS_SLICE_MS = 10;
+
+const batchChannel = channel('flotilla:portal:batch');
+const ackChannel = channel('flotilla:portal:ack');
+
+/** What ingress needs of the rest of the portal. */
+export interface IngressHost {
+  readonly routing: Routing;
+  readonly pause: PauseState;
+  /** The spool side, when the stream has a spool. */
+  readonly staging: Staging | null;
+  readonly counters: PortalCounters;
+  /** Records held in the portal now. */
+  queued(): number;
+  /** An accepted batch whose records go to the slots from memory: cut it and place its parts. */
+  deliver(batch: InBatch, body: Buffer, index: RecordIndex, plan: BatchPlan): void;
+}
+
+export class Ingress {
+  /** Refusals that are flow control (during a pause), counted, never logged. */
+  readonly flowCounts = { PAUSED: 0, RESEND: 0 };
+  private readonly socket: zmq.Router;
+  private readonly out: Outbox;
+  /** Senders refused while paused, by routing id: told RESUME when the pause ends. */
+  private readonly pausedSenders = new Map<string, Buffer>();
+  /**
+   * Per sender, the seq of its first batch refused with PAUSED, or with WRONG_OWNER while this
+   * portal lags behind the sender's map (the sender will bring it back here). Until that batch
+   * comes back its later batches are refused (RESEND), so none overtakes it: per-key order holds
+   * across a pause and an epoch switch. Forgotten after OWED_TTL_MS, so a batch that never comes
+   * back cannot block a sender for good.
+   */
+  private readonly owed = new Map<string, { seq: number; at: number }>();
+  /** Batches accepted and not yet acknowledged, per sender. */
+  private readonly inflight = new Map<string, number>();
+  private readonly index = new RecordIndex();
+  private resumeReading: (() => void) | null = null;
+  private closed = false;
+
+  constructor(
+    maxBatchBytes: number,
+    private readonly maxQueued: number,
+    private readonly host: IngressHost,
+    private readonly causes: CauseCounter,
+    private readonly log: Logger,
+  ) {
+    // A frame up to 4x the batch limit is read and answered TOO_LARGE; beyond that libzmq drops
+    // the connection without reading it, so a hostile sender cannot make the portal buffer
+    // unbounded frames.
+    this.socket = new zmq.Router({ linger: 0, receiveHighWaterMark: 1000, sendHighWaterMark: 100_000, maxMessageSize: 4 * maxBatchBytes + 65536 });
+    this.out = new Outbox(this.socket, (err) => causes.count('REPLY_FAILED', err.message));
+  }
+
+  /** Binds the TCP endpoint; returns the port bound. */
+  async bind(endpoint: string, fallbackPort: number): Promise<number> {
+    await this.socket.bind(endpoint);
+    return Number(/:(\d+)$/.exec(this.socket.lastEndpoint ?? '')?.[1] ?? fallbackPort);
+  }
+
+  /** Starts reading batches. */
+  start(): void {
+    void this.loop();
+  }
+
+  /** True while reading waits for records to drain (or for room in the spool). */
+  get readingPaused(): boolean {
+    return this.resumeReading !== null;
+  }
+
+  /** Lets a read loop that waits for room go on. */
+  wake(): void {
+    this.resumeReading?.();
+  }
+
+  close(): void {
+    this.closed = true;
+    this.out.close();
+    this.resumeReading?.();
+    this.socket.close();
+  }
+
+  /** Handles one sender message: refuse it, or accept it (staged, or on its way to the slots). */
+  handle(msg: Buffer[]): void {
+    if (!batchChannel.hasSubscribers) return this.onMessage(msg);
+    const start = performance.now();
+    this.onMessage(msg);
+    batchChannel.publish({ seq: msg[1]?.length === 16 ? msg[1].readUInt32BE(4) : 0, count: msg[1]?.length === 16 ? msg[1].readUInt32BE(12) : 0, start, end: performance.now() });
+  }
+
+  /** Refuses batch `seq` of `sender` with `code`. */
+  reject(sender: Buffer, seq: number, code: WireErrorCode, message: string): void {
+    // Refusals during a pause are flow control, not errors: counted, never logged.
+    if (code === 'PAUSED' || code === 'RESEND') this.flowCounts[code]++;
+    else this.causes.count(code, message);
+    this.out.push([sender, encodeHeader(MessageType.ERROR, seq, this.host.routing.epoch, 0), Buffer.from(code), Buffer.from(message)]);
+  }
+
+  /** Every record of `batch` is processed (or, with spool mode always, on disk): ACK it. */
+  ack(batch: InBatch): void {
+    this.settle(batch);
+    this.host.counters.batchesAcked++;
+    if (ackChannel.hasSubscribers) ackChannel.publish({ seq: batch.seq, at: performance.now() });
+    this.out.push([batch.sender, encodeHeader(MessageType.ACK, batch.seq, this.host.routing.epoch, batch.count)]);
+  }
+
+  /** A batch taken back after it was accepted (its spool write failed): as if never accepted. */
+  unaccept(batch: InBatch): void {
+    this.host.counters.batchesIn--;
+    this.host.counters.recordsIn -= batch.count;
+    this.settle(batch);
+  }
+
+  /** The pause ended: tells every sender refused meanwhile to resend what it holds. */
+  resumeSenders(): void {
+    for (const sender of this.pausedSenders.values()) this.out.push([sender, encodeHeader(MessageType.RESUME, 0, this.host.routing.epoch, 0)]);
+    this.pausedSenders.clear();
+  }
+
+  private settle(batch: InBatch): void {
+    const left = (this.inflight.get(batch.senderKey) ?? 1) - 1;
+    if (left === 0) this.inflight.delete(batch.senderKey);
+    else this.inflight.set(batch.senderKey, left);
+  }
+
+  private async loop(): Promise<void> {
+    let yieldedAt = performance.now();
+    while (!this.closed) {
+      // A message already waiting resolves receive() at once, so under a load that never lets up
+      // (a spool acknowledges as soon as it has written) give timers and control a turn.
+      if (performance.now() - yieldedAt > INGRESS_SLICE_MS) {
+        await new Promise((resolve) => setImmediate(resolve));
+        yieldedAt = performance.now();
+      }
+      if (this.host.queued() > this.maxQueued || (this.host.staging?.blocked ?? false)) {
+        await new Promise<void>((resolve) => (this.resumeReading = resolve));
+        this.resumeReading = null;
+        continue;
+      }
+      let msg: Buffer[];
+      try {
+        msg = await this.socket.receive();
+      } catch (err) {
+        if (this.closed) return;
+        this.causes.count('RECEIVE_FAILED', (err as Error).message);
+        continue;
+      }
+      try {
+        this.handle(msg);
+      } catch (err) {
+        // A bug must not take the portal down with every sender's records in it.
+        this.log.error({ err }, 'portal: unexpected error handling a batch');
+      }
+    }
+  }
+
+  private onMessage(msg: Buffer[]): void {
+    const sender = msg[0]!;
+    const header = decodeHeader(msg[1]);
+    if (!header) return this.reject(sender, 0, 'MALFORMED', 'first frame is not a 16-byte Flotilla header');
+    const { seq } = header;
+    if (header.version !== VERSION) {
+      return this.reject(sender, seq, 'UNSUPPORTED_VERSION', `protocol version ${header.version}; this portal speaks ${VERSION}`);
+    }
+    if (header.type !== MessageType.BATCH) return this.reject(sender, seq, 'MALFORMED', `message type ${header.type} is not BATCH`);
+    if (msg.length !== 4) return this.reject(sender, seq, 'MALFORMED', `a BATCH has 3 frames, this one has ${msg.length - 1}`);
+    const { routing, staging } = this.host;
+    const stream = routing.stream;
+    const streamName = msg[2]!.toString('utf8');
+    if (streamName !== stream.name) {
+      return this.reject(sender, seq, 'UNKNOWN_STREAM', `this portal serves stream "${stream.name}", not "${streamName.slice(0, 64)}"`);
+    }
+    const body = msg[3]!;
+    if (body.length > stream.maxBatchBytes) {
+      return this.reject(sender, seq, 'TOO_LARGE', `batch body is ${body.length} bytes; the limit is ${stream.maxBatchBytes}`);
+    }
+    const senderKey = sender.toString('latin1');
+    // With a spool, a paused stream still takes batches: they wait on disk until resume.
+    if (this.host.pause.paused && !staging) {
+      if (!this.owed.has(senderKey)) this.owed.set(senderKey, { seq, at: Date.now() });
+      this.pausedSenders.set(senderKey, sender);
+      return this.reject(sender, seq, 'PAUSED', `stream ${stream.name} is paused; hold the batch until RESUME`);
+    }
+    const owed = this.owed.get(senderKey);
+    if (owed !== undefined) {
+      if (owed.seq !== seq && (this.host.pause.paused || Date.now() - owed.at < OWED_TTL_MS)) {
+        return this.reject(sender, seq, 'RESEND', `batch ${owed.seq}, refused earlier, must come first; resend held batches in order`);
+      }
+      this.owed.delete(senderKey);
+    }
+    const inflight = this.inflight.get(senderKey) ?? 0;
+    if (inflight >= stream.window) {
+      return this.reject(sender, seq, 'WINDOW_EXCEEDED', `${inflight} batches unacknowledged; the window is ${stream.window}`);
+    }
+    const index = this.index;
+    if (!index.scan(body, header.count)) return this.reject(sender, seq, 'MALFORMED', index.error);
+    const plan = routing.route(body, index);
+    if (!plan) {
+      // Routed by a newer map than ours: the sender waits for us and brings the batch back.
+      if (header.epoch > routing.epoch && !this.owed.has(senderKey)) this.owed.set(senderKey, { seq, at: Date.now() });
+      return this.reject(
+        sender,
+        seq,
+        'WRONG_OWNER',
+        `batch holds keys of buckets this server (${routing.map.servers[routing.self]!.name}) does not own at epoch ${routing.epoch}; reload the map and route again`,
+      );
+    }
+    const count = plan.count;
+    let modes: Uint8Array | null = null;
+    let staged: WriteResult | null = null;
+    if (staging && count > 0) {
+      modes = staging.laneModes(plan, senderKey.startsWith(FORWARD_IDENTITY));
+      if (modes) {
+        try {
+          staged = staging.stage(body, index, plan, modes);
+        } catch (err) {
+          if (!(err instanceof SpoolFullError)) throw err;
+          return staging.refused(msg, seq, err, false);
+        }
+      }
+    }
+    this.host.counters.batchesIn++;
+    this.host.counters.recordsIn += count;
+    this.inflight.set(senderKey, inflight + 1);
+    const batch: InBatch = { sender, senderKey, seq, count, remaining: 0 };
+    // Written, with every batch staged in this turn of the event loop, at the group commit.
+    if (staged) return staging!.keep(msg, batch, body, index, plan, modes!, staged);
+    if (count > 0) this.host.deliver(batch, body, index, plan);
+    if (batch.remaining === 0) this.ack(batch);
+  }
+}

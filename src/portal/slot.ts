@@ -1,0 +1,104 @@
+/**
+ * A local component slot as its portal sees it: who serves it, what waits for it and what it
+ * has in flight, and what it has done. A slot's records are never handed to another slot: a
+ * component that registers again gets everything it had not finished, first and in order.
+ */
+import type { ComponentBeacon, SlotState, SlotView } from '../protocol/beacons';
+import type { Delivery } from './delivery';
+
+export class Slot {
+  /** The registered component's connection; null while none is (missing). */
+  routingId: Buffer | null = null;
+  pid = 0;
+  /** Waiting to be sent, in order. */
+  pending: Delivery[] = [];
+  /** Sent, waiting for DONE, in order of sending. */
+  readonly inflight = new Map<number, Delivery>();
+  queuedRecords = 0;
+  inflightRecords = 0;
+  processed = 0;
+  /** Mean time from DELIVER to DONE, ms, smoothed. */
+  serviceMs = 0;
+  registrations = 0;
+  /** Date.now() when the component was last heard from (READY, DONE or HEARTBEAT); 0 never. */
+  heardAt = 0;
+  beacon: ComponentBeacon | null = null;
+  /**
+   * The slot's records go to the spool (it was dead, missing or full, or the stream paused) and
+   * are read back from there in order, until the spool has none of them left to read.
+   */
+  spooling = false;
+  /** Round robin over the slot's buckets when reading back. */
+  nextBucket = 0;
+  /** The state at the last beacon, to log the moment a component goes silent or comes back. */
+  lastState: SlotState = 'missing';
+
+  constructor(readonly index: number) {}
+
+  /**
+   * A component registers (READY) from `routingId`: what the slot had in flight goes back to
+   * the front of its queue, in order, to be sent to it again. False if it is the same
+   * connection registering twice (nothing to do).
+   */
+  register(routingId: Buffer, pid: number): boolean {
+    if (this.routingId?.equals(routingId)) return false;
+    if (this.inflight.size > 0) {
+      const unfinished = [...this.inflight.values()];
+      for (const d of unfinished) {
+        this.inflightRecords -= d.count;
+        this.queuedRecords += d.count;
+      }
+      this.pending.unshift(...unfinished);
+      this.inflight.clear();
+    }
+    this.routingId = routingId;
+    this.heardAt = Date.now();
+    this.beacon = null;
+    this.pid = pid;
+    this.registrations++;
+    return true;
+  }
+
+  /** Sent and done: false if it was not in flight (a DONE answered twice counts once). */
+  finish(d: Delivery, now: number): boolean {
+    this.heardAt = Date.now();
+    if (!this.inflight.delete(d.id)) return false;
+    this.inflightRecords -= d.count;
+    this.processed += d.count;
+    const ms = now - d.sentAt;
+    this.serviceMs = this.serviceMs === 0 ? ms : this.serviceMs * 0.9 + ms * 0.1;
+    return true;
+  }
+
+  /** Registered and heard from within `deadMs`. */
+  live(now: number, deadMs: number): boolean {
+    return this.routingId !== null && now - this.heardAt <= deadMs;
+  }
+
+  /** missing (none registered), dead (silent for `deadMs`), busy (records here or in the component) or idle. */
+  state(now: number, deadMs: number): SlotState {
+    if (!this.routingId) return 'missing';
+    if (now - this.heardAt > deadMs) return 'dead';
+    if (this.queuedRecords > 0 || this.inflightRecords > 0) return 'busy';
+    if (this.beacon && (this.beacon.inflight > 0 || this.beacon.received > 0)) return 'busy';
+    return 'idle';
+  }
+
+  /** The slot as beacons and stats show it. */
+  view(now: number, deadMs: number): SlotView {
+    return {
+      slot: this.index,
+      pid: this.pid,
+      state: this.state(now, deadMs),
+      queued: this.queuedRecords,
+      inflight: this.inflightRecords,
+      received: this.beacon?.received ?? 0,
+      silentMs: this.heardAt === 0 ? -1 : now - this.heardAt,
+      processed: this.processed,
+      serviceMs: Math.round(this.serviceMs * 1000) / 1000,
+      connected: this.routingId !== null,
+      registrations: this.registrations,
+      spooling: this.spooling,
+    };
+  }
+}
