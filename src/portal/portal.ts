@@ -23,18 +23,17 @@ import { FlotillaError } from '../errors';
 import { CauseCounter, type Logger } from '../log';
 import { MapKeeper } from '../map/keeper';
 import { serverOf, slotCount, streamOf, portalPort } from '../map/lookup';
-import { bucketsOf } from '../map/route';
 import type { PausedReply, PortalStats, SwitchReply } from '../protocol/control';
 import { type PortalBeacon } from '../protocol/beacons';
 import { agentBeaconEndpoint, controlEndpoint, ensureRunDir, slotsEndpoint } from '../protocol/endpoints';
-import { RecordIndex } from '../protocol/envelope';
-import { Spool, SpoolFullError } from '../spool/spool';
+import type { RecordIndex } from '../protocol/envelope';
+import { Spool } from '../spool/spool';
 import { ControlServer } from '../transport/control-server';
 import { handlePortalRequest, type PortalControl } from './control';
 import { newCounters } from './counters';
 import type { Delivery, InBatch } from './delivery';
 import { Egress } from './egress';
-import { planSwitch } from './epochs';
+import { Epochs } from './epochs';
 import { Forwarder } from './forwarder';
 import { Health } from './health';
 import { Ingress } from './ingress';
@@ -69,9 +68,7 @@ export class Portal implements PortalControl {
   private readonly ingress: Ingress;
   private readonly health: Health;
   private readonly control: ControlServer;
-  private readonly heldIndex = new RecordIndex();
-  /** Deliveries with ids below this were made before the last epoch switch. */
-  private drainMark = 0;
+  private readonly epochs: Epochs;
   private closed = false;
 
   constructor(opts: PortalOptions) {
@@ -178,6 +175,21 @@ export class Portal implements PortalControl {
       this.causes,
       this.log,
     );
+    this.epochs = new Epochs(
+      {
+        server: o.server,
+        routing: this.routing,
+        keeper: this.keeper,
+        egress,
+        spool: this.spool,
+        forwarder: this.forwarder,
+        flush: () => this.staging?.flush(),
+        feed: (slot) => this.replay?.feed(slot),
+        ack: (batch) => this.ingress.ack(batch),
+      },
+      this.causes,
+      this.log,
+    );
     this.control = new ControlServer({
       what: `portal ${stream.name}`,
       log: this.log,
@@ -256,77 +268,19 @@ export class Portal implements PortalControl {
     return { ok: true, paused };
   }
 
-  /**
-   * Switches to the map's next epoch (read again from the map file). Buckets this server gives
-   * up are refused from now on (WRONG_OWNER, a redirect) and drain; buckets it takes over are
-   * accepted but held, per old owner, until that owner says it has drained them (`release`).
-   */
+  /** Switches to the map's next epoch (epochs.ts). */
   switchEpoch(epoch: number): SwitchReply {
-    this.staging?.flush();
-    const { routing, keeper } = this;
-    if (epoch <= routing.epoch) return { ok: true, epoch: routing.epoch, outgoing: 0, incoming: {} };
-    if (!keeper || keeper.file === null) throw new FlotillaError('CONFIG_INVALID', 'this portal was started without a map file to read again');
-    if (routing.holds.holding) {
-      throw new FlotillaError('EPOCH_BUSY', `epoch ${routing.epoch} still holds buckets from ${routing.holds.from.join(', ')}; switch again once they are released`);
-    }
-    const outcome = keeper.reload();
-    if (outcome.type === 'rejected') {
-      const problems = outcome.rejection.problems.map((p) => `${p.path}: ${p.message}`).join('; ');
-      throw new FlotillaError(outcome.rejection.code, `cannot switch to epoch ${epoch}: ${keeper.file}: ${problems}`);
-    }
-    const next = keeper.map;
-    if (next.epoch !== epoch) throw new FlotillaError('EPOCH_MISMATCH', `asked to switch to epoch ${epoch}, but ${keeper.file} is at epoch ${next.epoch}`);
-    const plan = planSwitch(routing.map, routing.stream, this.o.server, routing.slots, next);
-    routing.holds.begin(epoch, plan.incoming);
-    routing.map = plan.map;
-    routing.stream = plan.stream;
-    routing.self = plan.self;
-    this.drainMark = this.egress.mark;
-    const incoming = Object.fromEntries([...plan.incoming].map(([from, b]) => [from, b.length]));
-    const arriving = [...plan.incoming.values()].reduce((n, b) => n + b.length, 0);
-    this.log.info({ epoch, outgoing: plan.outgoing, incoming }, `portal ${plan.stream.name}: now at epoch ${epoch}; ${plan.outgoing} buckets leave, ${arriving} arrive`);
-    this.forwarder?.start();
-    return { ok: true, epoch, outgoing: plan.outgoing, incoming };
+    return this.epochs.switchTo(epoch);
   }
 
-  /**
-   * True once every record accepted before the last epoch switch is processed, and every spooled
-   * record of a bucket this server gave up has been taken by the bucket's new owner.
-   */
+  /** True once everything accepted before the last switch is processed (and forwarded). */
   drained(): boolean {
-    const f = this.forwarder;
-    if (f && (f.busy || f.foreignBuckets().length > 0)) {
-      f.start();
-      return false;
-    }
-    return !this.egress.hasBefore(this.drainMark);
+    return this.epochs.drained();
   }
 
   /** `from` has drained the buckets it gave this server at `epoch`: process them now. */
   release(from: string, epoch: number): { ok: true; released: number } {
-    this.staging?.flush();
-    const { routing, spool } = this;
-    if (epoch > routing.epoch) {
-      routing.holds.releaseEarly(from, epoch);
-      return { ok: true, released: 0 };
-    }
-    const group = epoch === routing.epoch ? routing.holds.release(from) : null;
-    if (!group) return { ok: true, released: 0 };
-    // Records the old owner forwarded from its spool are older than those held here: the held
-    // ones go to the spool behind them. (Without a spool, or if it is full, straight to the slots.)
-    const forwardedIn = spool !== null && group.buckets.some((b) => spool.unreadOf(b) > 0);
-    let released = 0;
-    for (const d of group.deliveries) {
-      released += d.count;
-      if (!(forwardedIn && this.spoolHeld(d))) d.slot.pending.push(d);
-    }
-    for (const slot of this.egress.slots) {
-      if (forwardedIn) slot.spooling = true;
-      this.egress.pump(slot);
-      this.replay?.feed(slot);
-    }
-    this.log.info({ from, epoch, records: released }, `portal ${routing.stream.name}: ${from} drained its buckets; ${released} held records go to their slots`);
-    return { ok: true, released };
+    return this.epochs.release(from, epoch);
   }
 
   // ---- the steps' call-backs --------------------------------------------------------------
@@ -362,23 +316,6 @@ export class Portal implements PortalControl {
   private feedSpooling(idleOnly: boolean): void {
     if (!this.replay) return;
     for (const slot of this.egress.slots) if (slot.spooling && (!idleOnly || slot.pending.length === 0)) this.replay.feed(slot);
-  }
-
-  /** Writes a held delivery to the spool (acknowledging its part of the batch); false if full. */
-  private spoolHeld(d: Delivery): boolean {
-    const index = this.heldIndex;
-    if (!index.scan(d.body, d.count)) return false;
-    const buckets = bucketsOf(d.body, index, this.routing.stream.buckets);
-    try {
-      this.spool!.write(d.body, index.starts, buckets, d.count, null);
-    } catch (err) {
-      if (!(err instanceof SpoolFullError)) throw err;
-      this.causes.count('SPOOL_FULL', `${err.message}; held records go to their slot from memory, possibly before older forwarded ones`);
-      return false;
-    }
-    this.egress.drop(d);
-    if (d.batch && --d.batch.remaining === 0) this.ingress.ack(d.batch);
-    return true;
   }
 
   /**
