@@ -1,11 +1,11 @@
 #!/usr/bin/env node
 /**
  * flotilla-agent: the control plane of one server. Wiring and lifecycle only; the logic is
- * src/agent.ts.
+ * src/agent/.
  */
 import { Command } from 'commander';
 import { Agent } from '../src/agent/agent';
-import { die, notifyReady, whichServer } from '../daemon/process';
+import { die, runDaemon, whichServer } from '../daemon/process';
 import { createLogger } from '../src/log';
 import { loadMap } from '../src/map/load';
 
@@ -27,14 +27,7 @@ async function main(): Promise<void> {
   const server = whichServer(loadMap(o.map), o.server);
   const log = createLogger('agent', { server });
   const agent = new Agent({ mapFile: o.map, server, runDir: o.runDir, bindHost: o.bind, log });
-  await agent.start();
-  notifyReady();
-  const stop = (signal: string) => {
-    log.info(`agent: ${signal}, stopping`);
-    void agent.stop().then(() => process.exit(0));
-  };
-  process.once('SIGTERM', () => stop('SIGTERM'));
-  process.once('SIGINT', () => stop('SIGINT'));
+  await runDaemon('agent', log, agent);
 }
 
 main().catch((err: unknown) => die(err));

@@ -1,10 +1,12 @@
 /**
- * Small pieces the daemons and the CLI share: which server this is, and how a fatal
- * start-up error is shown (message and code on stderr, non-zero exit).
+ * What every Flotilla daemon and the CLI do as processes, kept out of the core library: which
+ * server this host is, how a fatal start-up error is shown (message and code on stderr,
+ * non-zero exit), readiness for systemd (sd_notify), and a daemon's life from start to exit.
  */
 import { hostname } from 'node:os';
 import { execFile } from 'node:child_process';
 import { FlotillaError } from '../src/errors';
+import type { Logger } from '../src/log';
 import type { FlotillaMap } from '../src/map/types';
 
 /** This host's server name: --server, else $FLOTILLA_SERVER, else the map server named like the host. */
@@ -30,4 +32,32 @@ export function die(err: unknown, exitCode = 1): never {
 export function notifyReady(): void {
   if (!process.env.NOTIFY_SOCKET) return;
   execFile('systemd-notify', ['--ready', `--pid=${process.pid}`], () => undefined);
+}
+
+/** What runDaemon runs: a long-lived object with a start and a stop. */
+export interface Daemon {
+  start(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/**
+ * Runs a daemon's life: `start()` (a failure goes to the caller, which shows it with `die`),
+ * tells systemd it is ready, and on SIGTERM or SIGINT calls `stop()`: the process exits 0 when
+ * the stop succeeded, and 1, after logging why, when it failed.
+ */
+export async function runDaemon(name: string, log: Logger, daemon: Daemon): Promise<void> {
+  await daemon.start();
+  notifyReady();
+  const stop = (signal: string) => {
+    log.info(`${name}: ${signal}, stopping`);
+    daemon.stop().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        log.error({ err }, `${name}: stop failed: ${err instanceof Error ? err.message : String(err)}`);
+        process.exit(1);
+      },
+    );
+  };
+  process.once('SIGTERM', () => stop('SIGTERM'));
+  process.once('SIGINT', () => stop('SIGINT'));
 }

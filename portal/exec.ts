@@ -2,16 +2,16 @@
 /**
  * portal-exec: runs any program as the component of one slot, speaking JSON lines over its
  * stdin and stdout, so components can be written in any language (docs/components.md). Wiring
- * and lifecycle only; the logic is src/exec-component.ts.
+ * and lifecycle only; the logic is src/component/exec.ts.
  */
 import { resolve } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { ExecComponent } from '../src/component/exec';
 import { FlotillaError } from '../src/errors';
 import { createLogger } from '../src/log';
-import { loadMap } from '../src/map/load';
+import { MapKeeper } from '../src/map/keeper';
 import { serverOf, slotCount, streamOf } from '../src/map/lookup';
-import { die, notifyReady, whichServer } from '../daemon/process';
+import { die, runDaemon, whichServer } from '../daemon/process';
 
 const program = new Command('portal-exec')
   .description('Run a program as the component of one slot: records go to its stdin as JSON lines, it answers with ack and emit lines on stdout.')
@@ -35,26 +35,14 @@ async function main(): Promise<void> {
   program.parse();
   const o = program.opts<{ map: string; stream: string; slot: number; server?: string; runDir?: string }>();
   const command = program.args;
-  const mapFile = resolve(o.map);
-  const map = loadMap(mapFile);
+  const keeper = new MapKeeper(resolve(o.map));
+  const map = keeper.map;
   const server = whichServer(map, o.server);
   const slots = slotCount(serverOf(map, server), streamOf(map, o.stream));
   if (o.slot >= slots) throw new FlotillaError('CONFIG_INVALID', `--slot ${o.slot}: stream ${o.stream} has slots 0 to ${slots - 1} on server ${server}`);
   const log = createLogger('portal-exec', { stream: o.stream, slot: o.slot, server });
-  const exec = new ExecComponent({ mapFile, map, server, stream: o.stream, slot: o.slot, runDir: o.runDir, command, log });
-  await exec.start();
-  notifyReady();
-  const stop = (signal: string) => {
-    exec.stop(signal).then(
-      () => process.exit(0),
-      (err: unknown) => {
-        log.error({ err }, `portal-exec ${o.stream}/${o.slot}: stop failed`);
-        process.exit(1);
-      },
-    );
-  };
-  process.once('SIGTERM', () => stop('SIGTERM'));
-  process.once('SIGINT', () => stop('SIGINT'));
+  const exec = new ExecComponent({ map: keeper, server, stream: o.stream, slot: o.slot, runDir: o.runDir, command, log });
+  await runDaemon(`portal-exec ${o.stream}/${o.slot}`, log, exec);
 }
 
 main().catch((err: unknown) => die(err));

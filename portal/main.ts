@@ -1,13 +1,13 @@
 #!/usr/bin/env node
 /**
  * flotilla-portal: the portal daemon for one stream on this server. Wiring and lifecycle only;
- * the routing logic is src/portal.ts.
+ * the routing logic is src/portal/.
  */
 import { Command } from 'commander';
-import { loadMap } from '../src/map/load';
+import { MapKeeper } from '../src/map/keeper';
 import { createLogger } from '../src/log';
 import { Portal } from '../src/portal/portal';
-import { die, notifyReady, whichServer } from '../daemon/process';
+import { die, runDaemon, whichServer } from '../daemon/process';
 
 const program = new Command('flotilla-portal')
   .description('Serve one stream on this server: take batches on its TCP port, route each record by key to a local component slot.')
@@ -24,18 +24,11 @@ async function main(): Promise<void> {
   program.parse();
   const o = program.opts<{ map: string; stream: string; server?: string; runDir?: string; bind?: string; spoolDir?: string }>();
   process.umask(0o007); // sockets and spool for the service's user and group only
-  const map = loadMap(o.map);
-  const server = whichServer(map, o.server);
+  const keeper = new MapKeeper(o.map); // read again at each epoch switch
+  const server = whichServer(keeper.map, o.server);
   const log = createLogger('portal', { stream: o.stream, server });
-  const portal = new Portal({ map, mapFile: o.map, server, stream: o.stream, runDir: o.runDir, bindHost: o.bind, spoolDir: o.spoolDir, log });
-  await portal.start();
-  notifyReady();
-  const stop = (signal: string) => {
-    log.info(`portal ${o.stream}: ${signal}, stopping`);
-    void portal.stop().then(() => process.exit(0));
-  };
-  process.once('SIGTERM', () => stop('SIGTERM'));
-  process.once('SIGINT', () => stop('SIGINT'));
+  const portal = new Portal({ map: keeper, server, stream: o.stream, runDir: o.runDir, bindHost: o.bind, spoolDir: o.spoolDir, log });
+  await runDaemon(`portal ${o.stream}`, log, portal);
 }
 
 main().catch((err: unknown) => die(err));

@@ -73,6 +73,11 @@ test('buckets move from alpha to beta: never processed by both at once, nothing 
 
     const roundsAtSwitch = load.rounds;
     await waitFor('a few more rounds under epoch 2', () => load.rounds > roundsAtSwitch + 5);
+    // The components follow their portal into the new epoch, and say so in their heartbeats.
+    await waitFor('every component to report epoch 2', async () => {
+      const slots = [...(await ask('alpha', { cmd: 'stats' })).slots, ...(await ask('beta', { cmd: 'stats' })).slots];
+      return slots.every((s) => s.epoch === 2);
+    });
     await load.stop();
     await sender.flush();
   } finally {

@@ -10,13 +10,14 @@
  * crash at any point loses nothing: the portal holds unacknowledged deliveries and gives them to
  * the slot again when a component registers for it.
  */
+import type avro from 'avsc';
 import * as zmq from 'zeromq';
 import { decodeBody, type Delivered } from '../protocol/envelope';
 import type { ComponentBeacon } from '../protocol/beacons';
 import { CauseCounter, createLogger, type Logger } from '../log';
-import { type FlotillaMap } from '../map/types';
-import { loadMap } from '../map/load';
 import { streamOf } from '../map/lookup';
+import { MapKeeper } from '../map/keeper';
+import type { FlotillaMap } from '../map/types';
 import { slotsEndpoint } from '../protocol/endpoints';
 import { Outbox } from '../transport/outbox';
 import { Sender } from '../sender/sender';
@@ -42,7 +43,11 @@ export interface ComponentContext {
 export const STOP_FLUSH_MS = 5000;
 
 export interface ComponentOptions<T> {
-  map: FlotillaMap | string;
+  /**
+   * The map: a file (read again when the portal or a downstream redirect shows a newer epoch),
+   * a map given whole, or the process's keeper of it (shared).
+   */
+  map: FlotillaMap | string | MapKeeper;
   server: string;
   stream: string;
   slot: number;
@@ -55,10 +60,13 @@ export interface ComponentOptions<T> {
 }
 
 export class Component<T = Record<string, unknown>> {
-  private readonly map: FlotillaMap;
+  /** The map in force in this process: its epoch is what the component's beacons report. */
+  readonly keeper: MapKeeper;
   private readonly socket = new zmq.Dealer({ linger: 0, receiveHighWaterMark: 0 });
   private readonly log: Logger;
   private readonly ctx: ComponentContext;
+  /** The stream's payload type under the map in force. */
+  private type: avro.Type;
   private readonly endpoint: string;
   private readonly outbox: Outbox;
   private sender: Sender | null = null;
@@ -79,10 +87,12 @@ export class Component<T = Record<string, unknown>> {
 
   constructor(private readonly opts: ComponentOptions<T>) {
     if (!opts.onBatch === !opts.onRawBatch) throw new TypeError('give a component exactly one of onBatch and onRawBatch');
-    this.map = typeof opts.map === 'string' ? loadMap(opts.map) : opts.map;
-    streamOf(this.map, opts.stream);
+    this.keeper = MapKeeper.of(opts.map);
+    this.type = streamOf(this.keeper.map, opts.stream).type;
+    // A new epoch may give the stream a new schema version: decode by the map in force.
+    this.keeper.onChange((map) => (this.type = streamOf(map, opts.stream).type));
     this.log = opts.log ?? createLogger('component', { stream: opts.stream, slot: opts.slot });
-    this.endpoint = slotsEndpoint(opts.runDir ?? this.map.runDir, opts.stream);
+    this.endpoint = slotsEndpoint(opts.runDir ?? this.keeper.map.runDir, opts.stream);
     this.causes = new CauseCounter(this.log, `component ${opts.stream}/${opts.slot}`);
     this.outbox = new Outbox(this.socket, (err) => this.log.warn({ err: err.message }, 'component: send to portal failed'));
     const hop = `${opts.server}/${opts.stream}/${opts.slot}`;
@@ -104,7 +114,7 @@ export class Component<T = Record<string, unknown>> {
     void this.watchConnection(this.socket.events);
     this.socket.connect(this.endpoint);
     this.ready();
-    this.heartbeat = setInterval(() => this.beat(), this.map.heartbeatMs);
+    this.heartbeat = setInterval(() => this.beat(), this.keeper.map.heartbeatMs);
     this.heartbeat.unref();
     this.done = this.loop();
     this.log.info({ endpoint: this.endpoint }, `component ${this.opts.stream}/${this.opts.slot} connecting to ${this.endpoint}`);
@@ -139,13 +149,13 @@ export class Component<T = Record<string, unknown>> {
   }
 
   private senderFor(): Sender {
-    this.sender ??= new Sender({ map: this.opts.map, log: this.log });
+    this.sender ??= new Sender({ map: this.keeper.file ?? this.keeper.map, log: this.log });
     return this.sender;
   }
 
   private ready(): void {
     this.outbox.push([
-      encodeHeader(MessageType.READY, 0, this.map.epoch, 0),
+      encodeHeader(MessageType.READY, 0, this.keeper.map.epoch, 0),
       Buffer.from(JSON.stringify({ slot: this.opts.slot, pid: process.pid })),
     ]);
   }
@@ -157,10 +167,10 @@ export class Component<T = Record<string, unknown>> {
       pid: process.pid,
       received: this.receivedSinceBeat,
       inflight: this.inflight,
-      epoch: this.map.epoch,
+      epoch: this.keeper.map.epoch,
     };
     this.receivedSinceBeat = 0;
-    this.outbox.push([encodeHeader(MessageType.HEARTBEAT, 0, this.map.epoch, 0), Buffer.from(JSON.stringify(beacon))]);
+    this.outbox.push([encodeHeader(MessageType.HEARTBEAT, 0, this.keeper.map.epoch, 0), Buffer.from(JSON.stringify(beacon))]);
   }
 
   /** Registers again after every (re)connect: ZeroMQ reconnects, but the portal must be told. */
@@ -173,7 +183,6 @@ export class Component<T = Record<string, unknown>> {
 
   private async loop(): Promise<void> {
     const { onBatch, onRawBatch } = this.opts;
-    const type = streamOf(this.map, this.opts.stream).type;
     while (!this.closed) {
       let msg: Buffer[];
       try {
@@ -184,18 +193,20 @@ export class Component<T = Record<string, unknown>> {
       }
       const header = decodeHeader(msg[0]);
       if (!header || header.type !== MessageType.DELIVER || !msg[1]) continue;
+      // The portal has switched to a newer epoch: so has the map in force.
+      if (header.epoch > this.keeper.map.epoch) this.keeper.reload();
       this.emitted = false;
       this.receivedSinceBeat += header.count;
       this.inflight = header.count;
       if (onRawBatch) await onRawBatch(msg[1], header.count, this.ctx);
-      else await onBatch!(decodeBody<T>(msg[1], type, this.badRecord), this.ctx);
+      else await onBatch!(decodeBody<T>(msg[1], this.type, this.badRecord), this.ctx);
       // Records made from this delivery must be safe downstream before it counts as done.
       if (this.emitted) await this.sender!.flush();
       this.stats.records += header.count;
       this.stats.deliveries++;
       this.inflight = 0;
       if (this.closed) return;
-      this.outbox.push([encodeHeader(MessageType.DONE, header.seq, this.map.epoch, header.count)]);
+      this.outbox.push([encodeHeader(MessageType.DONE, header.seq, this.keeper.map.epoch, header.count)]);
     }
   }
 }

@@ -12,13 +12,14 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import avro from 'avsc';
+import type avro from 'avsc';
 import { Component, type ComponentContext } from './component';
 import type { Delivered } from '../protocol/envelope';
 import { FlotillaError } from '../errors';
 import { CauseCounter, type Logger } from '../log';
-import { type FlotillaMap } from '../map/types';
+import type { MapKeeper } from '../map/keeper';
 import { streamOf } from '../map/lookup';
+import { fromAvroJson, isObject, lineSplitter, within } from './lines';
 
 /** Record lines are written to the program's stdin in chunks of about this many characters. */
 const WRITE_CHUNK = 64 * 1024;
@@ -47,8 +48,8 @@ interface OpenBatch {
 
 /** What an ExecComponent needs: the map, which slot, and the program to run. */
 export interface ExecOptions {
-  mapFile: string;
-  map: FlotillaMap;
+  /** The map file's keeper: the program is told the file, the component follows its epochs. */
+  map: MapKeeper;
   server: string;
   stream: string;
   slot: number;
@@ -62,18 +63,19 @@ export class ExecComponent {
   private child!: ChildProcess;
   private readonly component: Component;
   private readonly causes: CauseCounter;
-  private readonly inType: avro.Type;
+  private inType: avro.Type;
   private readonly streamJson: string;
   private batch: OpenBatch | null = null;
   private stopping = false;
   private readonly stats = { records: 0, acked: 0, emitted: 0 };
 
   constructor(private readonly o: ExecOptions) {
-    this.inType = streamOf(o.map, o.stream).type;
+    this.inType = streamOf(o.map.map, o.stream).type;
+    o.map.onChange((map) => (this.inType = streamOf(map, o.stream).type));
     this.streamJson = JSON.stringify(o.stream);
     this.causes = new CauseCounter(o.log, `portal-exec ${o.stream}/${o.slot}`);
     this.component = new Component({
-      map: o.mapFile, // a path, so the SDK's sender can reload the map on a redirect
+      map: o.map, // shared: the SDK and its sender reload it on a newer epoch
       server: o.server,
       stream: o.stream,
       slot: o.slot,
@@ -91,7 +93,7 @@ export class ExecComponent {
       stdio: ['pipe', 'pipe', 'inherit'],
       env: {
         ...process.env,
-        FLOTILLA_MAP: o.mapFile,
+        FLOTILLA_MAP: o.map.file ?? '',
         FLOTILLA_SERVER: o.server,
         FLOTILLA_STREAM: o.stream,
         FLOTILLA_SLOT: String(o.slot),
@@ -119,11 +121,10 @@ export class ExecComponent {
   }
 
   /** Stops taking records, asks the program to exit (SIGTERM, then SIGKILL), logs totals. */
-  async stop(why: string): Promise<void> {
+  async stop(): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
     const { child, o } = this;
-    o.log.info(`portal-exec ${o.stream}/${o.slot}: ${why}, stopping`);
     await this.component.stop(SETTLE_EMITS_MS); // warns itself if emitted records did not settle
     if (child.exitCode === null && child.signalCode === null) {
       const exited = once(child, 'exit');
@@ -211,8 +212,9 @@ export class ExecComponent {
     // delivery wait for it, so that a crash cannot lose it.
     if (!batch) return this.bad('BAD_EMIT', `emit while no records are waiting for an ack (emit before acking), dropped: ${text}`);
     if (!isObject(emit) || typeof emit.stream !== 'string') return this.bad('BAD_EMIT', `emit needs {"stream": "name", "value": {...}}: ${text}`);
-    const stream = this.o.map.streams.find((s) => s.name === emit.stream);
-    if (!stream) return this.bad('BAD_EMIT', `no stream "${emit.stream}" in the map (streams: ${this.o.map.streams.map((s) => s.name).join(', ')}): ${text}`);
+    const map = this.o.map.map;
+    const stream = map.streams.find((s) => s.name === emit.stream);
+    if (!stream) return this.bad('BAD_EMIT', `no stream "${emit.stream}" in the map (streams: ${map.streams.map((s) => s.name).join(', ')}): ${text}`);
     let value: Record<string, unknown>;
     try {
       value = fromAvroJson(stream.type, emit.value) as Record<string, unknown>;
@@ -270,85 +272,3 @@ export class ExecComponent {
     process.exit(1);
   }
 }
-
-/**
- * Decodes `json`, a value in Avro's JSON encoding, with `type`. Throws an error naming the
- * field at fault. Fields not in the schema are ignored; missing fields take their defaults.
- */
-function fromAvroJson(type: avro.Type, json: unknown): unknown {
-  try {
-    return type.fromString(JSON.stringify(json ?? null));
-  } catch (err) {
-    throw new Error(whereInvalid(type, json, 'value') ?? (err as Error).message);
-  }
-}
-
-/** The first record field (path from `value`) whose JSON does not decode, and why. */
-function whereInvalid(type: avro.Type, json: unknown, path: string): string | undefined {
-  if (!(type instanceof avro.types.RecordType)) return undefined;
-  if (!isObject(json)) return `${path} must be a JSON object (record ${type.name ?? ''})`;
-  for (const field of type.fields) {
-    const v = json[field.name];
-    if (v === undefined) {
-      if (field.defaultValue() === undefined) return `${path}.${field.name} is missing`;
-      continue;
-    }
-    try {
-      field.type.fromString(JSON.stringify(v));
-    } catch (err) {
-      return whereInvalid(field.type, v, `${path}.${field.name}`) ?? `${path}.${field.name}: ${(err as Error).message}`;
-    }
-  }
-  return undefined;
-}
-
-/** Waits for `p` at most `ms`; true if it settled in time. */
-async function within(ms: number, p: Promise<unknown>): Promise<boolean> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<boolean>((done) => (timer = setTimeout(() => done(false), ms)));
-  try {
-    return await Promise.race([p.then(() => true), timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
-
-/**
- * A 'data' listener that calls `onLine` with each newline-terminated line (without the newline;
- * a trailing CR is dropped too). A line growing past `maxBytes` is discarded up to its newline
- * and reported once to `onTooLong`.
- */
-function lineSplitter(maxBytes: number, onLine: (line: string) => void, onTooLong: (bytes: number) => void): (chunk: Buffer) => void {
-  let parts: Buffer[] = [];
-  let size = 0;
-  let skipping = false;
-  return (chunk) => {
-    let start = 0;
-    for (let nl = chunk.indexOf(10); nl !== -1; nl = chunk.indexOf(10, start)) {
-      if (!skipping) {
-        parts.push(chunk.subarray(start, nl));
-        let line = (parts.length === 1 ? parts[0]! : Buffer.concat(parts)).toString('utf8');
-        if (line.endsWith('\r')) line = line.slice(0, -1);
-        onLine(line);
-      }
-      parts = [];
-      size = 0;
-      skipping = false;
-      start = nl + 1;
-    }
-    if (skipping || start === chunk.length) return;
-    parts.push(chunk.subarray(start));
-    size += chunk.length - start;
-    if (size > maxBytes) {
-      onTooLong(maxBytes);
-      parts = [];
-      size = 0;
-      skipping = true;
-    }
-  };
-}
-

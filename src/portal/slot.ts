@@ -96,6 +96,7 @@ export class Slot {
       silentMs: this.heardAt === 0 ? -1 : now - this.heardAt,
       processed: this.processed,
       serviceMs: Math.round(this.serviceMs * 1000) / 1000,
+      epoch: this.beacon?.epoch ?? null,
       connected: this.routingId !== null,
       registrations: this.registrations,
       spooling: this.spooling,

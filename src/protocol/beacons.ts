@@ -42,11 +42,13 @@ export interface SlotBeacon {
 }
 
 /**
- * A slot as its portal shows it, in its beacons and its stats: the beacon's fields, and whether
- * a component is registered, how often one registered, and whether the slot's records go
- * through the spool.
+ * A slot as its portal shows it, in its beacons and its stats: the beacon's fields, and the
+ * component's map epoch, whether a component is registered, how often one registered, and
+ * whether the slot's records go through the spool.
  */
 export interface SlotView extends SlotBeacon {
+  /** The map epoch the component said it runs under in its last heartbeat; null before one. */
+  epoch: number | null;
   connected: boolean;
   registrations: number;
   spooling: boolean;
