@@ -13,7 +13,7 @@ import { parseMap } from '../src/map/load';
 import { routeKey } from '../src/map/route';
 import type { FlotillaMap } from '../src/map/types';
 import { EnvelopeWriter, RecordIndex } from '../src/protocol/envelope';
-import type { Delivery } from '../src/portal/delivery';
+import type { Delivery } from '../src/portal/slot';
 import { Holds } from '../src/portal/holds';
 import { cutLanes, Routing } from '../src/portal/router';
 import { RECORD_SCHEMA } from './support/flows';

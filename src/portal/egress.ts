@@ -17,8 +17,7 @@ import type { CauseCounter, Logger } from '../log';
 import type { ComponentBeacon } from '../protocol/beacons';
 import { decodeHeader, encodeHeader, MessageType } from '../protocol/wire';
 import { Outbox } from '../transport/outbox';
-import type { Delivery, InBatch } from './delivery';
-import { Slot } from './slot';
+import { type Delivery, type InBatch, Slot } from './slot';
 
 const deliverChannel = channel('flotilla:portal:deliver');
 const doneChannel = channel('flotilla:portal:done');

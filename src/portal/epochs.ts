@@ -19,11 +19,10 @@ import type { FlotillaMap, MapStream } from '../map/types';
 import type { SwitchReply } from '../protocol/control';
 import { RecordIndex } from '../protocol/envelope';
 import { type Spool, SpoolFullError } from '../spool/spool';
-import type { Delivery, InBatch } from './delivery';
+import type { Delivery, InBatch, Slot } from './slot';
 import type { Egress } from './egress';
 import type { Forwarder } from './forwarder';
 import type { Routing } from './router';
-import type { Slot } from './slot';
 
 /** A switch, planned: the stream and this server's index in the next map, and what moves. */
 export interface SwitchPlan {

@@ -10,8 +10,8 @@
 import type { CauseCounter, Logger } from '../log';
 import type { MapKeeper } from '../map/keeper';
 import { Sender } from '../sender/sender';
+import { FORWARD_IDENTITY } from '../protocol/wire';
 import type { ReadPos, Spool } from '../spool/spool';
-import { FORWARD_IDENTITY } from './ingress';
 import { REPLAY_BYTES } from './replay';
 import type { Routing } from './router';
 

@@ -10,7 +10,7 @@
  * A release may arrive before this portal has switched to its epoch: it is kept, and that old
  * owner's buckets are not held when the switch comes.
  */
-import type { Delivery } from './delivery';
+import type { Delivery } from './slot';
 
 /** The buckets held for one old owner, and the deliveries made for them meanwhile. */
 export interface HoldGroup {

@@ -24,19 +24,17 @@ import * as zmq from 'zeromq';
 import type { WireErrorCode } from '../errors';
 import type { CauseCounter, Logger } from '../log';
 import { RecordIndex } from '../protocol/envelope';
-import { decodeHeader, encodeHeader, MessageType, VERSION } from '../protocol/wire';
+import { decodeHeader, encodeHeader, FORWARD_IDENTITY, MessageType, VERSION } from '../protocol/wire';
 import { SpoolFullError, type WriteResult } from '../spool/spool';
 import { Outbox } from '../transport/outbox';
 import type { PortalCounters } from './counters';
-import type { InBatch } from './delivery';
+import type { InBatch } from './slot';
 import type { PauseState } from './pause';
 import type { BatchPlan, Routing } from './router';
 import type { Staging } from './staging';
 
 /** How long a sender's refused batch is waited for before its later batches are taken anyway. */
 export const OWED_TTL_MS = 10_000;
-/** The routing id a portal's spool forwarder starts with (see Sender's `identity`). */
-export const FORWARD_IDENTITY = 'fwd';
 /** Longest the ingress loop runs before it lets the rest of the event loop in. */
 const INGRESS_SLICE_MS = 10;
 

@@ -31,7 +31,7 @@ import { Spool } from '../spool/spool';
 import { ControlServer } from '../transport/control-server';
 import { handlePortalRequest, type PortalControl } from './control';
 import { newCounters } from './counters';
-import type { Delivery, InBatch } from './delivery';
+import type { Delivery, InBatch } from './slot';
 import { Egress } from './egress';
 import { Epochs } from './epochs';
 import { Forwarder } from './forwarder';

@@ -6,9 +6,8 @@
  *   spool --read(bucket)--> Delivery (marks: where the cursor moves once done) --> slot
  */
 import type { Spool } from '../spool/spool';
-import type { Delivery } from './delivery';
+import type { Delivery, Slot } from './slot';
 import type { Routing } from './router';
-import type { Slot } from './slot';
 
 /** Bytes and records read back from the spool per delivery, at most. */
 export const REPLAY_BYTES = 256 << 10;

@@ -1,10 +1,39 @@
 /**
  * A local component slot as its portal sees it: who serves it, what waits for it and what it
- * has in flight, and what it has done. A slot's records are never handed to another slot: a
- * component that registers again gets everything it had not finished, first and in order.
+ * has in flight, and what it has done; and the values a batch becomes on its way to the slots
+ * (the sender's batch, and a delivery: its part for one slot, or records read back from the
+ * spool). A slot's records are never handed to another slot: a component that registers again
+ * gets everything it had not finished, first and in order.
  */
 import type { ComponentBeacon, SlotState, SlotView } from '../protocol/beacons';
-import type { Delivery } from './delivery';
+
+/** A sender's batch, waiting for its slots (in spool mode `always`, acknowledged once written). */
+export interface InBatch {
+  /** The sender's routing id, and the same as a string (a map key). */
+  sender: Buffer;
+  senderKey: string;
+  seq: number;
+  count: number;
+  /** Deliveries of the batch not yet done; the batch is acknowledged when this reaches 0. */
+  remaining: number;
+}
+
+/** One slot's part of a batch, or records read back from the spool. */
+export interface Delivery {
+  id: number;
+  /** The batch to acknowledge when every part is done; null when it was acknowledged on write. */
+  batch: InBatch | null;
+  slot: Slot;
+  body: Buffer;
+  count: number;
+  /** performance.now() when it was made, then when it was sent to the slot. */
+  sentAt: number;
+  /**
+   * Spooled records in this delivery, as (bucket, generation, end offset, records) quads: once
+   * it is done, each bucket's spool cursor moves past them.
+   */
+  marks: number[] | null;
+}
 
 export class Slot {
   /** The registered component's connection; null while none is (missing). */

@@ -16,9 +16,8 @@ import type { WireErrorCode } from '../errors';
 import type { CauseCounter, Logger } from '../log';
 import type { RecordIndex } from '../protocol/envelope';
 import { type Spool, SpoolFullError, type WriteResult } from '../spool/spool';
-import type { Delivery, InBatch } from './delivery';
+import type { Delivery, InBatch, Slot } from './slot';
 import { cutLanes, type BatchPlan } from './router';
-import type { Slot } from './slot';
 
 /** Under load, how often staged batches are written to the spool (see scheduleFlush). */
 const GROUP_COMMIT_MS = 120;

@@ -15,6 +15,13 @@ export const MAGIC1 = 0x4c; // 'L'
 export const VERSION = 1;
 export const HEADER_BYTES = 16;
 
+/**
+ * The routing id a portal's spool forwarder starts its connections with (then `/<server>/` and
+ * random hex): a portal takes records from such a sender as older than those it holds for their
+ * buckets (docs/delivery.md, re-guiding).
+ */
+export const FORWARD_IDENTITY = 'fwd';
+
 /** Message types. Values are part of the protocol and never change. */
 export const MessageType = {
   /** sender -> portal: [header, stream, body] */
