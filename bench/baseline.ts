@@ -5,7 +5,7 @@
 import { join } from 'node:path';
 import { measureRate, type RateWindow } from './measure';
 import type { BenchOptions } from './options';
-import { freePorts } from './ports';
+import { freePorts } from '../test/support/ports';
 import type { ProcessGroup } from './procs';
 
 /** Runs the baseline for one window and stops its processes. */

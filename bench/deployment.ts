@@ -8,7 +8,7 @@ import { portalStats } from '../src/portal/client';
 import type { PortalStats } from '../src/portal/portal';
 import { sleep } from './measure';
 import { BENCH_SCHEMA, STREAM } from './payload';
-import { freePorts } from './ports';
+import { freePorts } from '../test/support/ports';
 import type { Child, ProcessGroup } from './procs';
 
 export const SERVER = 'solo';

@@ -19,7 +19,7 @@ import { stopChildren } from '../daemon/children';
 import { portalStats } from '../src/portal/client';
 import { agentControlEndpoint } from '../src/protocol/endpoints';
 import { Sender } from '../src/sender/sender';
-import { freePorts } from './ports';
+import { freePorts } from '../test/support/ports';
 
 const DIST = join(__dirname, '..');
 const SERVERS = ['alpha', 'beta', 'gamma'];

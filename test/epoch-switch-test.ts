@@ -18,8 +18,9 @@ import { loadMap } from '../src/map/load';
 import { diffMaps } from '../src/map/diff';
 import { Sender } from '../src/sender/sender';
 import { deploy, waitFor, type Deployment } from './support/deploy';
-import { readRecorded, RECORD_SCHEMA, RoundLoad } from './support/flows';
+import { RECORD_SCHEMA, RoundLoad } from './support/flows';
 import { freePorts } from './support/ports';
+import { assertExactlyOnceInOrder, readRecorded, sentRounds } from './support/records';
 
 let d: Deployment | undefined;
 after(async () => {
@@ -90,16 +91,8 @@ test('buckets move from alpha to beta: never processed by both at once, nothing 
 
   const rows = readRecorded(files);
   // Exactly once, and in order per key across both servers (by processing time).
-  const byKey = new Map<string, typeof rows>();
-  for (const r of rows) {
-    if (!byKey.has(r.key)) byKey.set(r.key, []);
-    byKey.get(r.key)!.push(r);
-  }
   assert.equal(rows.length, KEYS * load.rounds, 'each record processed once');
-  for (const [key, list] of byKey) {
-    list.sort((x, y) => x.at - y.at || x.seq - y.seq);
-    list.forEach((r, i) => assert.equal(r.seq, i, `${key}: record ${i} is seq ${r.seq} (lost, doubled or out of order)`));
-  }
+  assertExactlyOnceInOrder(dep.map, 'orders', files, sentRounds(KEYS, load.rounds), { order: 'time', message: 'each record once, in order per key across both servers (lost, doubled or out of order)' });
   // Each bucket was processed by one server at a time: all of alpha's work on a moved bucket
   // ends before beta's begins, and unmoved buckets never changed server.
   const s1 = before.streams[0]!;

@@ -20,9 +20,10 @@ import { loadMap, parseMap } from '../src/map/load';
 import { diffMaps } from '../src/map/diff';
 import { Sender } from '../src/sender/sender';
 import { deploy, startAgent, waitAgent, waitFor, type Deployment } from './support/deploy';
-import { readRecorded, RECORD_SCHEMA, RoundLoad } from './support/flows';
+import { RECORD_SCHEMA, RoundLoad } from './support/flows';
 import { type ServerHosts, serverHosts } from './support/netns';
 import { freePorts } from './support/ports';
+import { assertExactlyOnceInOrder, readRecorded, sentRounds } from './support/records';
 
 const BUCKETS = 64;
 let d: Deployment | undefined;
@@ -117,14 +118,7 @@ test('adding a server moves exactly the predicted buckets, one owner at a time, 
   // Which server processed each record: by the recorder files it came from.
   const rows = servers.flatMap((s) => readRecorded([0, 1].map((slot) => dep.outOf('orders', slot, s))).map((r) => ({ ...r, server: s })));
   assert.equal(rows.length, KEYS * load.rounds, 'each record processed once');
-  const byKey = new Map<string, typeof rows>();
-  for (const r of rows) byKey.set(r.key, [...(byKey.get(r.key) ?? []), r]);
-  for (const [key, list] of byKey) {
-    list.sort((x, y) => x.at - y.at || x.seq - y.seq);
-    list.forEach((r, i) =>
-      assert.equal(r.seq, i, `${key}: record ${i} is seq ${r.seq} (lost, doubled or out of order): ${JSON.stringify(list.slice(Math.max(0, i - 3), i + 3).map((x) => [x.seq, x.server, x.at]))}`),
-    );
-  }
+  assertExactlyOnceInOrder(dep.map, 'orders', files, sentRounds(KEYS, load.rounds), { order: 'time', message: 'each record once, in order per key across the servers (lost, doubled or out of order)' });
 
   const owner2 = (b: number) => m2.servers[m2.streams[0]!.owner[b]!]!.name;
   const owner3 = (b: number) => m3.servers[m3.streams[0]!.owner[b]!]!.name;

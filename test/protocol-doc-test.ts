@@ -2,17 +2,19 @@
  * docs/protocol.md is enough to write a sender: this one is written from the page alone, with a
  * plain ZeroMQ DEALER and avsc's generic Avro encoder (the Envelope schema is read out of the
  * page itself), against a real portal process and real components. Nothing from src/ is used to
- * talk to the portal; test/support/deploy.ts only starts the processes.
+ * talk to the portal; test/support only starts the processes and reads what the components
+ * recorded.
  */
 import { strict as assert } from 'node:assert';
 import { randomBytes } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import avro from 'avsc';
 import * as zmq from 'zeromq';
 import { DIST, deploy, type Deployment } from './support/deploy';
 import { freePorts } from './support/ports';
+import { readRecorded } from './support/records';
 
 const ROOT = join(DIST, '..');
 const EPOCH = 3;
@@ -130,17 +132,11 @@ async function request(frames: Buffer[], seq: number): Promise<Reply> {
   }
 }
 
-/** Every `key<TAB>seq` line the recorder components wrote, with how often. */
+/** Every `key<TAB>seq` the recorder components recorded, with how often. */
 function recorded(): Map<string, number> {
   const seen = new Map<string, number>();
-  for (let slot = 0; slot < SLOTS; slot++) {
-    if (!existsSync(outFile(slot))) continue;
-    for (const line of readFileSync(outFile(slot), 'utf8').split('\n')) {
-      if (!line) continue;
-      const [, key, seq] = line.split('\t');
-      seen.set(`${key}\t${seq}`, (seen.get(`${key}\t${seq}`) ?? 0) + 1);
-    }
-  }
+  const files = Array.from({ length: SLOTS }, (_, slot) => outFile(slot));
+  for (const r of readRecorded(files)) seen.set(`${r.key}\t${r.seq}`, (seen.get(`${r.key}\t${r.seq}`) ?? 0) + 1);
   return seen;
 }
 

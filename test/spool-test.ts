@@ -17,9 +17,9 @@ import { REPLAY_RECORDS } from '../src/portal/replay';
 import { bucketOf, slotOf } from '../src/map/bucket';
 import { Sender } from '../src/sender/sender';
 import { deploy, waitFor, type Deployment } from './support/deploy';
-import { readRecorded, RoundLoad } from './support/flows';
+import { RoundLoad, spoolMap } from './support/flows';
 import { freePorts } from './support/ports';
-import { checkAtLeastOnce, spoolMap } from './support/spooled';
+import { checkRecords, readRecorded, sentRounds } from './support/records';
 
 const KEYS = 200;
 const deployments: Deployment[] = [];
@@ -74,8 +74,9 @@ test('spill: a missing slot and a paused stream do not stop senders; records wai
   } finally {
     sender.close();
   }
-  const r = checkAtLeastOnce(d.map, 'orders', files(d), KEYS, 60);
-  assert.deepEqual(r.problems, []);
+  const r = checkRecords(d.map, 'orders', files(d), sentRounds(KEYS, 60));
+  assert.deepEqual(r.missing, []);
+  assert.deepEqual(r.unexpected, []);
   assert.deepEqual(r.outOfOrder, [], 'replayed in order per key');
   assert.equal(r.duplicates, 0, 'no failure, no duplicate');
 });
@@ -125,8 +126,9 @@ test('a spool turned off keeps nothing stranded: the next run replays what it ho
   await d.waitSlotsConnected('orders', 4);
   await waitFor('every record processed', () => processed(d) >= 5 * KEYS);
   await waitFor('the log to say so', () => d.logs.join('').includes('its spool directory holds records; this run replays them'));
-  const r = checkAtLeastOnce(d.map, 'orders', files(d), KEYS, 5);
-  assert.deepEqual(r.problems, []);
+  const r = checkRecords(d.map, 'orders', files(d), sentRounds(KEYS, 5));
+  assert.deepEqual(r.missing, []);
+  assert.deepEqual(r.unexpected, []);
   assert.deepEqual(r.outOfOrder, []);
   assert.equal(r.duplicates, 0);
 });
@@ -157,8 +159,9 @@ test('always: a portal killed under load replays from its cursor; no acknowledge
     await load.stop().catch(() => undefined);
   }
   assert.equal(sender.stats.acked, load.sent);
-  const r = checkAtLeastOnce(d.map, 'orders', files(d), KEYS, load.rounds);
-  assert.deepEqual(r.problems, []);
+  const r = checkRecords(d.map, 'orders', files(d), sentRounds(KEYS, load.rounds));
+  assert.deepEqual(r.missing, []);
+  assert.deepEqual(r.unexpected, []);
   // docs/protocol.md: batches the sender resends after a reconnect may come after newer ones.
   // docs/delivery.md: after a portal crash, at most 2 x slot_window deliveries per slot again;
   // a delivery holds one batch's records for the slot, or at most REPLAY_RECORDS read back.
