@@ -15,8 +15,10 @@ import * as zmq from 'zeromq';
 import { decodeBody, type Delivered } from '../protocol/envelope';
 import type { ComponentBeacon } from '../protocol/beacons';
 import { CauseCounter, createLogger, type Logger } from '../log';
-import { streamOf } from '../map/lookup';
+import { serverOf, slotCount, streamOf } from '../map/lookup';
 import { MapKeeper } from '../map/keeper';
+import { FlotillaError } from '../errors';
+import { int, parseOptions, text } from '../options';
 import type { FlotillaMap } from '../map/types';
 import { slotsEndpoint } from '../protocol/endpoints';
 import { Outbox } from '../transport/outbox';
@@ -85,10 +87,16 @@ export class Component<T = Record<string, unknown>> {
     this.causes.count('BAD_PAYLOAD', `record ${index} of a delivery: ${why}`);
   };
 
-  constructor(private readonly opts: ComponentOptions<T>) {
-    if (!opts.onBatch === !opts.onRawBatch) throw new TypeError('give a component exactly one of onBatch and onRawBatch');
+  private readonly opts: ComponentOptions<T>;
+
+  constructor(options: ComponentOptions<T>) {
+    const opts = (this.opts = parseOptions('Component', options, {}, { server: text, stream: text, slot: int({ min: 0, max: 1023 }) }));
+    if (!opts.onBatch === !opts.onRawBatch) throw new FlotillaError('CONFIG_INVALID', 'give a component exactly one of onBatch and onRawBatch');
     this.keeper = MapKeeper.of(opts.map);
-    this.type = streamOf(this.keeper.map, opts.stream).type;
+    const stream = streamOf(this.keeper.map, opts.stream);
+    const slots = slotCount(serverOf(this.keeper.map, opts.server), stream);
+    if (opts.slot >= slots) throw new FlotillaError('CONFIG_INVALID', `Component option slot is ${opts.slot}; stream ${opts.stream} has slots 0 to ${slots - 1} on server ${opts.server}`);
+    this.type = stream.type;
     // A new epoch may give the stream a new schema version: decode by the map in force.
     this.keeper.onChange((map) => (this.type = streamOf(map, opts.stream).type));
     this.log = opts.log ?? createLogger('component', { stream: opts.stream, slot: opts.slot });
