@@ -8,6 +8,7 @@ import { chmodSync } from 'node:fs';
 import * as zmq from 'zeromq';
 import { DEAD_AFTER_BEATS, type PortalBeacon } from '../protocol/beacons';
 import type { PortalState, StreamStatus } from '../protocol/control';
+import { receiveEach } from '../transport/receive';
 
 /** A beacon and when it arrived. */
 export interface Seen {
@@ -52,32 +53,26 @@ export class BeaconBook {
     return streamStatus(stream, this.seen.get(stream), now, heartbeatMs);
   }
 
-  private async loop(): Promise<void> {
-    while (!this.closed) {
-      let frames: Buffer[];
-      try {
-        frames = await this.pull.receive();
-      } catch {
-        if (this.closed) return;
-        continue;
-      }
-      let beacon: unknown;
-      try {
-        beacon = JSON.parse(frames[0]!.toString('utf8'));
-      } catch {
-        this.count('BAD_BEACON', 'a beacon that is not JSON');
-        continue;
-      }
-      if (!isBeacon(beacon)) {
-        this.count('BAD_BEACON', `not a portal beacon: ${frames[0]!.toString('utf8').slice(0, 120)}`);
-        continue;
-      }
-      if (beacon.server !== this.server) {
-        this.count('OTHER_SERVER', `a beacon from the ${beacon.stream} portal of ${beacon.server}; this agent is ${this.server}`);
-        continue;
-      }
-      this.note(beacon);
+  private loop(): Promise<void> {
+    return receiveEach(this.pull, {
+      closed: () => this.closed,
+      handle: (frames) => this.onBeacon(frames[0]!),
+      crashed: (err) => this.count('BAD_BEACON', String(err)),
+    });
+  }
+
+  private onBeacon(frame: Buffer): void {
+    let beacon: unknown;
+    try {
+      beacon = JSON.parse(frame.toString('utf8'));
+    } catch {
+      return this.count('BAD_BEACON', 'a beacon that is not JSON');
     }
+    if (!isBeacon(beacon)) return this.count('BAD_BEACON', `not a portal beacon: ${frame.toString('utf8').slice(0, 120)}`);
+    if (beacon.server !== this.server) {
+      return this.count('OTHER_SERVER', `a beacon from the ${beacon.stream} portal of ${beacon.server}; this agent is ${this.server}`);
+    }
+    this.note(beacon);
   }
 }
 

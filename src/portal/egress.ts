@@ -17,6 +17,7 @@ import type { CauseCounter, Logger } from '../log';
 import type { ComponentBeacon } from '../protocol/beacons';
 import { decodeHeader, encodeHeader, MessageType } from '../protocol/wire';
 import { Outbox } from '../transport/outbox';
+import { receiveEach } from '../transport/receive';
 import { type Delivery, type InBatch, Slot } from './slot';
 
 const deliverChannel = channel('flotilla:portal:deliver');
@@ -136,22 +137,13 @@ export class Egress {
     return slot.live(now, this.host.deadMs());
   }
 
-  private async loop(): Promise<void> {
-    while (!this.closed) {
-      let msg: Buffer[];
-      try {
-        msg = await this.socket.receive();
-      } catch (err) {
-        if (this.closed) return;
-        this.causes.count('RECEIVE_FAILED', (err as Error).message);
-        continue;
-      }
-      try {
-        this.onMessage(msg);
-      } catch (err) {
-        this.log.error({ err }, 'portal: unexpected error handling a component message');
-      }
-    }
+  private loop(): Promise<void> {
+    return receiveEach(this.socket, {
+      closed: () => this.closed,
+      handle: (msg) => this.onMessage(msg),
+      failed: (err) => this.causes.count('RECEIVE_FAILED', err.message),
+      crashed: (err) => this.log.error({ err }, 'portal: unexpected error handling a component message'),
+    });
   }
 
   private onMessage(msg: Buffer[]): void {

@@ -27,6 +27,7 @@ import { RecordIndex } from '../protocol/envelope';
 import { decodeHeader, encodeHeader, FORWARD_IDENTITY, MessageType, VERSION } from '../protocol/wire';
 import { SpoolFullError, type WriteResult } from '../spool/spool';
 import { Outbox } from '../transport/outbox';
+import { receiveEach } from '../transport/receive';
 import type { PortalCounters } from './counters';
 import type { InBatch } from './slot';
 import type { PauseState } from './pause';
@@ -160,35 +161,27 @@ export class Ingress {
     else this.inflight.set(batch.senderKey, left);
   }
 
-  private async loop(): Promise<void> {
+  private loop(): Promise<void> {
     let yieldedAt = performance.now();
-    while (!this.closed) {
-      // A message already waiting resolves receive() at once, so under a load that never lets up
-      // (a spool acknowledges as soon as it has written) give timers and control a turn.
-      if (performance.now() - yieldedAt > INGRESS_SLICE_MS) {
-        await new Promise((resolve) => setImmediate(resolve));
-        yieldedAt = performance.now();
-      }
-      if (this.host.queued() > this.maxQueued || (this.host.staging?.blocked ?? false)) {
-        await new Promise<void>((resolve) => (this.resumeReading = resolve));
-        this.resumeReading = null;
-        continue;
-      }
-      let msg: Buffer[];
-      try {
-        msg = await this.socket.receive();
-      } catch (err) {
-        if (this.closed) return;
-        this.causes.count('RECEIVE_FAILED', (err as Error).message);
-        continue;
-      }
-      try {
-        this.handle(msg);
-      } catch (err) {
-        // A bug must not take the portal down with every sender's records in it.
-        this.log.error({ err }, 'portal: unexpected error handling a batch');
-      }
-    }
+    return receiveEach(this.socket, {
+      closed: () => this.closed,
+      gate: () => {
+        // A message already waiting resolves receive() at once, so under a load that never lets
+        // up (a spool acknowledges as soon as it has written) give timers and control a turn.
+        if (performance.now() - yieldedAt > INGRESS_SLICE_MS) {
+          yieldedAt = performance.now();
+          return new Promise((resolve) => setImmediate(resolve));
+        }
+        if (this.host.queued() <= this.maxQueued && !(this.host.staging?.blocked ?? false)) return null;
+        return new Promise<void>((resolve) => (this.resumeReading = resolve)).then(() => {
+          this.resumeReading = null;
+        });
+      },
+      handle: (msg) => this.handle(msg),
+      failed: (err) => this.causes.count('RECEIVE_FAILED', err.message),
+      // A bug must not take the portal down with every sender's records in it.
+      crashed: (err) => this.log.error({ err }, 'portal: unexpected error handling a batch'),
+    });
   }
 
   private onMessage(msg: Buffer[]): void {

@@ -15,6 +15,7 @@ import { FlotillaError } from '../errors';
 import type { Logger } from '../log';
 import { errorReply } from '../protocol/control';
 import { Outbox } from './outbox';
+import { receiveEach } from './receive';
 import { requestJson } from './request';
 
 export interface ControlServerOptions {
@@ -67,24 +68,20 @@ export class ControlServer {
     this.socket.close();
   }
 
-  private async loop(): Promise<void> {
-    while (!this.closed) {
-      let frames: Buffer[];
-      try {
-        frames = await this.socket.receive();
-      } catch {
-        if (this.closed) return;
-        continue;
-      }
-      // REQ sends [delimiter, body]; a DEALER may send the body alone. Answer in kind.
-      const [id, ...rest] = frames;
-      const envelope = rest.length === 2 && rest[0]!.length === 0 ? [rest[0]!] : rest.length === 1 ? [] : null;
-      if (!id || envelope === null) {
-        this.o.count('BAD_REQUEST', `a control message of ${frames.length} frames`);
-        continue;
-      }
-      void this.answer(rest[rest.length - 1]!).then((reply) => this.replies.push([id, ...envelope, Buffer.from(JSON.stringify(reply))]));
-    }
+  private loop(): Promise<void> {
+    return receiveEach(this.socket, {
+      closed: () => this.closed,
+      handle: (frames) => this.onRequest(frames),
+      crashed: (err) => this.o.log.error({ err }, `${this.o.what}: unexpected error reading a control request`),
+    });
+  }
+
+  private onRequest(frames: Buffer[]): void {
+    // REQ sends [delimiter, body]; a DEALER may send the body alone. Answer in kind.
+    const [id, ...rest] = frames;
+    const envelope = rest.length === 2 && rest[0]!.length === 0 ? [rest[0]!] : rest.length === 1 ? [] : null;
+    if (!id || envelope === null) return this.o.count('BAD_REQUEST', `a control message of ${frames.length} frames`);
+    void this.answer(rest[rest.length - 1]!).then((reply) => this.replies.push([id, ...envelope, Buffer.from(JSON.stringify(reply))]));
   }
 
   private async answer(body: Buffer): Promise<unknown> {
