@@ -27,6 +27,8 @@ export class Router {
   private readonly byStream = new Map<string, Channel[]>();
   private lastStream: MapStream | null = null;
   private lastChannels: Channel[] = [];
+  /** The stream `stream()` found last, in the routing map. */
+  private lastNamed: MapStream | null = null;
   private readonly index = new RecordIndex();
   private buckets: Uint32Array = new Uint32Array(1024);
 
@@ -44,7 +46,10 @@ export class Router {
 
   /** The stream named `name` in the routing map (UNKNOWN_STREAM if there is none). */
   stream(name: string): MapStream {
-    return streamOf(this.current, name);
+    // Records come in runs of one stream: skip the search for a run's later records.
+    const last = this.lastNamed;
+    if (last !== null && last.name === name) return last;
+    return (this.lastNamed = streamOf(this.current, name));
   }
 
   /** Every channel opened so far. */
@@ -135,6 +140,7 @@ export class Router {
     this.current = next;
     this.byStream.clear();
     this.lastStream = null;
+    this.lastNamed = null;
   }
 
   /** Forgets every channel (the sender closed them). */
