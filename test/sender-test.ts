@@ -12,7 +12,8 @@ import { FlotillaError } from '../src/errors';
 import { loadMap } from '../src/map/load';
 import { Sender } from '../src/sender/sender';
 import { deploy, waitFor, type Deployment } from './support/deploy';
-import { readRecorded, RECORD_SCHEMA, twoStreamMap } from './support/flows';
+import { RECORD_SCHEMA, twoStreamMap } from './support/flows';
+import { readRecorded } from './support/records';
 import { freePorts } from './support/ports';
 
 const deployments: Deployment[] = [];

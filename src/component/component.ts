@@ -157,7 +157,7 @@ export class Component<T = Record<string, unknown>> {
   }
 
   private senderFor(): Sender {
-    this.sender ??= new Sender({ map: this.keeper.file ?? this.keeper.map, log: this.log });
+    this.sender ??= new Sender({ map: this.keeper, log: this.log }); // shares the process's map
     return this.sender;
   }
 

@@ -76,7 +76,7 @@ export class Forwarder {
       return;
     }
     this.sender ??= new Sender({
-      map: this.keeper.file,
+      map: this.keeper, // the portal's: a redirect's reload is the portal's too
       identity: `${FORWARD_IDENTITY}/${this.server}`,
       log: this.log,
       onError: (err, records) => {

@@ -42,12 +42,6 @@ export function spoolMap(port: number, spool: Record<string, unknown>, extra: Re
 }
 
 /**
- * Kept for test/sender-test.ts, which another change is rewriting: the reader lives in
- * ./records, where new code imports it from.
- */
-export { readRecorded } from './records';
-
-/**
  * A steady load for tests: rounds of one record per key (`k0`..`k<keys-1>`, seq = round number)
  * until `stop()`, with `pauseMs` between rounds; while the sender's window is full it waits, so a
  * paused or slow portal slows it down instead of filling memory.
