@@ -54,7 +54,7 @@ export interface DeploymentOptions {
   sinkStdoutFd?: number;
   /** Component slots of the stream (default SLOTS). */
   slots?: number;
-  /** Start bench/traced-portal.js and bench/traced-sink.js (timestamps for bench/tail.ts). */
+  /** Start bench/tail/traced-portal.js and bench/tail/traced-sink.js (timestamps for bench/tail/tail.ts). */
   traced?: boolean;
   /** The stream's spool settings (the map's `spool`); default none. */
   spool?: Record<string, unknown>;
@@ -67,10 +67,10 @@ export async function startDeployment(group: ProcessGroup, dir: string, o: Deplo
   const runDir = join(dir, 'run');
   const nodeFlags = [...(o.portalFlags ?? []), ...(o.profileDir ? ['--cpu-prof', '--cpu-prof-dir', o.profileDir] : [])];
   const portal = o.traced
-    ? group.start('portal', join(__dirname, 'traced-portal.js'), [mapFile, SERVER, STREAM], { nodeFlags, cpus: o.portalCpus, ipc: true, stdoutFd: o.portalStdoutFd })
+    ? group.start('portal', join(__dirname, 'tail', 'traced-portal.js'), [mapFile, SERVER, STREAM], { nodeFlags, cpus: o.portalCpus, ipc: true, stdoutFd: o.portalStdoutFd })
     : group.start('portal', join(DIST, 'portal', 'main.js'), ['--map', mapFile, '--server', SERVER, '--stream', STREAM], { nodeFlags, cpus: o.portalCpus, stdoutFd: o.portalStdoutFd });
   const sinks = Array.from({ length: nSlots }, (_, slot) =>
-    group.start(`sink ${slot}`, join(__dirname, o.traced ? 'traced-sink.js' : 'sink.js'), [mapFile, SERVER, STREAM, String(slot)], {
+    group.start(`sink ${slot}`, o.traced ? join(__dirname, 'tail', 'traced-sink.js') : join(__dirname, 'sink.js'), [mapFile, SERVER, STREAM, String(slot)], {
       nodeFlags: o.sinkFlags,
       cpus: o.sinkCpus,
       ipc: o.traced,

@@ -11,14 +11,14 @@
  *
  * requests: start; count -> Counts; mark (latency window starts now); endmark (it ends now);
  * latency -> histogram (once everything sent in the window is settled); stop -> Counts (after
- * flushing what is in flight); trace and dump: see bench/tail.ts.
+ * flushing what is in flight); trace and dump: see bench/tail/tail.ts.
  */
 import { Sender } from '../src/sender/sender';
 import { createLogger } from '../src/log';
 import { serve, yieldToIo } from './child';
 import { Histogram } from './histogram';
 import { encodedPayloads, KEYS, STREAM } from './payload';
-import { toClock, traceSender, Tracer } from './trace';
+import { toClock, traceSender, Tracer } from './tail/trace';
 
 export interface Counts {
   sent: number;
@@ -38,10 +38,12 @@ const sender = new Sender({
 });
 let next = Math.floor(Math.random() * KEYS);
 let running = false;
-/** Set by bench/tail.ts (BENCH_TRACE=1): timestamps of ticks, batches and acks. */
+/**
+ * Set by bench/tail/tail.ts (BENCH_TRACE=1): timestamps of ticks [tick, records due, records
+ * sent before it], and of batches and acks through the Sender's named hooks.
+ */
 const tr = process.env.BENCH_TRACE === '1' ? new Tracer() : null;
-const ackedSeq = tr ? traceSender(tr, sender) : () => -1;
-const ackLog = tr?.log('ackrx', 3);
+if (tr) traceSender(tr);
 const tickLog = tr?.log('tick', 3);
 
 /** Records in flight, oldest first: the time their send() was called and how many. */
@@ -56,7 +58,6 @@ let sentByEnd = -1;
 
 sender.onAck = (count, batchMs) => {
   const now = performance.now();
-  ackLog?.add(ackedSeq(), toClock(now), count);
   if (mode !== 'paced') {
     if (now - batchMs >= markedAt && now - batchMs < endedAt) latency.add(batchMs);
     return;

@@ -102,7 +102,7 @@ export class Component<T = Record<string, unknown>> {
     this.log = opts.log ?? createLogger('component', { stream: opts.stream, slot: opts.slot });
     this.endpoint = slotsEndpoint(opts.runDir ?? this.keeper.map.runDir, opts.stream);
     this.causes = new CauseCounter(this.log, `component ${opts.stream}/${opts.slot}`);
-    this.outbox = new Outbox(this.socket, (err) => this.log.warn({ err: err.message }, 'component: send to portal failed'));
+    this.outbox = new Outbox('component', this.socket, (err) => this.log.warn({ err: err.message }, 'component: send to portal failed'));
     const hop = `${opts.server}/${opts.stream}/${opts.slot}`;
     this.ctx = {
       server: opts.server,

@@ -61,7 +61,7 @@ export class Egress {
     private readonly log: Logger,
   ) {
     this.slots = Array.from({ length: slots }, (_, i) => new Slot(i));
-    this.out = new Outbox(this.socket, (err) => causes.count('SLOT_UNREACHABLE', err.message));
+    this.out = new Outbox('portal:egress', this.socket, (err) => causes.count('SLOT_UNREACHABLE', err.message));
   }
 
   /** The id the next delivery will get: deliveries below it were made before now. */

@@ -87,7 +87,7 @@ export class Ingress {
     // the connection without reading it, so a hostile sender cannot make the portal buffer
     // unbounded frames.
     this.socket = new zmq.Router({ linger: 0, receiveHighWaterMark: 1000, sendHighWaterMark: 100_000, maxMessageSize: 4 * maxBatchBytes + 65536 });
-    this.out = new Outbox(this.socket, (err) => causes.count('REPLY_FAILED', err.message));
+    this.out = new Outbox('portal:ingress', this.socket, (err) => causes.count('REPLY_FAILED', err.message));
   }
 
   /** Binds the TCP endpoint; returns the port bound. */

@@ -7,14 +7,37 @@
  * It also carries the pause state (the portal said PAUSED, or a lagging portal must accept one
  * batch before anything newer) and knows how to send held or lost batches again; *when* to do
  * which is decided by the reply state machine (replies.ts).
+ *
+ * Named hooks, published only while someone subscribes (bench/tail/), each message a
+ * `SenderBatchEvent` ({ stream, server, seq, count, at }):
+ *   `flotilla:sender:batch`     a batch is closed (`at`: before its body is taken from the writer)
+ *   `flotilla:sender:transmit`  a batch is handed to the outbox, again for each resend (`at`: its sentAt)
+ *   `flotilla:sender:ack`       its ACK arrived (replies.ts; `at`: just before `onAck` is called)
+ * The socket.send of a batch is `flotilla:outbox:send` of the outbox named 'sender'.
  */
 import { randomBytes } from 'node:crypto';
+import { channel as hook } from 'node:diagnostics_channel';
 import * as zmq from 'zeromq';
 import { FlotillaError } from '../errors';
 import type { MapStream } from '../map/types';
 import { EnvelopeWriter } from '../protocol/envelope';
 import { encodeHeader, MessageType } from '../protocol/wire';
 import { Outbox } from '../transport/outbox';
+
+/** The message of the sender's named hooks: one batch of one channel. */
+export interface SenderBatchEvent {
+  /** The channel's stream and server: `seq` is unique among one channel's unsettled batches. */
+  stream: string;
+  server: string;
+  seq: number;
+  /** Records in the batch. */
+  count: number;
+  /** performance.now(), ms. */
+  at: number;
+}
+
+const batchHook = hook('flotilla:sender:batch');
+const transmitHook = hook('flotilla:sender:transmit');
 
 /** Closed batches that may wait behind a full window before `send` says false. */
 export const QUEUED_BATCHES_BEFORE_FULL = 2;
@@ -104,7 +127,7 @@ export class Channel {
     });
     this.events = this.socket.events; // watch before connecting, or the first connect is missed
     this.socket.connect(endpoint);
-    this.outbox = new Outbox(this.socket, (err) => host.sendFailed(this, err));
+    this.outbox = new Outbox('sender', this.socket, (err) => host.sendFailed(this, err));
     this.streamFrame = Buffer.from(stream.name);
     this.closeAtBytes = Math.min(host.batchBytes, stream.maxBatchBytes);
   }
@@ -172,7 +195,9 @@ export class Channel {
     const count = this.writer.count;
     if (count === 0) return;
     const order = this.nextOrder++;
-    this.queue.push({ seq: (order % 0xffffffff) + 1, order, body: this.writer.take(), count, sentAt: 0, held: false });
+    const seq = (order % 0xffffffff) + 1;
+    if (batchHook.hasSubscribers) batchHook.publish({ stream: this.stream.name, server: this.server, seq, count, at: performance.now() } satisfies SenderBatchEvent);
+    this.queue.push({ seq, order, body: this.writer.take(), count, sentAt: 0, held: false });
     this.pump();
   }
 
@@ -189,6 +214,9 @@ export class Channel {
   transmit(batch: OutBatch): void {
     batch.sentAt = performance.now();
     this.host.stats.batches++;
+    if (transmitHook.hasSubscribers) {
+      transmitHook.publish({ stream: this.stream.name, server: this.server, seq: batch.seq, count: batch.count, at: batch.sentAt } satisfies SenderBatchEvent);
+    }
     this.outbox.push([encodeHeader(MessageType.BATCH, batch.seq, this.host.epoch, batch.count), this.streamFrame, batch.body]);
   }
 

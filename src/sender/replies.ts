@@ -15,14 +15,21 @@
  *
  * What a settled batch means to the rest of the sender (barrier, waiters) and how records are
  * routed again are the host's, passed in as `ReplyHost`.
+ *
+ * Named hook: `flotilla:sender:ack` ({ stream, server, seq, count, at }, a `SenderBatchEvent`)
+ * when a batch's ACK arrives, just before the host's `acked` (the sender's `onAck`), published
+ * only while someone subscribes (bench/tail/).
  */
+import { channel as hook } from 'node:diagnostics_channel';
 import { WireError } from '../errors';
 import type { Logger } from '../log';
 import { decodeHeader, MessageType } from '../protocol/wire';
-import type { Channel, OutBatch } from './channel';
+import type { Channel, OutBatch, SenderBatchEvent } from './channel';
 
 const REDIRECT_RETRY_MS = 200;
 const PAUSE_PROBE_MS = 1000;
+
+const ackHook = hook('flotilla:sender:ack');
 
 /** What the reply state machine needs of the sender. */
 export interface ReplyHost {
@@ -80,6 +87,9 @@ export class Replies {
         // portal): then only that batch's ACK does, so nothing newer gets there before it.
         if (ch.paused && (ch.waitFor === 0 || ch.waitFor === header.seq)) this.resume(ch);
         this.host.stats.acked += batch.count;
+        if (ackHook.hasSubscribers) {
+          ackHook.publish({ stream: ch.stream.name, server: ch.server, seq: header.seq, count: batch.count, at: performance.now() } satisfies SenderBatchEvent);
+        }
         this.host.acked(batch.count, performance.now() - batch.sentAt);
       } else if (header.type === MessageType.ERROR) {
         const err = WireError.parse(msg[1]?.toString() ?? '', msg[2]?.toString() ?? '', header.epoch);

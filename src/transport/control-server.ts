@@ -37,7 +37,7 @@ export class ControlServer {
 
   constructor(private readonly o: ControlServerOptions) {
     this.socket = new zmq.Router({ linger: 0, maxMessageSize: o.maxRequestBytes });
-    this.replies = new Outbox(this.socket, (err) => o.count('REPLY_FAILED', err.message));
+    this.replies = new Outbox('control', this.socket, (err) => o.count('REPLY_FAILED', err.message));
   }
 
   /**

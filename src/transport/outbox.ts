@@ -1,10 +1,26 @@
 /**
  * zeromq.js allows one pending send per socket (a second throws EBUSY). An Outbox owns a socket's
  * sending side: callers `push` messages without awaiting, and one loop sends them in order.
+ *
+ * Named hook: `flotilla:outbox:send` ({ outbox, msg, at }, an `OutboxSend`) just before each
+ * message is handed to `socket.send`, published only while someone subscribes (bench/tail/).
  */
+import { channel } from 'node:diagnostics_channel';
 import type { Writable } from 'zeromq';
 
 type Message = Buffer[];
+
+/** The message of `flotilla:outbox:send`: a message is about to be handed to the socket. */
+export interface OutboxSend {
+  /** The outbox's name: 'portal:ingress', 'portal:egress', 'component', 'sender', 'control'. */
+  outbox: string;
+  /** The frames, as pushed (not to be changed or kept by a subscriber). */
+  msg: Message;
+  /** performance.now() just before `socket.send` is called, ms. */
+  at: number;
+}
+
+const sendChannel = channel('flotilla:outbox:send');
 
 export class Outbox {
   private queue: Message[] = [];
@@ -13,6 +29,8 @@ export class Outbox {
   private closed = false;
 
   constructor(
+    /** Names the outbox in `flotilla:outbox:send` messages (which socket a message left by). */
+    readonly name: string,
     private readonly socket: Writable,
     private readonly onError: (err: Error) => void,
   ) {}
@@ -46,6 +64,7 @@ export class Outbox {
           this.queue = this.queue.slice(this.head);
           this.head = 0;
         }
+        if (sendChannel.hasSubscribers) sendChannel.publish({ outbox: this.name, msg, at: performance.now() } satisfies OutboxSend);
         try {
           await this.socket.send(msg);
         } catch (err) {

@@ -1,10 +1,15 @@
 /**
- * Timestamps for the tail-latency investigation (`bench/tail.ts`). Every traced process (load
- * generator, portal, sink) records events on one clock, CLOCK_MONOTONIC in ms, which is the same
- * clock in every process on a machine, so a batch can be followed from process to process.
- * Tracing is off until `start()`; `dump()` returns what was recorded and turns it off.
+ * Timestamps for the tail-latency investigation (`bench/tail/tail.ts`). Every traced process
+ * (load generator, portal, sink) records events on one clock, CLOCK_MONOTONIC in ms, which is the
+ * same clock in every process on a machine, so a batch can be followed from process to process.
+ * Events come from Flotilla's named hooks (`node:diagnostics_channel`, docs/architecture.md,
+ * "Named hooks"); nothing is patched. Tracing is off until `start()`; `dump()` returns what was
+ * recorded and turns it off.
  */
+import { subscribe } from 'node:diagnostics_channel';
 import { PerformanceObserver } from 'node:perf_hooks';
+import type { SenderBatchEvent } from '../../src/sender/channel';
+import type { OutboxSend } from '../../src/transport/outbox';
 
 // performance.now() is uv_hrtime (CLOCK_MONOTONIC) minus the process's time origin.
 const OFFSET = Number(process.hrtime.bigint()) / 1e6 - performance.now();
@@ -110,66 +115,53 @@ export class Tracer {
   }
 }
 
-type Send = (msg: Buffer[]) => Promise<void>;
-
 /**
- * Wraps the socket an Outbox (src/outbox.ts) sends through, so that each send records
- * [tag, socket.send called] in `log`, where `tag(msg)` names the message (null: do not record
- * it). zeromq.js sockets' methods are read-only, so the Outbox's reference to the socket is what
- * gets replaced.
+ * Records [tag, socket.send called] in `log` for each message the Outbox named `outbox` hands to
+ * its socket (the `flotilla:outbox:send` hook, src/transport/outbox.ts), where `tag(msg)` names
+ * the message (null: do not record it). The instant is the same as before the hooks: just
+ * before `socket.send` is called.
  */
-export function traceSends(tr: Tracer, outbox: object, log: EventLog, tag: (msg: Buffer[]) => number | null): void {
-  const o = outbox as { socket: { send: Send } };
-  const socket = o.socket;
-  o.socket = {
-    send: (msg: Buffer[]) => {
-      if (tr.active) {
-        const id = tag(msg);
-        if (id !== null) log.add(id, clock());
-      }
-      return socket.send(msg);
-    },
-  };
+export function traceSends(tr: Tracer, outbox: string, log: EventLog, tag: (msg: Buffer[]) => number | null): void {
+  subscribe('flotilla:outbox:send', (m) => {
+    const e = m as OutboxSend;
+    if (!tr.active || e.outbox !== outbox) return;
+    const id = tag(e.msg);
+    if (id !== null) log.add(id, toClock(e.at));
+  });
 }
 
 /**
- * Traces a load generator's Sender (private members, read only; one stream, one portal):
+ * Traces a load generator's Sender through its named hooks (src/sender/channel.ts and
+ * replies.ts; one stream, one portal, so one channel, whose batch seqs are unique):
  *   close [batch seq, batch closed, records, records closed into batches before this one]
  *   tx    [batch seq, handed to the outbox, records]
  *   send  [batch seq, socket.send called]
- * Returns a function giving the seq of the batch acknowledged last (for the onAck callback).
+ *   ackrx [batch seq, ACK handled, records]
+ * "Records before" counts every batch closed since this was called, traced or not, so call it
+ * before the first record is sent: it then numbers records as the load's ticks do.
+ * Instants: `close` is taken inside closeBatch before the body is taken from the writer (it was
+ * taken just before closeBatch was called); `ackrx` just before `onAck` is called (it was taken
+ * inside onAck); `tx` and `send` are the same instants as before.
  */
-export function traceSender(tr: Tracer, sender: object): () => number {
-  const s = sender as any;
-  let closed = 0;
-  let lastDeleted = -1;
+export function traceSender(tr: Tracer): void {
   const closeLog = tr.log('close', 4);
   const txLog = tr.log('tx', 3);
   const sendLog = tr.log('send', 2);
-  const closeBatch = s.closeBatch as (ch: any) => void;
-  s.closeBatch = function (this: any, ch: any) {
-    const count: number = ch.writer.count;
-    const seq = (ch.nextOrder % 0xffffffff) + 1;
-    const t = clock();
-    closeBatch.call(this, ch);
-    if (count > 0) closeLog.add(seq, t, count, closed);
-    closed += count;
-  };
-  const seen = new WeakSet<object>();
-  const transmit = s.transmit as (ch: any, batch: any) => void;
-  s.transmit = function (this: any, ch: any, batch: any) {
-    if (!seen.has(ch)) {
-      seen.add(ch);
-      traceSends(tr, ch.outbox, sendLog, (msg) => msg[0]!.readUInt32BE(4));
-      // The receive loop deletes the acknowledged batch from `inflight` just before onAck.
-      const inflight = ch.inflight as Map<number, unknown>;
-      inflight.delete = (k: number) => {
-        lastDeleted = k;
-        return Map.prototype.delete.call(inflight, k);
-      };
-    }
-    transmit.call(this, ch, batch);
-    txLog.add(batch.seq, toClock(batch.sentAt), batch.count);
-  };
-  return () => lastDeleted;
+  const ackLog = tr.log('ackrx', 3);
+  let closed = 0;
+  subscribe('flotilla:sender:batch', (m) => {
+    const b = m as SenderBatchEvent;
+    closeLog.add(b.seq, toClock(b.at), b.count, closed);
+    closed += b.count;
+  });
+  subscribe('flotilla:sender:transmit', (m) => {
+    const b = m as SenderBatchEvent;
+    txLog.add(b.seq, toClock(b.at), b.count);
+  });
+  subscribe('flotilla:sender:ack', (m) => {
+    const b = m as SenderBatchEvent;
+    ackLog.add(b.seq, toClock(b.at), b.count);
+  });
+  // Headers are 16 bytes: type at offset 3, seq at 4 (src/protocol/wire.ts).
+  traceSends(tr, 'sender', sendLog, (msg) => msg[0]!.readUInt32BE(4));
 }

@@ -1,5 +1,5 @@
 /**
- * Turns the traces of bench/tail.ts into a per-stage account of each record's latency: where
+ * Turns the traces of bench/tail/tail.ts into a per-stage account of each record's latency: where
  * the time between a record's send() and the ack of its batch went, on average and for the
  * slowest 1% and 0.1% of records, and how much of it overlapped garbage collection.
  */

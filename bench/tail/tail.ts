@@ -4,26 +4,28 @@
  * so each record's send-to-ack time splits into stages (sender wait, wire, portal, sink, ack),
  * plus the GC pauses of every process and the load generator's timer gaps.
  *
- *   npm run build && node dist/bench/tail.js [options]      (~10 s; --help lists them)
+ *   npm run build && node dist/bench/tail/tail.js [options]      (~10 s; --help lists them)
  *
- * The traced portal and sinks are bench/traced-portal.ts and bench/traced-sink.ts: the same
- * Portal and Component code with read-only wrappers. Tracing costs a little CPU; compare the
- * p99 printed here with `npm run bench` at the same settings before trusting small effects.
+ * The traced portal and sinks are ./traced-portal.ts and ./traced-sink.ts: the same Portal and
+ * Component code, with the tracer subscribed to their named hooks (node:diagnostics_channel);
+ * the load generator (bench/load.ts) subscribes to its Sender's hooks when BENCH_TRACE=1.
+ * Tracing costs a little CPU; compare the p99 printed here with `npm run bench` at the same
+ * settings before trusting small effects.
  */
 import { mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { SLOTS, startDeployment } from './deployment';
-import { startLoads, stopLoads } from './flotilla-runs';
-import { Histogram } from './histogram';
-import type { Counts } from './load';
-import { measureRate, sleep, sum } from './measure';
-import { ProcessGroup, peakRssMb } from './procs';
+import { SLOTS, startDeployment } from '../deployment';
+import { startLoads, stopLoads } from '../flotilla-runs';
+import { Histogram } from '../histogram';
+import type { Counts } from '../load';
+import { measureRate, sleep, sum } from '../measure';
+import { ProcessGroup, peakRssMb } from '../procs';
 import { analyse, tailText } from './tail-analysis';
 import { clock, type TraceDump } from './trace';
 
-const HELP = `usage: node dist/bench/tail.js [options]
+const HELP = `usage: node dist/bench/tail/tail.js [options]
   --seconds N          traced window (default 5)
   --warmup N           paced load before the window, seconds (default 1)
   --rate N             records/s (default 100000)
