@@ -61,6 +61,8 @@ test('after a map change, spooled records of buckets that moved are forwarded to
     await waitFor('records flowing on both servers', () => readRecorded(files('alpha')).length > 0 && readRecorded(files('beta')).length > 0);
     for (const name of ['alpha', 'beta']) await portalRequest(dep.runDirOf(name), 'orders', { cmd: 'pause' });
     await waitFor('records waiting in alpha\'s spool', async () => (await stats('alpha')).spool!.records > 2 * KEYS);
+    // Records alpha took into memory before the pause are still processed; spooled ones wait.
+    await waitFor('alpha to finish what it took before the pause', async () => (await stats('alpha')).queuedRecords === 0);
     alphaAtSwitch = readRecorded(files('alpha')).length;
 
     writeFileSync(dep.mapFile, stringify({ ...v2, run_dir: dep.runDir }));
