@@ -7,10 +7,32 @@
  *              since the last sync, the segments finished since (and closes them), and the cursor;
  *              a sync still running when the next is due delays it
  *   never      the kernel writes them back
+ *
+ * Diagnostics channel `flotilla:spool:sync` (`SYNC_CHANNEL`): each time the worker finishes an
+ * interval sync, a `SyncMessage` `{ dir, files, failed }` is published on it: the spool's
+ * directory, the files that sync covered (the cursor is one of them), and how many of them
+ * could not be synced. Published only while the channel has subscribers, so it costs nothing
+ * otherwise.
  */
+import { channel } from 'node:diagnostics_channel';
 import { closeSync, fdatasyncSync } from 'node:fs';
 import type { FsyncPolicy } from '../map/types';
 import { Syncer } from './syncer';
+
+/** The name of the diagnostics channel an interval sync is published on. */
+export const SYNC_CHANNEL = 'flotilla:spool:sync';
+
+/** What `SYNC_CHANNEL` carries after each interval sync. */
+export interface SyncMessage {
+  /** The spool's directory. */
+  dir: string;
+  /** Files synced (segments written or finished since the last sync, and the cursor). */
+  files: number;
+  /** Of those, the files that could not be synced. */
+  failed: number;
+}
+
+const syncChannel = channel(SYNC_CHANNEL);
 
 /** The fsync policy at work: what is synced when, and the files waiting for the next sync. */
 export class Fsync {
@@ -56,8 +78,9 @@ export class Fsync {
   /** Starts the interval syncs (fsync `interval`). */
   start(): void {
     if (this.policy !== 'interval') return;
-    this.syncer = new Syncer((failed) => {
+    this.syncer = new Syncer((failed, files) => {
       if (failed > 0) this.count('SPOOL_SYNC_FAILED', `${this.dir}: ${failed} files could not be synced to disk`);
+      if (syncChannel.hasSubscribers) syncChannel.publish({ dir: this.dir, files, failed } satisfies SyncMessage);
     });
     this.timer = setInterval(() => this.syncDirty(), this.intervalMs);
     this.timer.unref();

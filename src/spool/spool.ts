@@ -12,7 +12,7 @@
  *   cursor.ts     the cursor file, in two copies
  *   staging.ts    records framed per bucket until the next flush
  *   space.ts      room: max_bytes, the free space, a failed write; SpoolFullError
- *   fsync.ts      the fsync policy; syncer.ts its worker thread
+ *   fsync.ts      the fsync policy (and its diagnostics channel); syncer.ts its worker thread
  *   crc32.ts      the records' checksum
  *
  * `done` is the cursor, written to the cursor file after every round of acknowledgements; a
@@ -36,6 +36,7 @@ export { SEG_HEADER, FRAME } from './segment';
 export { SpoolFullError, type SpoolState } from './space';
 export type { ReadPos } from './positions';
 export type { WriteResult } from './staging';
+export { SYNC_CHANNEL, type SyncMessage } from './fsync';
 
 /** The spool's figures, as the portal's stats show them. */
 export interface SpoolStats {
