@@ -1,10 +1,12 @@
 /**
  * The spool's files on their own (real files in a temp dir, no processes): records come back in
  * order per bucket, the cursor makes a reopened spool replay only what was not processed, a torn
- * or corrupt tail is cut and counted at start-up (the records before it kept), and a full spool
- * refuses a write whole.
+ * or corrupt tail is cut and counted at start-up (the records before it kept), a full spool
+ * refuses a write whole, and with fsync `interval` the worker syncs the segments written (seen on
+ * the `flotilla:spool:sync` channel) before the spool is closed.
  */
 import { strict as assert } from 'node:assert';
+import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import { appendFileSync, mkdtempSync, readdirSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,7 +16,7 @@ import { EnvelopeWriter, RecordIndex } from '../src/protocol/envelope';
 import { createLogger } from '../src/log';
 import type { SpoolSettings } from '../src/map/types';
 import { crc32, crc32Copy } from '../src/spool/crc32';
-import { Spool, SpoolFullError } from '../src/spool/spool';
+import { type ReadResult, SYNC_CHANNEL, Spool, SpoolFullError, type SyncMessage } from '../src/spool/spool';
 
 const BUCKETS = 8;
 const log = createLogger('spool-test');
@@ -43,20 +45,39 @@ function batch(keys: string[], seq: number): { body: Buffer; index: RecordIndex;
   return { body, index, buckets };
 }
 
+/** Adds the payload texts `key#seq` of a batch to `into`, per bucket, in the order written. */
+function collect(into: Map<number, string[]>, keys: string[], seq: number, buckets: Uint32Array): void {
+  for (let i = 0; i < keys.length; i++) (into.get(buckets[i]!) ?? into.set(buckets[i]!, []).get(buckets[i]!)!).push(`${keys[i]}#${seq}`);
+}
+
+/** The payload texts of records read back, in order. */
+function textsOf(r: ReadResult): string[] {
+  const index = new RecordIndex();
+  assert.ok(index.scan(r.body, r.count), index.error);
+  const out: string[] = [];
+  for (let i = 0; i < r.count; i++) {
+    const text = r.body.toString('latin1', index.starts[i], index.starts[i + 1]);
+    out.push(/[a-z0-9]+#\d+$/.exec(text)![0]);
+  }
+  return out;
+}
+
 /** Reads every bucket back to the end: the payload texts per bucket, in order. */
 function readAll(spool: Spool): Map<number, string[]> {
   const out = new Map<number, string[]>();
   for (let b = 0; b < BUCKETS; b++) {
-    for (let r = spool.read(b, 4096); r; r = spool.read(b, 4096)) {
-      const index = new RecordIndex();
-      assert.ok(index.scan(r.body, r.count), index.error);
-      for (let i = 0; i < r.count; i++) {
-        const text = r.body.toString('latin1', index.starts[i], index.starts[i + 1]);
-        (out.get(b) ?? out.set(b, []).get(b)!).push(/[a-z0-9]+#\d+$/.exec(text)![0]);
-      }
-    }
+    for (let r = spool.read(b, 4096); r; r = spool.read(b, 4096)) (out.get(b) ?? out.set(b, []).get(b)!).push(...textsOf(r));
   }
   return out;
+}
+
+/** Waits until `done()` holds, looking every few milliseconds; fails with `what` after `ms`. */
+async function until(done: () => boolean, ms: number, what: () => string): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!done()) {
+    if (Date.now() > deadline) assert.fail(`not within ${ms} ms: ${what()}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
 }
 
 const KEYS = Array.from({ length: 40 }, (_, i) => `k${i}`);
@@ -186,15 +207,39 @@ test('fsync always and interval: the same records come back; the interval sync r
   for (const fsync of ['always', 'interval'] as const) {
     const dir = mkdtempSync(join(tmpdir(), 'flt-spool-'));
     let { spool, causes } = open(dir, { fsync, ...(fsync === 'interval' ? { fsyncIntervalMs: 20 } : {}) });
-    for (let seq = 0; seq < 10; seq++) {
-      const { body, index, buckets } = batch(KEYS, seq);
-      spool.write(body, index.starts, buckets, KEYS.length, null);
+    // The interval syncs of this spool, as its worker reports them: spool -> syncer worker -> flotilla:spool:sync.
+    const spoolDir = spool.dir;
+    const syncs: SyncMessage[] = [];
+    const onSync = (m: unknown): void => {
+      if ((m as SyncMessage).dir === spoolDir) syncs.push(m as SyncMessage);
+    };
+    subscribe(SYNC_CHANNEL, onSync);
+    const written = new Map<number, string[]>();
+    try {
+      for (let seq = 0; seq < 10; seq++) {
+        const { body, index, buckets } = batch(KEYS, seq);
+        spool.write(body, index.starts, buckets, KEYS.length, null);
+        collect(written, KEYS, seq, buckets);
+      }
+      if (fsync === 'interval') {
+        // Before close(), which syncs every file itself: an interval sync has covered segments
+        // written (more files than the cursor alone) and none of them failed.
+        await until(
+          () => syncs.some((s) => s.files > 1 && s.failed === 0),
+          5000,
+          () => `an interval sync of the segments written, without failures (seen ${syncs.length}, the last ${JSON.stringify(syncs.at(-1))})`,
+        );
+      }
+    } finally {
+      spool.close(); // also when the wait failed: an open spool's sync worker keeps the process alive
+      unsubscribe(SYNC_CHANNEL, onSync);
     }
-    if (fsync === 'interval') await new Promise((r) => setTimeout(r, 100)); // a few sync intervals go by
-    spool.close();
     assert.deepEqual(causes, [], `${fsync}: no failures counted`);
+    if (fsync === 'always') assert.deepEqual(syncs, [], 'always: no interval syncs');
     ({ spool, causes } = open(dir));
-    assert.equal([...readAll(spool).values()].flat().length, 10 * KEYS.length, `${fsync}: every record back`);
+    const back = readAll(spool);
+    assert.equal([...back.values()].flat().length, 10 * KEYS.length, `${fsync}: every record back`);
+    for (let b = 0; b < BUCKETS; b++) assert.deepEqual(back.get(b), written.get(b), `${fsync}: bucket ${b} back as written`);
     spool.close();
   }
 });
@@ -206,6 +251,7 @@ test('segments roll over, are prepared ahead and deleted once processed; a reope
   for (let seq = 0; seq < 300; seq++) {
     const { body, index, buckets } = batch(KEYS, seq);
     spool.write(body, index.starts, buckets, KEYS.length, null);
+    collect(written, KEYS, seq, buckets);
     if (seq % 10 === 0) await new Promise((r) => setImmediate(r)); // lets the next segments be prepared
   }
   const segDir = join(dir, 'alpha', 'orders');
@@ -213,10 +259,12 @@ test('segments roll over, are prepared ahead and deleted once processed; a reope
   assert.ok(segsOf().length > 2 * BUCKETS, `segments rolled over: ${segsOf().length} files`);
   // Process bucket 0 completely: its finished segments go.
   const before0 = segsOf().filter((n) => n.startsWith('00000-')).length;
+  const read0: string[] = [];
   for (let r = spool.read(0, 4096); r; r = spool.read(0, 4096)) {
     spool.commit(0, r.gen, r.off, r.count);
-    (written.get(0) ?? written.set(0, []).get(0)!).push(String(r.count));
+    read0.push(...textsOf(r));
   }
+  assert.deepEqual(read0, written.get(0), 'bucket 0 read back as written, across its segments');
   spool.saveCursor();
   const after0 = segsOf().filter((n) => n.startsWith('00000-')).length;
   assert.ok(after0 < before0, `bucket 0's processed segments deleted (${before0} -> ${after0})`);
@@ -234,6 +282,7 @@ test('segments roll over, are prepared ahead and deleted once processed; a reope
       perKey.set(k!, Number(s));
     }
     for (const [, last] of perKey) assert.equal(last, 299);
+    assert.deepEqual(back.get(b), written.get(b), `bucket ${b} back as written after the reopen`);
   }
   spool.close();
 });

@@ -20,15 +20,19 @@ parentPort.on('message', ({ sync, close }) => {
 });
 `;
 
+/** A worker thread that syncs and closes files, one batch at a time. */
 export class Syncer {
   private readonly worker = new Worker(WORKER, { eval: true });
   private busy = false;
+  /** Files in the batch under way. */
+  private files = 0;
 
-  constructor(onDone: (failed: number) => void) {
+  /** `onDone` is told of each finished batch: the files that could not be synced, and all its files. */
+  constructor(onDone: (failed: number, files: number) => void) {
     this.worker.unref();
     this.worker.on('message', (failed: number) => {
       this.busy = false;
-      onDone(failed);
+      onDone(failed, this.files);
     });
   }
 
@@ -40,9 +44,11 @@ export class Syncer {
   /** Syncs `sync`, then syncs and closes `close` (file descriptors this side no longer uses). */
   start(sync: number[], close: number[]): void {
     this.busy = true;
+    this.files = sync.length + close.length;
     this.worker.postMessage({ sync, close });
   }
 
+  /** Ends the worker; a batch under way may be left unfinished. */
   stop(): Promise<number> {
     return this.worker.terminate();
   }
