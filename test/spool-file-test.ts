@@ -190,6 +190,32 @@ test('a write over max_bytes is refused whole with SPOOL_FULL and nothing of it 
   spool.close();
 });
 
+test('a processed segment is not deleted while records are staged for it: the next flush writes them', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'flt-spool-'));
+  const { spool } = open(dir, { maxBytes: 256 << 10 });
+  // Every bucket's segment holds records, all read back (to be committed below).
+  const first = batch(KEYS, 0);
+  spool.write(first.body, first.index.starts, first.buckets, KEYS.length, null);
+  const reads = [];
+  for (let b = 0; b < BUCKETS; b++) for (let r = spool.read(b, 4096); r; r = spool.read(b, 4096)) reads.push(r);
+  // Records staged for the same segments, and then a batch refused for max_bytes: the spool is
+  // short of room, so processed segments are deleted at the next cursor save.
+  const second = batch(KEYS, 1);
+  spool.stage(second.body, second.index.starts, second.buckets, KEYS.length, null);
+  const huge = new EnvelopeWriter();
+  huge.appendEncoded('k0', Buffer.alloc(16), 0, [], Buffer.alloc(300 << 10));
+  const hugeBody = huge.take();
+  const hugeIndex = new RecordIndex();
+  assert.ok(hugeIndex.scan(hugeBody, 1));
+  assert.throws(() => spool.stage(hugeBody, hugeIndex.starts, new Uint32Array([0]), 1, null), SpoolFullError);
+  for (const r of reads) spool.commit(r.bucket, r.gen, r.off, r.count);
+  spool.saveCursor();
+  spool.flush(); // threw a TypeError (write_failed) when the staged-for segment had been deleted
+  const back = readAll(spool);
+  assert.deepEqual([...back.values()].flat().sort(), KEYS.map((k) => `${k}#1`).sort(), 'the staged records, once each');
+  spool.close();
+});
+
 test('the record checksum is the CRC-32 zlib computes, for every length and offset', () => {
   const { crc32: zlibCrc } = require('node:zlib') as { crc32: (b: Uint8Array) => number };
   const bytes = Buffer.from(Array.from({ length: 600 }, (_, i) => (i * 131 + 7) & 255));

@@ -230,16 +230,17 @@ export class Segments {
 
   /**
    * Deletes segments wholly before each bucket's cursor; a bucket's last segment too once all of
-   * it is processed, if it is full size or the spool is `pressed` for room. Returns the bytes
-   * deleted.
+   * it is processed, if it is full size or the spool is `pressed` for room, and no records are
+   * staged for it (`staged[b]`: the next flush writes there). Returns the bytes deleted.
    */
-  dropProcessed(pressed: boolean): number {
+  dropProcessed(pressed: boolean, staged: Uint32Array): number {
     const pos = this.positions;
     let freed = 0;
     for (let b = 0; b < this.buckets; b++) {
       const segs = this.segs[b]!;
       const only = segs.length === 1 ? segs[0]! : null;
-      if (only && only.gen === pos.doneGen[b] && pos.doneOff[b]! >= only.size && only.size > SEG_HEADER && (pressed || only.size >= this.segmentBytes)) {
+      const idle = only !== null && staged[b] === 0;
+      if (idle && only.gen === pos.doneGen[b] && pos.doneOff[b]! >= only.size && only.size > SEG_HEADER && (pressed || only.size >= this.segmentBytes)) {
         if (this.writeFd[b]! >= 0) {
           this.sync.forget(b);
           closeSync(this.writeFd[b]!);

@@ -303,7 +303,7 @@ export class Spool {
     }
     // Safe even when the cursor is stale: a deleted segment was processed, and a bucket's next
     // segment is always a generation after its cursor's.
-    const freed = this.segments.dropProcessed(this.space.pressed);
+    const freed = this.segments.dropProcessed(this.space.pressed, this.staging.recs);
     if (freed > 0) this.space.freed(freed);
   }
 

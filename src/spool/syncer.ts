@@ -29,11 +29,13 @@ export class Syncer {
 
   /** `onDone` is told of each finished batch: the files that could not be synced, and all its files. */
   constructor(onDone: (failed: number, files: number) => void) {
-    this.worker.unref();
     this.worker.on('message', (failed: number) => {
       this.busy = false;
       onDone(failed, this.files);
     });
+    // After the listener: adding a 'message' listener refs the worker again, and a spool left
+    // open must not keep its process alive.
+    this.worker.unref();
   }
 
   /** A sync under way: the next one waits for it. */
