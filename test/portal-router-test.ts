@@ -1,5 +1,5 @@
 /**
- * The portal's router and holds on their own, no processes: a batch's plan (each record's bucket
+ * The portal's router, holds and epoch plan on their own, no processes: a batch's plan (each record's bucket
  * and lane, each lane's records and bytes), a redirect for a key another server owns, held
  * buckets in lanes of their own, and the bodies cut per lane, records in order.
  *
@@ -14,8 +14,11 @@ import { routeKey } from '../src/map/route';
 import type { FlotillaMap } from '../src/map/types';
 import { EnvelopeWriter, RecordIndex } from '../src/protocol/envelope';
 import type { Delivery } from '../src/portal/slot';
+import { planSwitch } from '../src/portal/epochs';
 import { Holds } from '../src/portal/holds';
-import { cutLanes, Routing } from '../src/portal/router';
+import { diffMaps } from '../src/map/diff';
+import { FlotillaError } from '../src/errors';
+import { cutLanes, LANE_BOTH, LANE_SPOOL, Routing } from '../src/portal/router';
 import { RECORD_SCHEMA } from './support/flows';
 
 const BUCKETS = 64;
@@ -96,11 +99,12 @@ test('cut bodies hold each lane\'s records in arrival order; a lane with every r
     const want = keys.map((k, i) => [k, i] as const).filter(([k]) => slotOf(bucketOf(k, BUCKETS), SLOTS) === lane).map(([k, i]) => `${k}#${i}`);
     assert.deepEqual(bodies[lane] ? payloads(bodies[lane]!) : [], want, `lane ${lane}`);
   }
-  // Skipped lanes (the spool took them) get no body.
-  const skip = new Uint8Array(SLOTS).fill(1);
-  skip[0] = 0;
-  const cut = cutLanes(body, index, plan, skip);
+  // Lanes the spool took whole get no body; a lane also on disk still gets its records.
+  const modes = new Uint8Array(SLOTS).fill(LANE_SPOOL);
+  modes[0] = LANE_BOTH;
+  const cut = cutLanes(body, index, plan, modes);
   assert.deepEqual(cut.slice(1).filter((b) => b !== undefined), []);
+  assert.deepEqual(payloads(cut[0]!), payloads(bodies[0]!));
   // One slot's keys only: no copy.
   const lane0 = keys.filter((k) => slotOf(bucketOf(k, BUCKETS), SLOTS) === 0);
   const one = batch(lane0);
@@ -157,4 +161,25 @@ test('holds: deliveries kept in order per group; a group released leaves the oth
   holds.begin(3, new Map([['alpha', [4]], ['gamma', [7]]]));
   assert.deepEqual(holds.from, ['gamma']);
   assert.equal(holds.of[4], 0);
+});
+
+test("an epoch switch's plan: what this server gives up and takes over, per old owner, as the map diff says; a slot count change is refused", () => {
+  const before = twoServers(1, 1);
+  const after = twoServers(2, 3);
+  const moves = diffMaps(before, after).streams[0]!.moves;
+  const atBeta = planSwitch(before, before.streams[0]!, 'beta', SLOTS, after);
+  const atAlpha = planSwitch(before, before.streams[0]!, 'alpha', SLOTS, after);
+  const alphaToBeta = moves.find((m) => m.from === 'alpha' && m.to === 'beta')?.buckets ?? 0;
+  assert.ok(alphaToBeta > 0);
+  assert.equal(atAlpha.outgoing, alphaToBeta);
+  assert.deepEqual([...atAlpha.incoming.keys()], []);
+  assert.equal(atBeta.outgoing, 0);
+  assert.equal(atBeta.incoming.get('alpha')!.length, alphaToBeta);
+  for (const b of atBeta.incoming.get('alpha')!) assert.deepEqual([before.streams[0]!.owner[b], after.streams[0]!.owner[b]], [0, 1], `bucket ${b}`);
+  assert.equal(atBeta.self, 1);
+  assert.throws(
+    () => planSwitch(before, before.streams[0]!, 'beta', SLOTS + 1, after),
+    (err: unknown) => err instanceof FlotillaError && err.code === 'MAP_INVALID' && /changes its slot count on beta/.test(err.message),
+  );
+  assert.throws(() => planSwitch(before, before.streams[0]!, 'gamma', SLOTS, after), (err: unknown) => err instanceof FlotillaError && err.code === 'UNKNOWN_SERVER');
 });

@@ -45,6 +45,18 @@ test('defaults and the smallest values that work are taken; a keeper given is sh
     assert.equal(sender.epoch, 4);
     sender.close();
   }
+  // The values given are the ones used: one record a batch closes a batch per record, at once;
+  // by default records gather until the end of the event loop's turn.
+  const perRecord = new Sender({ map: MAP, batchRecords: 1 });
+  const gathering = new Sender({ map: MAP });
+  for (let i = 0; i < 3; i++) {
+    perRecord.send('orders', { key: `k${i}`, seq: i });
+    gathering.send('orders', { key: `k${i}`, seq: i });
+  }
+  assert.equal(perRecord.stats.batches, 3);
+  assert.equal(gathering.stats.batches, 0);
+  perRecord.close();
+  gathering.close();
   const keeper = new MapKeeper(MAP);
   const sender = new Sender({ map: keeper });
   assert.equal(sender.keeper, keeper);

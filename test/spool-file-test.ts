@@ -17,6 +17,7 @@ import { createLogger } from '../src/log';
 import type { SpoolSettings } from '../src/map/types';
 import { crc32, crc32Copy } from '../src/spool/crc32';
 import { type ReadResult, SYNC_CHANNEL, Spool, SpoolFullError, type SyncMessage } from '../src/spool/spool';
+import { waitFor } from './support/deploy';
 
 const BUCKETS = 8;
 const log = createLogger('spool-test');
@@ -69,15 +70,6 @@ function readAll(spool: Spool): Map<number, string[]> {
     for (let r = spool.read(b, 4096); r; r = spool.read(b, 4096)) (out.get(b) ?? out.set(b, []).get(b)!).push(...textsOf(r));
   }
   return out;
-}
-
-/** Waits until `done()` holds, looking every few milliseconds; fails with `what` after `ms`. */
-async function until(done: () => boolean, ms: number, what: () => string): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!done()) {
-    if (Date.now() > deadline) assert.fail(`not within ${ms} ms: ${what()}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
 }
 
 const KEYS = Array.from({ length: 40 }, (_, i) => `k${i}`);
@@ -250,14 +242,15 @@ test('fsync always and interval: the same records come back; the interval sync r
       if (fsync === 'interval') {
         // Before close(), which syncs every file itself: an interval sync has covered segments
         // written (more files than the cursor alone) and none of them failed.
-        await until(
+        await waitFor(
+          () => `an interval sync of the segments written, without failures (seen ${syncs.length}, the last ${JSON.stringify(syncs.at(-1))})`,
           () => syncs.some((s) => s.files > 1 && s.failed === 0),
           5000,
-          () => `an interval sync of the segments written, without failures (seen ${syncs.length}, the last ${JSON.stringify(syncs.at(-1))})`,
+          5,
         );
       }
     } finally {
-      spool.close(); // also when the wait failed: an open spool's sync worker keeps the process alive
+      spool.close(); // also when the wait failed: no file is left open
       unsubscribe(SYNC_CHANNEL, onSync);
     }
     assert.deepEqual(causes, [], `${fsync}: no failures counted`);

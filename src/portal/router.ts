@@ -85,18 +85,25 @@ export class Routing {
   }
 }
 
+/** Where a lane's records go, per batch (staging.ts decides): memory only, */
+export const LANE_MEMORY = 0;
+/** ...the spool only, read back later, */
+export const LANE_SPOOL = 1;
+/** ...or both (spool mode always: acknowledged once written, delivered from memory). */
+export const LANE_BOTH = 2;
+
 /**
- * Copies each lane's records, in order, into one body per lane; lanes whose `skip` is set get
- * none (the spool took them). A lane holding every record of the batch gets the sender's buffer
- * itself, no copy.
+ * Copies each lane's records, in order, into one body per lane; a lane whose mode (`modes`, null:
+ * every lane in memory) is LANE_SPOOL gets none. A lane holding every record of the batch gets
+ * the sender's buffer itself, no copy.
  */
-export function cutLanes(body: Buffer, index: RecordIndex, plan: BatchPlan, skip: Uint8Array | null): (Buffer | undefined)[] {
+export function cutLanes(body: Buffer, index: RecordIndex, plan: BatchPlan, modes: Uint8Array | null): (Buffer | undefined)[] {
   const lanes = plan.laneCount.length;
   const bodies: (Buffer | undefined)[] = new Array(lanes);
   const fill = new Uint32Array(lanes);
   let copies = 0;
   for (let l = 0; l < lanes; l++) {
-    if (plan.laneCount[l] === 0 || (skip !== null && skip[l] !== 0)) continue;
+    if (plan.laneCount[l] === 0 || (modes !== null && modes[l] === LANE_SPOOL)) continue;
     if (plan.laneCount[l] === plan.count) {
       bodies[l] = body;
     } else {

@@ -2,9 +2,9 @@
  * The spool side of ingress: which of a batch's records go to disk, their group commit, and what
  * happens when the spool has no room.
  *
- *   laneModes(plan): per lane, 0 memory only (acked when processed); 1 the spool only, read back
- *     later (a slot that is spooling: the stream paused, the slot dead, missing or full; and
- *     records forwarded from a held bucket's old owner); 2 the spool and memory (mode always)
+ *   laneModes(plan): per lane, LANE_MEMORY (acked when processed); LANE_SPOOL, read back later (a
+ *     slot that is spooling: the stream paused, the slot dead, missing or full; and records
+ *     forwarded from a held bucket's old owner); LANE_BOTH, the spool and memory (mode always)
  *   stage -> keep: the batch waits, with every batch staged in this turn of the event loop ...
  *   flush (group commit): ... one write per bucket for all of them; then each batch's parts are
  *     placed (host.place) and, once on disk, mode-2 parts are acked; spooling slots read on
@@ -17,7 +17,7 @@ import type { CauseCounter, Logger } from '../log';
 import type { RecordIndex } from '../protocol/envelope';
 import { type Spool, SpoolFullError, type WriteResult } from '../spool/spool';
 import type { Delivery, InBatch, Slot } from './slot';
-import { cutLanes, type BatchPlan } from './router';
+import { type BatchPlan, cutLanes, LANE_BOTH, LANE_MEMORY, LANE_SPOOL } from './router';
 
 /** Under load, how often staged batches are written to the spool (see scheduleFlush). */
 const GROUP_COMMIT_MS = 120;
@@ -108,13 +108,13 @@ export class Staging {
     for (let l = 0; l < counts.length; l++) {
       if (counts[l] === 0) continue;
       if (l >= nSlots) {
-        modes[l] = forwarded ? 1 : 0;
+        modes[l] = forwarded ? LANE_SPOOL : LANE_MEMORY;
       } else {
         const slot = slots[l]!;
         if (!slot.spooling && (paused || !this.host.live(slot) || slot.queuedRecords >= this.slotFull)) slot.spooling = true;
-        modes[l] = slot.spooling ? 1 : this.always ? 2 : 0;
+        modes[l] = slot.spooling ? LANE_SPOOL : this.always ? LANE_BOTH : LANE_MEMORY;
       }
-      if (modes[l] !== 0) write = true;
+      if (modes[l] !== LANE_MEMORY) write = true;
     }
     return write ? modes : null;
   }
@@ -123,7 +123,7 @@ export class Staging {
   stage(body: Buffer, index: RecordIndex, plan: BatchPlan, modes: Uint8Array): WriteResult {
     const take = new Uint8Array(plan.count);
     const lane = plan.lane;
-    for (let i = 0; i < plan.count; i++) take[i] = modes[lane[i]!] === 0 ? 0 : 1;
+    for (let i = 0; i < plan.count; i++) take[i] = modes[lane[i]!] === LANE_MEMORY ? 0 : 1;
     return this.spool.stage(body, index.starts, plan.bucket, plan.count, take);
   }
 
@@ -134,9 +134,7 @@ export class Staging {
   keep(msg: Buffer[], batch: InBatch, body: Buffer, index: RecordIndex, plan: BatchPlan, modes: Uint8Array, res: WriteResult): void {
     const entry: Staged = { msg, batch, placed: [], lanes: [], reads: [] };
     const lanes = modes.length;
-    const spoolOnly = new Uint8Array(lanes);
-    for (let l = 0; l < lanes; l++) spoolOnly[l] = modes[l] === 1 ? 1 : 0;
-    const bodies = cutLanes(body, index, plan, spoolOnly);
+    const bodies = cutLanes(body, index, plan, modes);
     let marks: (number[] | undefined)[] | null = null;
     if (this.always) {
       // Lanes written and delivered from memory (mode 2): their records are marked read in the
@@ -145,7 +143,7 @@ export class Staging {
       for (let k = 0; k < res.n; k++) {
         const b = res.bucket[k]!;
         const l = this.host.laneOf(b);
-        if (modes[l] !== 2) continue;
+        if (modes[l] !== LANE_BOTH) continue;
         (marks[l] ??= []).push(b, res.gen[k]!, res.off[k]!, res.records[k]!);
         entry.reads.push(b, res.gen[k]!, res.off[k]!, res.records[k]!);
       }
@@ -155,7 +153,7 @@ export class Staging {
       const lBody = bodies[l];
       if (lBody === undefined) continue;
       // A lane on disk too was acknowledged with the write; the others when processed.
-      const owner = modes[l] === 2 ? null : batch;
+      const owner = modes[l] === LANE_BOTH ? null : batch;
       if (owner) batch.remaining++;
       const d = this.host.make(slots[l % slots.length]!, lBody, plan.laneCount[l]!, owner, marks?.[l] ?? null);
       entry.placed.push(d);

@@ -40,7 +40,7 @@ const batchHook = hook('flotilla:sender:batch');
 const transmitHook = hook('flotilla:sender:transmit');
 
 /** Closed batches that may wait behind a full window before `send` says false. */
-export const QUEUED_BATCHES_BEFORE_FULL = 2;
+const QUEUED_BATCHES_BEFORE_FULL = 2;
 
 /** A batch closed and not yet settled (acknowledged, refused for good, or routed again). */
 export interface OutBatch {
@@ -163,7 +163,7 @@ export class Channel {
         this.linger = setTimeout(this.closeNow, this.host.lingerMs);
       }
     }
-    return this.queue.length < QUEUED_BATCHES_BEFORE_FULL;
+    return !this.backlogged;
   }
 
   /**

@@ -29,10 +29,9 @@ import { Fsync } from './fsync';
 import { type ReadPos, Positions } from './positions';
 import { readFrames } from './segment';
 import { Segments } from './segments';
-import { Space, type SpoolFullError, type SpoolState } from './space';
+import { Space, type SpoolState } from './space';
 import { Staging, type WriteResult } from './staging';
 
-export { SEG_HEADER, FRAME } from './segment';
 export { SpoolFullError, type SpoolState } from './space';
 export type { ReadPos } from './positions';
 export type { WriteResult } from './staging';
@@ -128,11 +127,6 @@ export class Spool {
   }
 
   // ---- writing -----------------------------------------------------------------------------
-
-  /** Why the spool would refuse `bytes` more now, or null if it takes them. */
-  refusal(bytes: number): SpoolFullError | null {
-    return this.space.refusal(bytes, this.segments.bytes + this.staging.stagedBytes);
-  }
 
   /**
    * Frames the records `i` of `body` for which `take[i]` is set (all when `take` is null) into

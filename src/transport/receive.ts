@@ -1,6 +1,8 @@
 /**
- * The one receive loop: every socket a Flotilla process reads is read this way, so that neither
- * a failed receive nor a handler that throws ever ends the loop (or the process with it).
+ * The one receive loop: the portal, the agent, the control server and the sender read their
+ * sockets this way, so that neither a failed receive nor a handler that throws ever ends the loop
+ * (or the process with it). The component SDK keeps its own: there a handler that throws must
+ * end the component, so that its delivery is given again after a restart.
  *
  *   for (;;) { await gate(); msg = await socket.receive(); handle(msg) }   until closed()
  */

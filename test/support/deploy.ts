@@ -17,12 +17,15 @@ import { agentControlEndpoint } from '../../src/protocol/endpoints';
 
 export const DIST = join(__dirname, '..', '..');
 
-/** Waits until `check` returns true, polling; fails after `timeoutMs` naming what it waited for. */
-export async function waitFor(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 20_000, everyMs = 25): Promise<void> {
+/**
+ * Waits until `check` returns true, polling; fails after `timeoutMs` naming what it waited for
+ * (`what` may be a function, to say what was seen by then).
+ */
+export async function waitFor(what: string | (() => string), check: () => boolean | Promise<boolean>, timeoutMs = 20_000, everyMs = 25): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     if (await check()) return;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${typeof what === 'string' ? what : what()}`);
     await new Promise((r) => setTimeout(r, everyMs));
   }
 }

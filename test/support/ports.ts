@@ -142,6 +142,20 @@ function candidates(): number[] {
   return ports.length >= 1000 ? ports : outside(1024);
 }
 
+let claimDirMade = false;
+
+/** Makes the claims' directory, once per process. */
+function makeClaimDir(): void {
+  if (claimDirMade) return;
+  mkdirSync(CLAIM_DIR, { recursive: true });
+  try {
+    chmodSync(CLAIM_DIR, 0o1777); // shared by every user of the machine, like /tmp
+  } catch {
+    // another user's directory: it is theirs to set
+  }
+  claimDirMade = true;
+}
+
 /**
  * Claims `port` for this process and checks it can be bound on 127.0.0.1: true if both hold (the
  * claim then lives until this process exits), false if another live process holds the claim, this
@@ -149,12 +163,7 @@ function candidates(): number[] {
  * for a port of their choice.
  */
 export async function claimPort(port: number): Promise<boolean> {
-  mkdirSync(CLAIM_DIR, { recursive: true });
-  try {
-    chmodSync(CLAIM_DIR, 0o1777); // shared by every user of the machine, like /tmp
-  } catch {
-    // another user's directory: it is theirs to set
-  }
+  makeClaimDir();
   if (held.has(port) || !claim(port)) return false;
   held.add(port);
   if (await canBind(port)) return true;

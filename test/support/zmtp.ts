@@ -11,7 +11,7 @@
 import { connect as tcpConnect } from 'node:net';
 import avro from 'avsc';
 import { EnvelopeWriter } from '../../src/protocol/envelope';
-import { encodeHeader, MessageType } from '../../src/protocol/wire';
+import { decodeHeader, encodeHeader, MessageType } from '../../src/protocol/wire';
 import { RECORD_SCHEMA } from './flows';
 
 /** The payload type of the test streams (RECORD_SCHEMA). */
@@ -62,7 +62,9 @@ export interface Reply {
 /** Reads the frames of a reply: its 16-byte header, and for an ERROR the code and message frames. */
 export function readReply(frames: Buffer[]): Reply {
   const [h, code, message] = frames;
-  return { type: h![3]!, seq: h!.readUInt32BE(4), epoch: h!.readUInt32BE(8), count: h!.readUInt32BE(12), code: code?.toString() ?? '', message: message?.toString() ?? '' };
+  const header = decodeHeader(h);
+  if (!header) throw new Error(`a reply whose first frame is not a Flotilla header: ${h?.toString('hex') ?? '(none)'}`);
+  return { type: header.type, seq: header.seq, epoch: header.epoch, count: header.count, code: code?.toString() ?? '', message: message?.toString() ?? '' };
 }
 
 /** ZMTP 3.0 by hand (NULL mechanism, as a DEALER), over a plain TCP socket. */
