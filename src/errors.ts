@@ -39,6 +39,12 @@ export const ERROR_CODES = [
   /** A control request failed for a reason that is a bug, not the caller's doing (logged). */
   'INTERNAL',
   'NOT_IDLE',
+  /** Two servers (or a request and a portal) state one epoch but different map content (digest). */
+  'MAP_DISAGREES',
+  /** A release that does not name exactly the buckets held for its old owner. */
+  'RELEASE_MISMATCH',
+  /** A map edit the running system cannot take (records would be stranded, or a restart is needed). */
+  'EDIT_REFUSED',
 ] as const;
 export type ErrorCode = (typeof ERROR_CODES)[number];
 

@@ -97,20 +97,31 @@ test('a file that is not even YAML, or an edit that does not raise the epoch, is
   assert.equal((JSON.parse(r.stdout) as AgentStatus).epoch, 1);
 });
 
+test('an edit no portal can make live (heartbeat, port, slots) is refused, naming the units to restart', async () => {
+  writeMap(mapAt(2, (m) => ((m.heartbeat_ms = 250), (m.streams[0].slots = 3))));
+  await waitFor('the agent to refuse the edit', async () => (await status()).mapErrors?.epoch === 2);
+  const st = await status();
+  assert.equal(st.epoch, 1);
+  assert.equal(st.heartbeatMs, 200, 'the map in force is unchanged');
+  const problems = st.mapErrors!.problems.map((p) => p.message).join('\n');
+  assert.match(problems, /heartbeat_ms changes \(200 -> 250\); that needs a restart of every agent, portal and component of instance test/);
+  assert.match(problems, /slot count on solo \(2 -> 3\); that needs a restart of flotilla-portal@orders and its components on solo/);
+});
+
 test('a later valid edit with a higher epoch is taken, and clears the errors', async () => {
-  writeMap(mapAt(2, (m) => (m.heartbeat_ms = 250)));
+  writeMap(mapAt(2, (m) => (m.servers[0].weight = 2)));
   await waitFor('epoch 2 in force', async () => (await status()).epoch === 2);
   const st = await status();
   assert.equal(st.mapErrors, null);
-  assert.equal(st.heartbeatMs, 250);
-  await waitFor('the agent to log the new epoch', () => d.logs.join('').includes('epoch 2 in force (was 1)'), 5000);
+  assert.equal(st.mapEpoch, 2);
+  await waitFor('the agent to log the new epoch', () => d.logs.join('').includes('epoch 2 taken (was 1)'), 5000);
 
   const same = portalctl('reload', ...args());
   assert.equal(same.status, 0, same.stderr);
   assert.equal(same.stdout, 'solo: no change; epoch 2 in force\n');
 
   // Taken on `portalctl reload` too, without waiting for the watch.
-  writeMap(mapAt(3, (m) => (m.heartbeat_ms = 300)));
+  writeMap(mapAt(3, (m) => (m.servers[0].weight = 3)));
   const r = portalctl('reload', ...args('--json'));
   assert.equal(r.status, 0, r.stderr);
   const reply = JSON.parse(r.stdout) as { ok: boolean; outcome: string; epoch: number };

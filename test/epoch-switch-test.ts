@@ -70,7 +70,10 @@ test('buckets move from alpha to beta: never processed by both at once, nothing 
     const a = await ask('alpha', { cmd: 'switch', epoch: 2 });
     assert.equal(a.outgoing, predicted.moved);
     await waitFor('alpha to drain what it gave up', async () => (await ask('alpha', { cmd: 'drained' })).drained, 15_000);
-    await ask('beta', { cmd: 'release', from: 'alpha', epoch: 2 });
+    const moved = (await ask('beta', { cmd: 'beacon' })).holds.find((h) => h.from === 'alpha')!.buckets;
+    await assert.rejects(ask('beta', { cmd: 'release', from: 'alpha', epoch: 2, digest: after2.digest, buckets: moved.slice(1) }), { code: 'RELEASE_MISMATCH' }, 'a release must name every bucket held');
+    await assert.rejects(ask('beta', { cmd: 'release', from: 'alpha', epoch: 2, digest: before.digest, buckets: moved }), { code: 'MAP_DISAGREES' }, 'a release must name the map in force');
+    await ask('beta', { cmd: 'release', from: 'alpha', epoch: 2, digest: after2.digest, buckets: moved });
 
     const roundsAtSwitch = load.rounds;
     await waitFor('a few more rounds under epoch 2', () => load.rounds > roundsAtSwitch + 5);

@@ -14,7 +14,7 @@ import { routeKey } from '../src/map/route';
 import type { FlotillaMap } from '../src/map/types';
 import { EnvelopeWriter, RecordIndex } from '../src/protocol/envelope';
 import type { Delivery } from '../src/portal/slot';
-import { planSwitch } from '../src/portal/epochs';
+import { planSwitch } from '../src/portal/switch-plan';
 import { Holds } from '../src/portal/holds';
 import { diffMaps } from '../src/map/diff';
 import { FlotillaError } from '../src/errors';
@@ -22,6 +22,7 @@ import { cutLanes, LANE_BOTH, LANE_SPOOL, Routing } from '../src/portal/router';
 import { RECORD_SCHEMA } from './support/flows';
 
 const BUCKETS = 64;
+const D = 'a'.repeat(64);
 const SLOTS = 4;
 
 function twoServers(epoch = 1, betaWeight = 1): FlotillaMap {
@@ -120,7 +121,7 @@ test('buckets taken over are held per old owner in lanes of their own, until tha
   assert.ok(moved.length > 0);
   routing.map = after;
   routing.stream = after.streams[0]!;
-  routing.holds.begin(2, new Map([['alpha', moved]]));
+  routing.holds.begin(2, after.digest, new Map([['alpha', moved]]));
   assert.equal(routing.lanes, 2 * SLOTS, 'slots, and again for the hold group');
   const keys = keysOf(after, 1, 200);
   const { body, index } = batch(keys);
@@ -141,14 +142,14 @@ test('buckets taken over are held per old owner in lanes of their own, until tha
 
 test('holds: deliveries kept in order per group; a group released leaves the other groups\' lanes in place; early releases are remembered', () => {
   const holds = new Holds(16);
-  holds.begin(2, new Map([['alpha', [1, 5]], ['gamma', [2, 9]]]));
+  holds.begin(2, D, new Map([['alpha', [1, 5]], ['gamma', [2, 9]]]));
   assert.deepEqual([holds.of[1], holds.of[5], holds.of[2], holds.of[9], holds.of[0]], [1, 1, 2, 2, 0]);
   assert.deepEqual(holds.from, ['alpha', 'gamma']);
   const d = (id: number) => ({ id }) as unknown as Delivery;
   holds.keep(d(1), SLOTS + 1, SLOTS); // group 1 (alpha)
   holds.keep(d(2), 2 * SLOTS + 3, SLOTS); // group 2 (gamma)
   holds.keep(d(3), SLOTS + 0, SLOTS);
-  assert.throws(() => holds.begin(3, new Map()), /still held/, 'no new switch while something is held');
+  assert.throws(() => holds.begin(3, D, new Map()), /still held/, 'no new switch while something is held');
   const alpha = holds.release('alpha')!;
   assert.deepEqual(alpha.deliveries.map((x) => x.id), [1, 3], 'in arrival order');
   assert.equal(holds.groups, 2, "gamma keeps its lanes: alpha's group stays, emptied");
@@ -157,10 +158,21 @@ test('holds: deliveries kept in order per group; a group released leaves the oth
   assert.deepEqual(holds.release('gamma')!.deliveries.map((x) => x.id), [2]);
   assert.equal(holds.groups, 0);
   // A release that comes before the switch to its epoch: that owner's buckets are not held.
-  holds.releaseEarly('alpha', 3);
-  holds.begin(3, new Map([['alpha', [4]], ['gamma', [7]]]));
+  holds.releaseEarly({ from: 'alpha', epoch: 3, digest: D, buckets: [4] });
+  holds.releaseEarly({ from: 'gamma', epoch: 3, digest: D, buckets: [7, 8] }); // not the buckets the switch takes
+  holds.begin(3, D, new Map([['alpha', [4]], ['gamma', [7]]]));
   assert.deepEqual(holds.from, ['gamma']);
   assert.equal(holds.of[4], 0);
+  // An early release for another map with the same epoch frees nothing.
+  holds.release('gamma');
+  holds.releaseEarly({ from: 'alpha', epoch: 4, digest: 'b'.repeat(64), buckets: [4] });
+  holds.begin(4, D, new Map([['alpha', [4]]]));
+  assert.deepEqual(holds.from, ['alpha'], 'a release for other map content is not taken');
+  // What is held survives a restart: held() and restore() give the same groups.
+  const again = new Holds(16);
+  again.restore(holds.held(), holds.earlyReleases());
+  assert.deepEqual(again.held(), holds.held());
+  assert.equal(again.of[4], 1);
 });
 
 test("an epoch switch's plan: what this server gives up and takes over, per old owner, as the map diff says; a slot count change is refused", () => {

@@ -1,12 +1,15 @@
 /**
  * The agent: one per server and instance, the server's control plane. It collects the beacons
  * of the server's portals (beacons.ts), tells who is idle, dead or missing, pauses and resumes
- * the portals (portals.ts), holds the map in force (map/keeper.ts: an invalid edit of the map
- * file never replaces it) and carries the portals into each new epoch (epoch-switch.ts).
+ * the portals (portals.ts), holds the newest valid map (map/keeper.ts: an invalid edit of the map
+ * file never replaces it; edit-checks.ts: nor one the running system cannot take), and carries
+ * the portals into each new epoch once the other servers have the same map (epoch-switch.ts,
+ * peers.ts).
  *
  *   portal --PortalBeacon (PUSH)--> agent.beacons.ipc (PULL)
  *   portalctl --AgentRequest (REQ)--> agent.ctl.ipc | tcp://host:agent_port (ControlServer)
  *   agent --PortalRequest (REQ)--> <stream>.ctl.ipc (the portal's control socket)
+ *   agent --map, drained (REQ)--> other agents' agent_port
  */
 import { type Stats, unwatchFile, watchFile } from 'node:fs';
 import { FlotillaError } from '../errors';
@@ -16,12 +19,13 @@ import { serverOf } from '../map/lookup';
 import type { FlotillaMap } from '../map/types';
 import { int, parseOptions, text } from '../options';
 import type { PortalBeacon } from '../protocol/beacons';
-import { type AgentReplies, type AgentStatus, type EpochSwitchStatus, parseAgentRequest, type PauseReply, type ReloadReply } from '../protocol/control';
+import { type AgentReplies, type AgentStatus, type MapInfo, parseAgentRequest, type PauseReply, type ReloadReply } from '../protocol/control';
 import { agentBeaconEndpoint, agentControlEndpoint, ensureRunDir } from '../protocol/endpoints';
-import { portalRequest } from '../portal/client';
 import { ControlServer } from '../transport/control-server';
 import { BeaconBook } from './beacons';
-import { sendRelease, switchEpoch } from './epoch-switch';
+import { runningEditProblems } from './edit-checks';
+import { answerDrained, BUSY_ROUND_MS, DEFAULT_HOLD_LIMIT_MS, EpochSwitcher, forceRelease } from './epoch-switch';
+import { Peers } from './peers';
 import { freshBeacons, pausePortals } from './portals';
 
 /** How often the map file is checked for an edit. */
@@ -43,6 +47,8 @@ export interface AgentOptions {
   /** Address the TCP control socket binds (default the server's host in the map). */
   bindHost?: string;
   portalTimeoutMs?: number;
+  /** A hold that waits longer than this (ms) is shown as stuck (default 120000). */
+  holdLimitMs?: number;
 }
 
 /** The agent of one server. `start()` binds its sockets; `stop()` closes them. */
@@ -60,7 +66,11 @@ export class Agent {
   private closed = false;
   private watching = false;
   private settle: NodeJS.Timeout | null = null;
-  private epochSwitch: EpochSwitchStatus | null = null;
+  private readonly peers: Peers;
+  private readonly switcher: EpochSwitcher;
+  private before: FlotillaMap;
+  private roundTimer: NodeJS.Timeout | null = null;
+  private rounding: Promise<void> | null = null;
 
   constructor(opts: AgentOptions) {
     this.o = parseAgentOptions(opts);
@@ -71,6 +81,20 @@ export class Agent {
     const count = (cause: string, example: string) => this.causes.count(cause, example);
     this.book = new BeaconBook(opts.server, count);
     this.control = new ControlServer({ what: 'agent', log: this.log, count, maxRequestBytes: MAX_REQUEST_BYTES, handle: (request) => this.handle(request) });
+    this.before = this.keeper.map;
+    this.keeper.onChange((_next, before) => (this.before = before));
+    this.peers = new Peers(opts.server, this.o.portalTimeoutMs);
+    this.switcher = new EpochSwitcher({
+      server: opts.server,
+      runDir: this.runDir,
+      log: this.log,
+      peers: this.peers,
+      portalTimeoutMs: this.o.portalTimeoutMs,
+      holdLimitMs: this.o.holdLimitMs,
+      target: () => this.keeper.map,
+      previous: () => this.before,
+      note: (b) => this.book.note(b),
+    });
   }
 
   /** The map in force. */
@@ -90,7 +114,10 @@ export class Agent {
     if (this.o.watchMs > 0) {
       watchFile(this.o.mapFile, { interval: this.o.watchMs, persistent: false }, this.onMapFile);
       this.watching = true;
+      // An edit made between the constructor's read and the watch: taken now.
+      this.reload();
     }
+    this.schedule(0);
     this.log.info(
       { epoch: this.map.epoch, runDir: this.runDir, tcp: this.tcpEndpoint },
       `agent of ${this.o.server} serving ${ctl}${this.tcpEndpoint ? ` and ${this.tcpEndpoint}` : ''}, map epoch ${this.map.epoch}`,
@@ -103,6 +130,8 @@ export class Agent {
     this.closed = true;
     if (this.watching) unwatchFile(this.o.mapFile, this.onMapFile);
     if (this.settle) clearTimeout(this.settle);
+    if (this.roundTimer) clearTimeout(this.roundTimer);
+    await this.rounding;
     this.causes.stop();
     this.book.close();
     this.control.close();
@@ -122,15 +151,51 @@ export class Agent {
       pid: process.pid,
       mapFile: this.o.mapFile,
       instance: map.instance,
-      epoch: map.epoch,
+      epoch: this.runningEpoch(now),
+      mapEpoch: map.epoch,
+      digest: map.digest,
       heartbeatMs: map.heartbeatMs,
       runDir: this.runDir,
       uptimeMs: now - this.startedAt,
       mapErrors: this.keeper.rejection,
-      epochSwitch: this.epochSwitch,
+      epochSwitch: this.switcher.status,
+      handovers: this.switcher.handovers,
       idle: streams.every((s) => s.idle),
       streams,
     };
+  }
+
+  /** What this agent says of its map to the other agents. */
+  mapInfo(now = Date.now()): MapInfo {
+    const map = this.map;
+    const rejected = this.keeper.rejection;
+    return {
+      server: this.o.server,
+      epoch: map.epoch,
+      digest: map.digest,
+      running: this.runningEpoch(now),
+      rejected: rejected ? { epoch: rejected.epoch, code: rejected.code } : null,
+      spooled: this.spooled(now),
+    };
+  }
+
+  /** The lowest epoch of the live portals here; the map's when none is live. */
+  private runningEpoch(now: number): number {
+    const epochs = this.map.streams
+      .map((s) => this.book.status(s.name, now, this.map.heartbeatMs))
+      .filter((s) => s.beacon !== null && s.state !== 'dead' && s.state !== 'missing')
+      .map((s) => s.beacon!.epoch);
+    return epochs.length > 0 ? Math.min(...epochs) : this.map.epoch;
+  }
+
+  /** Records in each stream's spool here, as the portals' last beacons said. */
+  private spooled(now: number): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const s of this.map.streams) {
+      const b = this.book.status(s.name, now, this.map.heartbeatMs).beacon;
+      if (b?.spool) out[s.name] = b.spool.records;
+    }
+    return out;
   }
 
   /** Asks every portal for its current beacon (those that answer), then reports status. */
@@ -145,15 +210,25 @@ export class Agent {
     return pausePortals({ server: this.o.server, runDir: this.runDir, map: this.map, timeoutMs: this.o.portalTimeoutMs, log: this.log }, paused, streams);
   }
 
-  /** Reads the map file again: takes a valid edit that raises the epoch, rejects anything else. */
+  /**
+   * Reads the map file again: takes a valid edit that raises the epoch and that the running
+   * system can take, rejects anything else. A taken edit starts a switch (epoch-switch.ts).
+   */
   reload(): ReloadReply {
-    const before = this.keeper.map;
-    const outcome = this.keeper.reload();
-    const reply: ReloadReply = { server: this.o.server, ok: outcome.type !== 'rejected', outcome: outcome.type, epoch: outcome.epoch, mapErrors: this.keeper.rejection };
+    const now = Date.now();
+    const outcome = this.keeper.reload((next, current) => runningEditProblems(current, next, this.o.server, this.spooled(now), this.peers));
+    const reply: ReloadReply = {
+      server: this.o.server,
+      ok: outcome.type !== 'rejected',
+      outcome: outcome.type,
+      epoch: outcome.epoch,
+      mapErrors: this.keeper.rejection,
+      epochSwitch: this.switcher.status,
+    };
     if (outcome.type === 'applied') {
       reply.from = outcome.from;
-      this.log.info({ epoch: outcome.epoch, from: outcome.from }, `map ${this.o.mapFile}: epoch ${outcome.epoch} in force (was ${outcome.from})`);
-      void this.switchPortals(before, this.keeper.map);
+      this.log.info({ epoch: outcome.epoch, from: outcome.from }, `map ${this.o.mapFile}: epoch ${outcome.epoch} taken (was ${outcome.from}); switching once every server has it`);
+      this.schedule(0);
     } else if (outcome.type === 'rejected') {
       const problems = outcome.rejection.problems.map((p) => `${p.path}: ${p.message}`);
       this.log.error(
@@ -177,28 +252,37 @@ export class Agent {
         return this.setPaused(req.cmd === 'pause', req.streams);
       case 'reload':
         return this.reload();
-      case 'release':
+      case 'map':
+        return this.mapInfo();
+      case 'drained':
+        return answerDrained(this.o.server, this.map, this.runDir, req, this.o.portalTimeoutMs);
+      case 'release': {
         if (!this.map.streams.some((s) => s.name === req.stream)) throw new FlotillaError('UNKNOWN_STREAM', `no stream "${req.stream}" in the map in force`);
-        return portalRequest(this.runDir, req.stream, { cmd: 'release', from: req.from, epoch: req.epoch }, 2000);
+        const r = await forceRelease(this.runDir, req.stream, req.from, this.o.portalTimeoutMs, this.log);
+        this.schedule(0);
+        return r;
+      }
     }
   }
 
-  /**
-   * Carries this server's portals into the map's new epoch: each switches, gives up and drains
-   * the buckets it loses, and this agent then tells each new owner's agent to release them.
-   */
-  private async switchPortals(before: FlotillaMap, after: FlotillaMap): Promise<void> {
-    const status: EpochSwitchStatus = { epoch: after.epoch, from: before.epoch, done: false, streams: [] };
-    this.epochSwitch = status;
-    status.streams = await switchEpoch({
-      server: this.o.server,
-      runDir: this.runDir,
-      before,
-      after,
-      log: this.log,
-      sendRelease: (to, stream, epoch) => sendRelease(after, this.o.server, to, stream, epoch, () => this.closed),
-    });
-    status.done = true;
+  /** Runs a switch round (epoch-switch.ts) in `ms`, then again: soon while one is open. */
+  private schedule(ms: number): void {
+    if (this.closed) return;
+    if (this.roundTimer) clearTimeout(this.roundTimer);
+    this.roundTimer = setTimeout(() => {
+      this.roundTimer = null;
+      if (this.rounding) return this.schedule(BUSY_ROUND_MS);
+      this.rounding = this.switcher
+        .round()
+        .catch((err: unknown) => {
+          this.log.error({ err: String(err) }, `epoch switch round failed: ${String(err)}`);
+          return true;
+        })
+        .then((open) => {
+          this.rounding = null;
+          this.schedule(open ? BUSY_ROUND_MS : this.map.heartbeatMs);
+        });
+    }, ms);
   }
 
   private readonly onMapFile = (curr: Stats, prev: Stats): void => {
@@ -217,7 +301,7 @@ function parseAgentOptions(opts: AgentOptions) {
   return parseOptions(
     'Agent',
     opts,
-    { watchMs: DEFAULT_WATCH_MS, portalTimeoutMs: DEFAULT_PORTAL_TIMEOUT_MS },
-    { mapFile: text, server: text, watchMs: int({ min: 0 }), portalTimeoutMs: int({ min: 1 }) },
+    { watchMs: DEFAULT_WATCH_MS, portalTimeoutMs: DEFAULT_PORTAL_TIMEOUT_MS, holdLimitMs: DEFAULT_HOLD_LIMIT_MS },
+    { mapFile: text, server: text, watchMs: int({ min: 0 }), portalTimeoutMs: int({ min: 1 }), holdLimitMs: int({ min: 1 }) },
   );
 }

@@ -8,7 +8,6 @@
  * edit is taken or the file is put back.
  */
 import { readFileSync } from 'node:fs';
-import { parse } from 'yaml';
 import { type ErrorCode, FlotillaError, MapInvalidError, type MapProblem } from '../errors';
 import { type FlotillaMap } from './types';
 import { parseMap } from './load';
@@ -37,7 +36,6 @@ export type MapListener = (map: FlotillaMap, before: FlotillaMap) => void;
 /** Holds the map in force for one process. */
 export class MapKeeper {
   private current: FlotillaMap;
-  private canonical: string;
   private rejected: MapRejection | null = null;
   private readonly listeners: MapListener[] = [];
 
@@ -58,11 +56,9 @@ export class MapKeeper {
       const text = read(source);
       this.file = source;
       this.current = parseMap(text, source);
-      this.canonical = canonicalOf(text);
     } else {
       this.file = null;
       this.current = source;
-      this.canonical = '';
     }
     const problems = this.serverProblems(this.current);
     if (problems.length > 0) throw new FlotillaError('UNKNOWN_SERVER', `${this.current.file}: ${problems[0]!.message}`);
@@ -88,8 +84,16 @@ export class MapKeeper {
     this.listeners.push(listener);
   }
 
+  /**
+   * Puts `map` in force without the checks of an edit: a portal coming back on the map it last
+   * ran (its handover state), older than the file, which the agent then carries it forward from.
+   */
+  adopt(map: FlotillaMap): void {
+    this.current = map;
+  }
+
   /** Reads the file again and takes it, keeps the map in force, or rejects the edit. */
-  reload(): ReloadOutcome {
+  reload(check?: (next: FlotillaMap, current: FlotillaMap) => MapProblem[]): ReloadOutcome {
     const epoch = this.current.epoch;
     if (this.file === null) return { type: 'unchanged', epoch };
     let text: string;
@@ -106,16 +110,14 @@ export class MapKeeper {
       const problems = err instanceof MapInvalidError ? err.problems : [{ path: '(file)', message: err.message }];
       return this.reject(err.code, epochIn(text), problems);
     }
-    const canonical = canonicalOf(text);
-    if (next.epoch === epoch && canonical === this.canonical) {
+    if (next.epoch === epoch && next.digest === this.current.digest) {
       this.rejected = null;
       return { type: 'unchanged', epoch };
     }
-    const problems = this.editProblems(next);
+    const problems = [...this.editProblems(next), ...(check?.(next, this.current) ?? [])];
     if (problems.length > 0) return this.reject('MAP_INVALID', next.epoch, problems);
     const before = this.current;
     this.current = next;
-    this.canonical = canonical;
     this.rejected = null;
     for (const listener of this.listeners) listener(next, before);
     return { type: 'applied', from: epoch, epoch: next.epoch };
@@ -154,11 +156,6 @@ function read(file: string): string {
   } catch (err) {
     throw new FlotillaError('MAP_UNREADABLE', `cannot read map ${file}: ${(err as Error).message}`, { cause: err });
   }
-}
-
-/** The map's content without comments and layout, so an edit of a comment is no change. */
-function canonicalOf(text: string): string {
-  return JSON.stringify(parse(text));
 }
 
 /** The epoch a map text states, if it can be found at all. */

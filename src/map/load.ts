@@ -12,6 +12,7 @@ import { LineCounter, parseDocument, type Document } from 'yaml';
 import { FlotillaError, MapInvalidError, type MapProblem } from '../errors';
 import { MAP_SCHEMA } from './schema';
 import { placeBuckets } from './placement';
+import { mapDigest } from './digest';
 import { DEFAULT_BUCKETS, DEFAULT_FSYNC_INTERVAL_MS, DEFAULT_HEARTBEAT_MS, DEFAULT_MAX_BATCH_BYTES, DEFAULT_SLOTS, DEFAULT_SPOOL_MAX_BYTES, DEFAULT_SPOOL_MIN_FREE_BYTES, DEFAULT_WEIGHT, DEFAULT_WINDOW, type FlotillaMap, type FsyncPolicy, type MapServer, type MapStream, type SpoolFullPolicy, type SpoolMode, type SpoolSettings } from './types';
 
 /** Field names people reach for that the map calls something else. */
@@ -56,7 +57,7 @@ export function parseMap(text: string, file = '<map>'): FlotillaMap {
   if (!validateSchema(raw)) {
     throw new MapInvalidError(file, schemaProblems(validateSchema.errors ?? [], at));
   }
-  return resolveMap(raw as RawMap, file, at);
+  return { ...resolveMap(raw as RawMap, file, at), digest: mapDigest(raw), text };
 }
 
 interface RawServer {
@@ -97,7 +98,7 @@ interface RawMap {
 
 type LineOf = (segs: (string | number)[]) => string;
 
-function resolveMap(raw: RawMap, file: string, at: LineOf): FlotillaMap {
+function resolveMap(raw: RawMap, file: string, at: LineOf): Omit<FlotillaMap, 'digest' | 'text'> {
   const problems: MapProblem[] = [];
   const problem = (segs: (string | number)[], message: string) =>
     problems.push({ path: pathOf(segs), message: message + at(segs) });

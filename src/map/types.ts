@@ -66,6 +66,10 @@ export interface FlotillaMap {
   file: string;
   instance: string;
   epoch: number;
+  /** The content digest (digest.ts): equal for two files that say the same, whatever their layout. */
+  digest: string;
+  /** The text the map was read from (kept so a portal can come back on the map it last ran). */
+  text: string;
   heartbeatMs: number;
   runDir: string;
   servers: MapServer[];

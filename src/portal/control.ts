@@ -4,17 +4,16 @@
  *
  *   agent / portalctl --PortalRequest (ipc)--> ControlServer --handlePortalRequest--> Portal
  */
-import { type PortalReplies, parsePortalRequest } from '../protocol/control';
+import { type PortalReplies, parsePortalRequest, type ReleaseRequest } from '../protocol/control';
 
 /** What the control socket may ask of a portal. */
 export interface PortalControl {
   stats(): PortalReplies['stats'];
   beacon(advance: boolean): PortalReplies['beacon'];
   setPaused(paused: boolean): PortalReplies['pause'];
-  switchEpoch(epoch: number): PortalReplies['switch'];
-  drained(): boolean;
-  epoch(): number;
-  release(from: string, epoch: number): PortalReplies['release'];
+  switchEpoch(epoch: number, digest?: string): PortalReplies['switch'];
+  drained(): PortalReplies['drained'];
+  release(request: ReleaseRequest): PortalReplies['release'];
 }
 
 /** Answers one control request (JSON, not yet checked); throws a FlotillaError to refuse it. */
@@ -32,10 +31,10 @@ export function handlePortalRequest(portal: PortalControl, raw: unknown): Portal
     case 'resume':
       return portal.setPaused(false);
     case 'switch':
-      return portal.switchEpoch(req.epoch);
+      return portal.switchEpoch(req.epoch, req.digest);
     case 'drained':
-      return { drained: portal.drained(), epoch: portal.epoch() };
+      return portal.drained();
     case 'release':
-      return portal.release(req.from, req.epoch);
+      return portal.release(req);
   }
 }

@@ -1,67 +1,32 @@
 /**
  * A portal's epoch switches: `switch` to the map's next epoch, `drained` (has everything from
  * before it been processed, and forwarded), and `release` (an old owner has drained the buckets
- * it gave this server). planSwitch checks and computes a switch without touching the portal.
+ * it gave this server). switch-plan.ts computes a switch; this file applies it.
  *
- *   agent --switch(e)--> planSwitch(routing in force, next map) -> routing.map/stream/self, holds.begin
+ *   agent --switch(e, digest)--> planSwitch(routing in force, next map) -> handover file, holds.begin
  *   agent --drained--> every delivery made before the switch done, nothing foreign left in the spool
- *   old owner's agent --release(from, e)--> holds.release(from) -> held deliveries to their slots
+ *   agent --release(from, e, digest, buckets)--> handover file, holds.release(from) -> to the slots
  *
  * Buckets the server gives up are refused from the switch on (WRONG_OWNER: a redirect) and
- * drain; buckets it takes over are held per old owner (holds.ts) until that owner releases them.
+ * drain; buckets it takes over are held per old owner (holds.ts) until that owner has drained
+ * them. The map in force and the holds are in the handover file before either takes effect, so
+ * a portal that restarts comes back holding what it held (handover-file.ts).
  */
 import { FlotillaError } from '../errors';
 import type { CauseCounter, Logger } from '../log';
+import { shortDigest } from '../map/digest';
 import type { MapKeeper } from '../map/keeper';
-import { slotCount } from '../map/lookup';
 import { bucketsOf } from '../map/route';
-import type { FlotillaMap, MapStream } from '../map/types';
-import type { SwitchReply } from '../protocol/control';
+import type { DrainedReply, HoldView, ReleaseRequest, SwitchReply } from '../protocol/control';
 import { RecordIndex } from '../protocol/envelope';
 import { type Spool, SpoolFullError } from '../spool/spool';
 import type { Delivery, InBatch, Slot } from './slot';
 import type { Egress } from './egress';
 import type { Forwarder } from './forwarder';
+import type { HandoverFile } from './handover-file';
+import { sameBuckets } from './holds';
 import type { Routing } from './router';
-
-/** A switch, planned: the stream and this server's index in the next map, and what moves. */
-export interface SwitchPlan {
-  map: FlotillaMap;
-  stream: MapStream;
-  self: number;
-  /** Buckets this server gives up. */
-  outgoing: number;
-  /** Buckets this server takes over, by old owner. */
-  incoming: Map<string, number[]>;
-}
-
-/**
- * Plans the switch of `server`'s portal of `before`'s stream to `next`. Throws a FlotillaError
- * for a map the portal cannot switch to in place: the server left it (UNKNOWN_SERVER), the
- * stream's bucket count or the server's slot count changed (MAP_INVALID).
- */
-export function planSwitch(before: FlotillaMap, stream: MapStream, server: string, slots: number, next: FlotillaMap): SwitchPlan {
-  const after = next.streams.find((s) => s.name === stream.name);
-  if (!after) throw new FlotillaError('UNKNOWN_STREAM', `stream ${stream.name} is not in epoch ${next.epoch} of the map`);
-  const self = next.servers.findIndex((x) => x.name === server);
-  if (self < 0) throw new FlotillaError('UNKNOWN_SERVER', `server ${server} is not in epoch ${next.epoch} of the map`);
-  if (after.buckets !== stream.buckets) throw new FlotillaError('MAP_INVALID', `stream ${after.name} changes its bucket count; that needs a new stream`);
-  if (slotCount(next.servers[self]!, after) !== slots) {
-    throw new FlotillaError('MAP_INVALID', `stream ${after.name} changes its slot count on ${server}; restart its portal and components for that`);
-  }
-  let outgoing = 0;
-  const incoming = new Map<string, number[]>();
-  for (let b = 0; b < after.buckets; b++) {
-    const was = before.servers[stream.owner[b]!]!.name;
-    const now = next.servers[after.owner[b]!]!.name;
-    if (was === server && now !== server) outgoing++;
-    if (now === server && was !== server) {
-      if (!incoming.has(was)) incoming.set(was, []);
-      incoming.get(was)!.push(b);
-    }
-  }
-  return { map: next, stream: after, self, outgoing, incoming };
-}
+import { planSwitch } from './switch-plan';
 
 /** What epoch switches need of the rest of the portal. */
 export interface EpochHost {
@@ -72,6 +37,10 @@ export interface EpochHost {
   readonly egress: Egress;
   readonly spool: Spool | null;
   readonly forwarder: Forwarder | null;
+  /** Where the map in force and the holds are kept; null: nowhere (a portal given a map only). */
+  readonly file: HandoverFile | null;
+  /** Milliseconds after which a silent component is dead. */
+  deadMs(): number;
   /** Writes what is staged for the spool now (a switch or release must not overtake it). */
   flush(): void;
   feed(slot: Slot): void;
@@ -82,6 +51,9 @@ export class Epochs {
   /** Deliveries with ids below this were made before the last epoch switch. */
   private drainMark = 0;
   private readonly heldIndex = new RecordIndex();
+  private readonly startedAt = Date.now();
+  /** Every component has said it has nothing in flight since this portal started (see drained). */
+  private settled = false;
 
   constructor(
     private readonly host: EpochHost,
@@ -89,14 +61,23 @@ export class Epochs {
     private readonly log: Logger,
   ) {}
 
+  /** Writes the map in force and the holds to the handover file. */
+  save(): void {
+    const { routing, file } = this.host;
+    if (!file) return;
+    const map = routing.map;
+    file.save({ epoch: map.epoch, digest: map.digest, text: map.text, holds: routing.holds.held(), early: routing.holds.earlyReleases() });
+  }
+
   /**
-   * Switches to the map's next epoch (read again from the map file). Buckets this server gives
-   * up are refused from now on and drain; buckets it takes over are held per old owner.
+   * Switches to the map's next epoch (read again from the map file), which must have `digest`
+   * when one is given. Buckets this server gives up are refused from now on and drain; buckets
+   * it takes over are held per old owner.
    */
-  switchTo(epoch: number): SwitchReply {
+  switchTo(epoch: number, digest?: string): SwitchReply {
     const { routing, keeper } = this.host;
     this.host.flush();
-    if (epoch <= routing.epoch) return { ok: true, epoch: routing.epoch, outgoing: 0, incoming: {} };
+    if (epoch <= routing.epoch) return { ok: true, epoch: routing.epoch, digest: routing.map.digest, outgoing: 0, incoming: {} };
     if (!keeper || keeper.file === null) throw new FlotillaError('CONFIG_INVALID', 'this portal was started without a map file to read again');
     if (routing.holds.holding) {
       throw new FlotillaError('EPOCH_BUSY', `epoch ${routing.epoch} still holds buckets from ${routing.holds.from.join(', ')}; switch again once they are released`);
@@ -108,22 +89,29 @@ export class Epochs {
     }
     const next = keeper.map;
     if (next.epoch !== epoch) throw new FlotillaError('EPOCH_MISMATCH', `asked to switch to epoch ${epoch}, but ${keeper.file} is at epoch ${next.epoch}`);
+    if (digest !== undefined && next.digest !== digest) {
+      throw new FlotillaError('MAP_DISAGREES', `asked to switch to epoch ${epoch} with map ${shortDigest(digest)}, but ${keeper.file} at epoch ${epoch} is map ${shortDigest(next.digest)}`);
+    }
     const plan = planSwitch(routing.map, routing.stream, this.host.server, routing.slots, next);
-    routing.holds.begin(epoch, plan.incoming);
+    const held = routing.holds;
+    held.begin(epoch, next.digest, plan.incoming);
     routing.map = plan.map;
     routing.stream = plan.stream;
     routing.self = plan.self;
+    this.save();
     this.drainMark = this.host.egress.mark;
     const incoming = Object.fromEntries([...plan.incoming].map(([from, b]) => [from, b.length]));
     const arriving = [...plan.incoming.values()].reduce((n, b) => n + b.length, 0);
-    this.log.info({ epoch, outgoing: plan.outgoing, incoming }, `portal ${plan.stream.name}: now at epoch ${epoch}; ${plan.outgoing} buckets leave, ${arriving} arrive`);
+    this.log.info({ epoch, digest: shortDigest(next.digest), outgoing: plan.outgoing, incoming }, `portal ${plan.stream.name}: now at epoch ${epoch}; ${plan.outgoing} buckets leave, ${arriving} arrive`);
     this.host.forwarder?.start();
-    return { ok: true, epoch, outgoing: plan.outgoing, incoming };
+    return { ok: true, epoch, digest: next.digest, outgoing: plan.outgoing, incoming };
   }
 
   /**
-   * True once every record accepted before the last epoch switch is processed, and every spooled
-   * record of a bucket this server gave up has been taken by the bucket's new owner.
+   * True once every record accepted before the last epoch switch is processed, every spooled
+   * record of a bucket this server gave up has been taken by the bucket's new owner, and (after
+   * a restart) every component has said it has nothing in flight from the portal's last run, or
+   * has been silent for longer than the dead limit.
    */
   drained(): boolean {
     const f = this.host.forwarder;
@@ -131,19 +119,38 @@ export class Epochs {
       f.start();
       return false;
     }
-    return !this.host.egress.hasBefore(this.drainMark);
+    return this.componentsSettled() && !this.host.egress.hasBefore(this.drainMark);
   }
 
-  /** `from` has drained the buckets it gave this server at `epoch`: process them now. */
-  release(from: string, epoch: number): { ok: true; released: number } {
+  /** `drained`, with the map it is about, as the control socket answers it. */
+  drainedReply(): DrainedReply {
+    return { drained: this.drained(), epoch: this.host.routing.epoch, digest: this.host.routing.map.digest };
+  }
+
+  /**
+   * `from` has drained the buckets it gave this server at `epoch`: process them now. The release
+   * must name the map (epoch and digest) and exactly the buckets held for `from`; a release for
+   * a switch not yet made is kept for it.
+   */
+  release(r: ReleaseRequest): { ok: true; released: number } {
     const { routing, spool, egress } = this.host;
     this.host.flush();
-    if (epoch > routing.epoch) {
-      routing.holds.releaseEarly(from, epoch);
+    if (r.epoch > routing.epoch) {
+      routing.holds.releaseEarly({ from: r.from, epoch: r.epoch, digest: r.digest, buckets: r.buckets });
+      this.save();
       return { ok: true, released: 0 };
     }
-    const group = epoch === routing.epoch ? routing.holds.release(from) : null;
-    if (!group) return { ok: true, released: 0 };
+    if (r.epoch < routing.epoch) return { ok: true, released: 0 };
+    if (r.digest !== routing.map.digest) {
+      throw new FlotillaError('MAP_DISAGREES', `release from ${r.from} is for map ${shortDigest(r.digest)} at epoch ${r.epoch}, but this portal runs map ${shortDigest(routing.map.digest)}`);
+    }
+    const held = routing.holds.groupOf(r.from);
+    if (!held) return { ok: true, released: 0 };
+    if (!sameBuckets(held.buckets, r.buckets)) {
+      throw new FlotillaError('RELEASE_MISMATCH', `release from ${r.from} names ${r.buckets.length} buckets, but ${held.buckets.length} are held for it (${preview(held.buckets)}); nothing released`);
+    }
+    const group = routing.holds.release(r.from)!;
+    this.save();
     // Records the old owner forwarded from its spool are older than those held here: the held
     // ones go to the spool behind them. (Without a spool, or if it is full, straight to the slots.)
     const forwardedIn = spool !== null && group.buckets.some((b) => spool.unreadOf(b) > 0);
@@ -157,8 +164,27 @@ export class Epochs {
       egress.pump(slot);
       this.host.feed(slot);
     }
-    this.log.info({ from, epoch, records: released }, `portal ${routing.stream.name}: ${from} drained its buckets; ${released} held records go to their slots`);
+    this.log.info({ from: r.from, epoch: r.epoch, records: released }, `portal ${routing.stream.name}: ${r.from} drained its buckets; ${released} held records go to their slots`);
     return { ok: true, released };
+  }
+
+  /** What is held, for stats and beacons. */
+  holdViews(now = Date.now()): HoldView[] {
+    return this.host.routing.holds.groupsHeld().map(({ group }) => ({
+      from: group.from,
+      epoch: group.epoch,
+      buckets: group.buckets,
+      records: group.deliveries.reduce((n, d) => n + d.count, 0),
+      waitingMs: now - group.since,
+    }));
+  }
+
+  private componentsSettled(): boolean {
+    if (this.settled) return true;
+    const now = Date.now();
+    const silentLongEnough = now - this.startedAt > this.host.deadMs();
+    this.settled = this.host.egress.slots.every((s) => (s.heardAt >= this.startedAt && s.beacon !== null && s.beacon.inflight === 0) || silentLongEnough);
+    return this.settled;
   }
 
   /** Writes a held delivery to the spool (acknowledging its part of the batch); false if full. */
@@ -177,4 +203,9 @@ export class Epochs {
     if (d.batch && --d.batch.remaining === 0) this.host.ack(d.batch);
     return true;
   }
+}
+
+/** A few buckets of a list, for a message. */
+function preview(buckets: readonly number[]): string {
+  return buckets.length <= 8 ? buckets.join(', ') : `${buckets.slice(0, 8).join(', ')}, ...`;
 }

@@ -7,7 +7,7 @@
  */
 import * as zmq from 'zeromq';
 import type { CauseCounter, Logger } from '../log';
-import { DEAD_AFTER_BEATS, type PortalBeacon, type SpoolBeacon } from '../protocol/beacons';
+import { DEAD_AFTER_BEATS, type HoldView, type PortalBeacon, type SpoolBeacon } from '../protocol/beacons';
 import type { PortalStats } from '../protocol/control';
 import type { Spool } from '../spool/spool';
 import type { PortalCounters } from './counters';
@@ -28,6 +28,8 @@ export interface HealthHost {
   blocked(): boolean;
   whenFull(): string;
   forwarded(): number;
+  /** Buckets held for their old owners. */
+  holds(): HoldView[];
   /** Periodic work to do before each beacon (read back, forward). */
   tick(): void;
 }
@@ -79,8 +81,10 @@ export class Health {
       server: h.server,
       stream: h.routing.stream.name,
       epoch: h.routing.epoch,
+      digest: h.routing.map.digest,
       port: h.port(),
       uptimeMs: now - this.startedAt,
+      holds: h.holds(),
       ...h.counters,
       recordsForwarded: h.forwarded(),
       queuedRecords: h.egress.queued,
@@ -116,6 +120,8 @@ export class Health {
       pid: process.pid,
       port: h.port(),
       epoch: h.routing.epoch,
+      digest: h.routing.map.digest,
+      holds: h.holds(),
       paused,
       received,
       inflight,

@@ -22,8 +22,9 @@ import { join } from 'node:path';
 import { FlotillaError } from '../errors';
 import { CauseCounter, type Logger } from '../log';
 import { MapKeeper } from '../map/keeper';
+import type { FlotillaMap } from '../map/types';
 import { serverOf, slotCount, streamOf, portalPort } from '../map/lookup';
-import type { PausedReply, PortalStats, SwitchReply } from '../protocol/control';
+import type { DrainedReply, PausedReply, PortalStats, ReleaseRequest, SwitchReply } from '../protocol/control';
 import { type PortalBeacon } from '../protocol/beacons';
 import { agentBeaconEndpoint, controlEndpoint, ensureRunDir, slotsEndpoint } from '../protocol/endpoints';
 import type { RecordIndex } from '../protocol/envelope';
@@ -35,6 +36,7 @@ import type { Delivery, InBatch } from './slot';
 import { Egress } from './egress';
 import { Epochs } from './epochs';
 import { Forwarder } from './forwarder';
+import { chooseStartMap, HandoverFile } from './handover-file';
 import { Health } from './health';
 import { Ingress } from './ingress';
 import { parsePortalOptions, type PortalOptions } from './options';
@@ -69,18 +71,26 @@ export class Portal implements PortalControl {
   private readonly health: Health;
   private readonly control: ControlServer;
   private readonly epochs: Epochs;
+  private readonly handover: HandoverFile | null;
   private closed = false;
 
   constructor(opts: PortalOptions) {
     const o = (this.o = parsePortalOptions(opts));
     this.keeper = o.map instanceof MapKeeper ? o.map : o.mapFile ? new MapKeeper(o.mapFile) : null;
-    const map = o.map instanceof MapKeeper ? o.map.map : o.map;
+    const given = this.keeper ? this.keeper.map : (o.map as FlotillaMap);
+    this.runDir = o.runDir ?? given.runDir;
+    this.log = o.log;
+    // A portal that reads a map file comes back on the map it ran and holds what it held.
+    this.handover = this.keeper?.file ? new HandoverFile(this.runDir, o.stream) : null;
+    const start = chooseStartMap(given, this.handover?.load(this.log) ?? null, o.server, o.stream);
+    if (start.map !== given) this.keeper!.adopt(start.map);
+    if (start.note) this.log.warn({ stream: o.stream, epoch: start.map.epoch }, `portal ${o.stream}: ${start.note}`);
+    const map = start.map;
     const stream = streamOf(map, o.stream);
     const server = serverOf(map, o.server);
     const slots = slotCount(server, stream);
     this.routing = new Routing(map, stream, map.servers.indexOf(server), slots);
-    this.runDir = o.runDir ?? map.runDir;
-    this.log = o.log;
+    this.routing.holds.restore(start.holds, start.early);
     this.causes = new CauseCounter(this.log, `portal ${stream.name}`);
     this.pause = new PauseState(this.runDir, stream.name, this.log);
     const deadMs = () => this.health.deadMs();
@@ -167,6 +177,7 @@ export class Portal implements PortalControl {
         blocked: () => this.staging?.blocked ?? false,
         whenFull: () => this.routing.stream.spool.whenFull,
         forwarded: () => this.forwarder?.forwarded ?? 0,
+        holds: () => this.epochs.holdViews(),
         tick: () => {
           this.feedSpooling(true);
           this.forwarder?.start();
@@ -183,6 +194,8 @@ export class Portal implements PortalControl {
         egress,
         spool: this.spool,
         forwarder: this.forwarder,
+        file: this.handover,
+        deadMs,
         flush: () => this.staging?.flush(),
         feed: (slot) => this.replay?.feed(slot),
         ack: (batch) => this.ingress.ack(batch),
@@ -212,6 +225,7 @@ export class Portal implements PortalControl {
     this.port = await this.ingress.bind(`tcp://${host}:${port === 0 ? '*' : port}`, port);
     await this.egress.bind(slotsEndpoint(this.runDir, name));
     this.pause.load();
+    this.epochs.save();
     this.spool?.open();
     if (this.spool && this.spool.unreadTotal > 0) for (const slot of this.egress.slots) slot.spooling = true;
     this.forwarder?.start();
@@ -269,18 +283,18 @@ export class Portal implements PortalControl {
   }
 
   /** Switches to the map's next epoch (epochs.ts). */
-  switchEpoch(epoch: number): SwitchReply {
-    return this.epochs.switchTo(epoch);
+  switchEpoch(epoch: number, digest?: string): SwitchReply {
+    return this.epochs.switchTo(epoch, digest);
   }
 
-  /** True once everything accepted before the last switch is processed (and forwarded). */
-  drained(): boolean {
-    return this.epochs.drained();
+  /** Whether everything accepted before the last switch is processed (and forwarded). */
+  drained(): DrainedReply {
+    return this.epochs.drainedReply();
   }
 
-  /** `from` has drained the buckets it gave this server at `epoch`: process them now. */
-  release(from: string, epoch: number): { ok: true; released: number } {
-    return this.epochs.release(from, epoch);
+  /** An old owner has drained the buckets it gave this server: process them now. */
+  release(request: ReleaseRequest): { ok: true; released: number } {
+    return this.epochs.release(request);
   }
 
   // ---- the steps' call-backs --------------------------------------------------------------

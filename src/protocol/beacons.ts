@@ -54,6 +54,18 @@ export interface SlotView extends SlotBeacon {
   spooling: boolean;
 }
 
+/** Buckets a portal holds for their old owner in a handover, until it has drained them. */
+export interface HoldView {
+  from: string;
+  /** The epoch whose switch made the hold. */
+  epoch: number;
+  buckets: number[];
+  /** Records accepted for those buckets and waiting (in memory) for the release. */
+  records: number;
+  /** How long the hold has waited, ms. */
+  waitingMs: number;
+}
+
 /** A portal's spool, as its beacon reports it. */
 export interface SpoolBeacon {
   mode: string;
@@ -78,6 +90,10 @@ export interface PortalBeacon {
   pid: number;
   port: number;
   epoch: number;
+  /** Content digest of the map the portal runs (map/digest.ts). */
+  digest: string;
+  /** Buckets held for their old owners (a handover waiting), per old owner. */
+  holds: HoldView[];
   /** True while the stream is paused (persisted across portal restarts). */
   paused: boolean;
   /** Records received from senders since the previous beacon. */

@@ -13,7 +13,9 @@
 import { type ErrorCode, FlotillaError } from '../errors';
 import type { MapRejection } from '../map/keeper';
 import type { SpoolStats } from '../spool/spool';
-import type { PortalBeacon, SlotView } from './beacons';
+import type { HoldView, PortalBeacon, SlotView } from './beacons';
+
+export type { HoldView } from './beacons';
 
 // ---- the portal's control socket -------------------------------------------------------------
 
@@ -24,12 +26,27 @@ export type PortalRequest =
   | { cmd: 'beacon' }
   | { cmd: 'pause' }
   | { cmd: 'resume' }
-  /** Switch to the map's next epoch (read again from the map file). */
-  | { cmd: 'switch'; epoch: number }
+  /** Switch to the map's next epoch (read again from the map file; with `digest`, it must be that map). */
+  | { cmd: 'switch'; epoch: number; digest?: string }
   /** Has everything accepted before the last switch been processed (and forwarded)? */
   | { cmd: 'drained' }
-  /** `from` has drained the buckets it gave this server at `epoch`. */
-  | { cmd: 'release'; from: string; epoch: number };
+  | ReleaseRequest;
+
+/** `from` has drained `buckets`, which it gave this server in the switch to `epoch` (map `digest`). */
+export interface ReleaseRequest {
+  cmd: 'release';
+  from: string;
+  epoch: number;
+  digest: string;
+  buckets: number[];
+}
+
+/** The answer to `drained`, with the map it is about. */
+export interface DrainedReply {
+  drained: boolean;
+  epoch: number;
+  digest: string;
+}
 
 /** The portal's commands, as `parsePortalRequest` lists them in an error. */
 export const PORTAL_COMMANDS = ['ping', 'stats', 'beacon', 'pause', 'resume', 'switch', 'drained', 'release'] as const;
@@ -44,6 +61,7 @@ export interface PausedReply {
 export interface SwitchReply {
   ok: true;
   epoch: number;
+  digest: string;
   outgoing: number;
   incoming: Record<string, number>;
 }
@@ -56,7 +74,7 @@ export interface PortalReplies {
   pause: PausedReply;
   resume: PausedReply;
   switch: SwitchReply;
-  drained: { drained: boolean; epoch: number };
+  drained: DrainedReply;
   release: { ok: true; released: number };
 }
 
@@ -65,8 +83,11 @@ export interface PortalStats {
   server: string;
   stream: string;
   epoch: number;
+  digest: string;
   port: number;
   uptimeMs: number;
+  /** Buckets held for their old owners (a handover waiting). */
+  holds: HoldView[];
   recordsIn: number;
   recordsOut: number;
   batchesIn: number;
@@ -94,11 +115,41 @@ export type AgentRequest =
   /** `streams`: default every stream of the map in force. */
   | { cmd: 'pause' | 'resume'; streams?: string[] }
   | { cmd: 'reload' }
-  /** From another server's agent: it has drained what it gave this server of `stream`. */
-  | { cmd: 'release'; stream: string; from: string; epoch: number };
+  /** From another server's agent: the map this agent has and the epoch its portals run. */
+  | { cmd: 'map' }
+  /** From another server's agent: has this server drained what it gave up of `stream` at `epoch`? */
+  | { cmd: 'drained'; stream: string; epoch: number; digest: string }
+  /**
+   * From an operator: end the hold of `stream`'s buckets taken from `from` without waiting for
+   * `from` to say it has drained them (it is gone for good, or was removed from the map).
+   */
+  | { cmd: 'release'; stream: string; from: string };
 
 /** The agent's commands, as `parseAgentRequest` lists them in an error. */
-export const AGENT_COMMANDS = ['ping', 'status', 'pause', 'resume', 'reload', 'release'] as const;
+export const AGENT_COMMANDS = ['ping', 'status', 'pause', 'resume', 'reload', 'map', 'drained', 'release'] as const;
+
+/** What an agent says of its map to another agent (`map`), to agree before buckets move. */
+export interface MapInfo {
+  server: string;
+  /** The newest valid map this agent has read (it may still be waiting to switch to it). */
+  epoch: number;
+  digest: string;
+  /** The lowest epoch its live portals run (the map's epoch when none is live). */
+  running: number;
+  /** The last edit it rejected, if its file says something else. */
+  rejected: { epoch: number | null; code: string } | null;
+  /** Records in each stream's spool here, from the portals' last beacons. */
+  spooled: Record<string, number>;
+}
+
+/** An agent's answer to `drained`. */
+export interface HandoverReply {
+  server: string;
+  stream: string;
+  drained: boolean;
+  /** Why not, in words, when not drained. */
+  reason?: string;
+}
 
 /** The reply to each agent command. */
 export interface AgentReplies {
@@ -107,6 +158,8 @@ export interface AgentReplies {
   pause: PauseReply;
   resume: PauseReply;
   reload: ReloadReply;
+  map: MapInfo;
+  drained: HandoverReply;
   release: PortalReplies['release'];
 }
 
@@ -133,8 +186,11 @@ export interface AgentStatus {
   pid: number;
   mapFile: string;
   instance: string;
-  /** Epoch of the map in force. */
+  /** The epoch this server runs: the lowest of its live portals' (the map's when none is live). */
   epoch: number;
+  /** The newest valid map the agent has read, and its digest; above `epoch` while a switch waits. */
+  mapEpoch: number;
+  digest: string;
   heartbeatMs: number;
   runDir: string;
   uptimeMs: number;
@@ -143,26 +199,50 @@ export interface AgentStatus {
   /** Every portal of the map is present, fresh and idle. */
   idle: boolean;
   streams: StreamStatus[];
-  /** The last switch of the portals to a new epoch: running, or how each stream went. */
+  /** The last switch of the portals to a new epoch: waiting, running, or how each stream went. */
   epochSwitch: EpochSwitchStatus | null;
+  /** Buckets this server's portals hold for their old owners, and whom each waits for. */
+  handovers: HandoverStatus[];
 }
 
-/** What happened to one stream on this server in an epoch switch. */
+/** One stream on this server in an epoch switch. */
 export interface StreamSwitch {
   stream: string;
-  outgoing: number;
-  incoming: Record<string, number>;
-  /** Servers told that this one has drained the buckets it gave them. */
-  released: string[];
+  /** The epoch its portal runs, when known. */
+  epoch: number | null;
   error?: string;
 }
 
-/** How the agent's last epoch switch went. */
+/** A server the switch waits for before any bucket moves, and why. */
+export interface SwitchWait {
+  server: string;
+  reason: string;
+  /** How long it has been waited for, ms. */
+  waitingMs: number;
+}
+
+/** How the agent's last epoch switch goes or went. */
 export interface EpochSwitchStatus {
   epoch: number;
+  digest: string;
   from: number;
+  /** Every portal here runs `epoch`. */
   done: boolean;
+  /** Servers of the map not yet known to have this map (the switch waits for them). */
+  waitingFor: SwitchWait[];
+  /** Servers that state this epoch with different content: the switch is refused until fixed. */
+  conflicts: { server: string; digest: string }[];
   streams: StreamSwitch[];
+}
+
+/** A hold on this server: buckets of `stream` taken from `from`, waiting for it to drain them. */
+export interface HandoverStatus extends HoldView {
+  stream: string;
+  /** Why it still waits, in words (the old owner's answer, or why it could not be asked). */
+  reason: string;
+  /** Waited longer than the documented limit: shown as an error, with `command` to end it. */
+  stuck: boolean;
+  command: string;
 }
 
 /** One stream's part of a pause or resume. */
@@ -188,6 +268,8 @@ export interface ReloadReply {
   /** False when the edit was rejected. */
   ok: boolean;
   outcome: 'applied' | 'unchanged' | 'rejected';
+  /** The switch this edit started (or one still waiting): whom it waits for. */
+  epochSwitch?: EpochSwitchStatus | null;
   /** Epoch in force after the reload. */
   epoch: number;
   /** Epoch in force before, when the edit was applied. */
@@ -225,9 +307,10 @@ export function parsePortalRequest(v: unknown): PortalRequest {
     case 'drained':
       return { cmd: o.cmd };
     case 'switch':
+      if (o.digest !== undefined) return { cmd: 'switch', epoch: epoch(o, 'switch'), digest: digest(o, 'switch') };
       return { cmd: 'switch', epoch: epoch(o, 'switch') };
     case 'release':
-      return { cmd: 'release', from: name(o, 'from', 'release'), epoch: epoch(o, 'release') };
+      return { cmd: 'release', from: name(o, 'from', 'release'), epoch: epoch(o, 'release'), digest: digest(o, 'release'), buckets: buckets(o, 'release') };
     default:
       throw unknownCommand(o.cmd, PORTAL_COMMANDS);
   }
@@ -239,6 +322,7 @@ export function parseAgentRequest(v: unknown): AgentRequest {
   switch (o.cmd) {
     case 'ping':
     case 'reload':
+    case 'map':
       return { cmd: o.cmd };
     case 'status':
       return { cmd: 'status', fresh: o.fresh === true };
@@ -248,9 +332,10 @@ export function parseAgentRequest(v: unknown): AgentRequest {
       if (!Array.isArray(o.streams) || !o.streams.every((s) => typeof s === 'string')) throw badRequest('"streams" must be a list of stream names');
       return { cmd: o.cmd, streams: o.streams as string[] };
     }
+    case 'drained':
+      return { cmd: 'drained', stream: name(o, 'stream', 'drained', 'a stream name'), epoch: epoch(o, 'drained'), digest: digest(o, 'drained') };
     case 'release':
-      if (typeof o.stream !== 'string' || typeof o.from !== 'string' || typeof o.epoch !== 'number') throw badRequest('release needs "stream", "from" and "epoch"');
-      return { cmd: 'release', stream: o.stream, from: o.from, epoch: epoch(o, 'release') };
+      return { cmd: 'release', stream: name(o, 'stream', 'release', 'a stream name'), from: name(o, 'from', 'release') };
     default:
       throw unknownCommand(o.cmd, AGENT_COMMANDS);
   }
@@ -275,8 +360,20 @@ function epoch(o: Record<string, unknown>, cmd: string): number {
   return e;
 }
 
-function name(o: Record<string, unknown>, field: string, cmd: string): string {
+function name(o: Record<string, unknown>, field: string, cmd: string, what = 'a server name'): string {
   const v = o[field];
-  if (typeof v !== 'string' || v.length === 0) throw badRequest(`${cmd} needs "${field}", a server name`);
+  if (typeof v !== 'string' || !/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$/.test(v)) throw badRequest(`${cmd} needs "${field}", ${what} (letters, digits, _ . -)`);
   return v;
+}
+
+function digest(o: Record<string, unknown>, cmd: string): string {
+  const v = o.digest;
+  if (typeof v !== 'string' || !/^[0-9a-f]{64}$/.test(v)) throw badRequest(`${cmd} needs "digest", a map's content digest (64 hex digits)`);
+  return v;
+}
+
+function buckets(o: Record<string, unknown>, cmd: string): number[] {
+  const v = o.buckets;
+  if (!Array.isArray(v) || v.length > 65536 || !v.every((b) => Number.isInteger(b) && b >= 0 && b < 65536)) throw badRequest(`${cmd} needs "buckets", a list of bucket numbers`);
+  return v as number[];
 }

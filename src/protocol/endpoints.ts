@@ -48,3 +48,8 @@ export function agentControlEndpoint(runDir: string): string {
 export function pauseFile(runDir: string, stream: string): string {
   return join(resolve(runDir), `${stream}.paused`);
 }
+
+/** A portal's handover file: the map it runs and the buckets it holds (portal/handover-file.ts). */
+export function handoverFile(runDir: string, stream: string): string {
+  return join(resolve(runDir), `${stream}.handover.json`);
+}
