@@ -8,10 +8,11 @@ import { readFileSync } from 'node:fs';
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import { parse } from 'yaml';
 import type { PauseReply, ReloadReply } from '../src/protocol/control';
-import { type AgentTarget, agentPause, agentReload, agentResume, agentStatus, describeAgent, localAgent, remoteAgent } from '../src/agent/client';
+import { type AgentTarget, agentPause, agentReload, agentResume, agentStatus, askAgent, describeAgent, localAgent, remoteAgent } from '../src/agent/client';
 import { FlotillaError } from '../src/errors';
 import { DEFAULT_HEARTBEAT_MS } from '../src/map/types';
 import { loadMap } from '../src/map/load';
+import { handoverLines } from './handover-view';
 import { describeNotIdle, formatStatus, notIdle, type NotIdle } from './status-view';
 
 /** Where the map is when neither --map nor $FLOTILLA_MAP says. */
@@ -188,6 +189,25 @@ export function addControlCommands(program: Command): void {
         else if (!o.json) print(describeReload(r.value));
       }
     });
+
+  withTargetOptions(
+    program
+      .command('release')
+      .argument('<stream>', 'the stream whose buckets are held')
+      .requiredOption('--from <server>', 'the old owner whose word the hold waits for')
+      .description(
+        "end a hold without the old owner's word: the server's portal processes the held buckets at once. Only for an old owner that is gone for good or was removed from the map; see docs/operations.md",
+      ),
+  )
+    .addHelpText('after', '\nExample:\n  portalctl release orders --from gamma --server beta\n')
+    .action(async (stream: string, o: TargetFlags & { from: string }) => {
+      const results = await gather(targetsOf(o), (t) => askAgent(t, { cmd: 'release', stream, from: o.from }));
+      for (const r of results) {
+        if (!r.ok) fail(errorText(r.error));
+        else if (o.json) printJson(r.value);
+        else print(`${nameOf(r)}: released the ${stream} buckets held for ${o.from} (${r.value.released} records waiting went to their slots)`);
+      }
+    });
 }
 
 /** --json: the agent's reply as it is, or with --cluster a list of replies (and errors). */
@@ -221,8 +241,10 @@ function reportPause(results: Outcome<PauseReply>[], done: string, human: boolea
 }
 
 function describeReload(r: ReloadReply): string {
-  if (r.outcome === 'applied') return `${r.server}: epoch ${r.epoch} in force (was ${r.from})`;
-  if (r.outcome === 'unchanged') return `${r.server}: no change; epoch ${r.epoch} in force`;
+  const waits = handoverLines(r);
+  const tail = waits.length > 0 ? `\n${waits.join('\n')}` : '';
+  if (r.outcome === 'applied') return `${r.server}: epoch ${r.epoch} taken (was ${r.from}); its portals switch once every server has it${tail}`;
+  if (r.outcome === 'unchanged') return `${r.server}: no change; epoch ${r.epoch} in force${tail}`;
   const e = r.mapErrors!;
   return [`${r.server}: edit rejected; epoch ${r.epoch} stays in force. ${e.file}:`, ...e.problems.map((p) => `  ${p.path}: ${p.message}`)].join('\n');
 }

@@ -17,16 +17,18 @@ const program = new Command('flotilla-agent')
   .option('--server <name>', "this server's name in the map (default $FLOTILLA_SERVER, else the host name)")
   .option('--run-dir <dir>', "directory for ipc sockets (default the map's run_dir)")
   .option('--bind <host>', "address of the TCP control socket (default the server's host in the map)")
+  .option('--hold-limit <seconds>', 'a hold of buckets waiting longer than this for their old owner is shown as stuck (default 120)', process.env.FLOTILLA_HOLD_LIMIT)
   .addHelpText('after', '\nExample:\n  flotilla-agent --map /etc/flotilla/map.yaml --server alpha\n')
   .showHelpAfterError();
 
 async function main(): Promise<void> {
   program.parse();
-  const o = program.opts<{ map: string; server?: string; runDir?: string; bind?: string }>();
+  const o = program.opts<{ map: string; server?: string; runDir?: string; bind?: string; holdLimit?: string }>();
   process.umask(0o007); // sockets for the service's user and group only
   const server = whichServer(loadMap(o.map), o.server);
   const log = createLogger('agent', { server });
-  const agent = new Agent({ mapFile: o.map, server, runDir: o.runDir, bindHost: o.bind, log });
+  const holdLimitMs = o.holdLimit === undefined ? undefined : Math.round(Number(o.holdLimit) * 1000);
+  const agent = new Agent({ mapFile: o.map, server, runDir: o.runDir, bindHost: o.bind, log, ...(holdLimitMs === undefined ? {} : { holdLimitMs }) });
   await runDaemon('agent', log, agent);
 }
 

@@ -4,6 +4,7 @@
  */
 import type { AgentStatus, StreamStatus } from '../src/protocol/control';
 import type { SlotBeacon, SpoolBeacon } from '../src/protocol/beacons';
+import { handoverLines } from './handover-view';
 
 /** A process that is not idle yet: a portal, or one slot (component) of it. */
 export interface NotIdle {
@@ -69,7 +70,7 @@ export function slotStates(slots: readonly SlotBeacon[]): string {
 export function formatStatus(st: AgentStatus): string {
   const lines: string[] = [];
   lines.push(
-    `${st.server}: agent pid ${st.pid}, map ${st.mapFile}, epoch ${st.epoch}, heartbeat ${st.heartbeatMs} ms, ${st.idle ? 'all idle' : 'not all idle'}`,
+    `${st.server}: agent pid ${st.pid}, map ${st.mapFile}, epoch ${st.epoch}${st.mapEpoch !== undefined && st.mapEpoch !== st.epoch ? ` (map at ${st.mapEpoch})` : ''}, heartbeat ${st.heartbeatMs} ms, ${st.idle ? 'all idle' : 'not all idle'}`,
   );
   const rows = [['STREAM', 'STATE', 'IDLE', 'EPOCH', 'IN/S', 'OUT/S', 'QUEUED', 'INFLIGHT', 'SPOOL', 'SLOTS'], ...st.streams.map(row)];
   lines.push(...table(rows).map((l) => `  ${l}`));
@@ -82,6 +83,7 @@ export function formatStatus(st: AgentStatus): string {
     lines.push(`  map edit rejected (${new Date(e.at).toISOString()}); epoch ${st.epoch} stays in force. ${e.file}:`);
     for (const p of e.problems) lines.push(`    ${p.path}: ${p.message}`);
   }
+  lines.push(...handoverLines(st));
   return lines.join('\n');
 }
 

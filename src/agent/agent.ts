@@ -260,7 +260,7 @@ export class Agent {
         if (!this.map.streams.some((s) => s.name === req.stream)) throw new FlotillaError('UNKNOWN_STREAM', `no stream "${req.stream}" in the map in force`);
         const r = await forceRelease(this.runDir, req.stream, req.from, this.o.portalTimeoutMs, this.log);
         this.schedule(0);
-        return r;
+        return { ...r, server: this.o.server };
       }
     }
   }

@@ -160,7 +160,7 @@ export interface AgentReplies {
   reload: ReloadReply;
   map: MapInfo;
   drained: HandoverReply;
-  release: PortalReplies['release'];
+  release: PortalReplies['release'] & { server: string };
 }
 
 /** A portal as its agent sees it: running (taking records), paused, idle, dead (beacons stopped) or missing (never heard). */
