@@ -232,6 +232,7 @@ function reportPause(results: Outcome<PauseReply>[], done: string, human: boolea
     }
     const good = r.value.results.filter((x) => x.ok).map((x) => x.stream);
     if (human && good.length > 0) print(`${r.value.server}: ${done} ${good.join(', ')}`);
+    if (human) for (const line of handoverLines(r.value)) print(`${r.value.server}:${line}`);
     for (const x of r.value.results.filter((y) => !y.ok)) {
       fail(`${r.value.server}: ${x.error ?? `the ${x.stream} portal did not say it is ${done}`}${x.code ? ` [${x.code}]` : ''}`);
       ok = false;

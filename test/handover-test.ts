@@ -155,6 +155,12 @@ test('an edit that reaches one server only holds the switch, names the server it
   const r = await portalctlAsync(['reload', '--map', fileOf('alpha'), '--run-dir', d.runDirOf('alpha')]);
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stdout, /waiting for beta for \d+ s: has epoch 3/);
+  // A pause (and resume) on alpha names it too.
+  const paused = await portalctlAsync(['pause', '--map', fileOf('alpha'), '--run-dir', d.runDirOf('alpha')]);
+  const resumed = await portalctlAsync(['resume', '--map', fileOf('alpha'), '--run-dir', d.runDirOf('alpha')]);
+  assert.equal(paused.status, 0, paused.stderr);
+  assert.equal(resumed.status, 0, resumed.stderr);
+  assert.match(paused.stdout, /alpha: +waiting for beta for \d+ s: has epoch 3/);
   await flows(3000, 'traffic to both servers to keep flowing while alpha waits');
   for (const s of SERVERS) assert.equal(await portalEpoch(s), 3, `${s}'s portal stays at epoch 3 while they disagree`);
   assert.deepEqual((await status('alpha')).handovers, [], 'nothing is held');

@@ -206,8 +206,9 @@ export class Agent {
   }
 
   /** Pauses (or resumes) the portals of `streams`, default every stream of the map in force. */
-  setPaused(paused: boolean, streams?: string[]): Promise<PauseReply> {
-    return pausePortals({ server: this.o.server, runDir: this.runDir, map: this.map, timeoutMs: this.o.portalTimeoutMs, log: this.log }, paused, streams);
+  async setPaused(paused: boolean, streams?: string[]): Promise<PauseReply> {
+    const reply = await pausePortals({ server: this.o.server, runDir: this.runDir, map: this.map, timeoutMs: this.o.portalTimeoutMs, log: this.log }, paused, streams);
+    return { ...reply, epochSwitch: this.switcher.status, handovers: this.switcher.handovers };
   }
 
   /**

@@ -260,6 +260,9 @@ export interface PauseReply {
   server: string;
   ok: boolean;
   results: StreamResult[];
+  /** A switch of this server that waits, and its holds, as in status (so a pause names them too). */
+  epochSwitch?: EpochSwitchStatus | null;
+  handovers?: HandoverStatus[];
 }
 
 /** What an agent's `reload` returns. */
