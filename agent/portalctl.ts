@@ -7,6 +7,7 @@ import { Command, CommanderError } from 'commander';
 import { die } from '../daemon/process';
 import { addControlCommands } from './control-commands';
 import { addMapCommands } from './map-commands';
+import { addWeightCommands } from './weights-commands';
 
 const program = new Command('portalctl')
   .description(
@@ -26,11 +27,14 @@ Examples:
   portalctl reload                              read the map file again now (the agent also does on every edit)
   portalctl map check config/demo.yaml
   portalctl map lookup config/demo.yaml clicks user-42
-  portalctl map diff /etc/flotilla/map.yaml map.new.yaml --json`,
+  portalctl map diff /etc/flotilla/map.yaml map.new.yaml --json
+  portalctl weights --suggest                   weights for the map from the measured rates (nothing changed)
+  portalctl buckets --hot                       the heaviest buckets and their owners`,
   );
 
 addControlCommands(program);
 addMapCommands(program);
+addWeightCommands(program);
 
 program.parseAsync().catch((err: unknown) => {
   if (err instanceof CommanderError) process.exit(err.exitCode === 0 ? 0 : 2);

@@ -26,7 +26,7 @@ import { BeaconBook } from './beacons';
 import { runningEditProblems } from './edit-checks';
 import { answerDrained, BUSY_ROUND_MS, DEFAULT_HOLD_LIMIT_MS, EpochSwitcher, forceRelease } from './epoch-switch';
 import { Peers } from './peers';
-import { freshBeacons, pausePortals } from './portals';
+import { freshBeacons, pausePortals, portalLoads } from './portals';
 
 /** How often the map file is checked for an edit. */
 export const DEFAULT_WATCH_MS = 250;
@@ -255,6 +255,8 @@ export class Agent {
         return this.reload();
       case 'map':
         return this.mapInfo();
+      case 'load':
+        return { server: this.o.server, streams: await portalLoads(this.runDir, this.map.streams.map((s) => s.name), this.o.portalTimeoutMs) };
       case 'drained':
         return answerDrained(this.o.server, this.map, this.runDir, req, this.o.portalTimeoutMs);
       case 'release': {

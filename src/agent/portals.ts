@@ -10,7 +10,7 @@ import type { Logger } from '../log';
 import type { FlotillaMap } from '../map/types';
 import { portalRequest } from '../portal/client';
 import type { PortalBeacon } from '../protocol/beacons';
-import type { PauseReply, StreamResult } from '../protocol/control';
+import type { LoadReport, PauseReply, StreamResult } from '../protocol/control';
 import { isBeacon } from './beacons';
 
 /** Pauses (or resumes) the portals of `streams` (default every stream of `map`). */
@@ -59,4 +59,10 @@ export async function freshBeacons(runDir: string, streams: readonly string[], t
     }),
   );
   return beacons.filter((b): b is PortalBeacon => b !== null);
+}
+
+/** Each portal's load report (those that answer). */
+export async function portalLoads(runDir: string, streams: readonly string[], timeoutMs: number): Promise<LoadReport[]> {
+  const reports = await Promise.all(streams.map((stream) => portalRequest(runDir, stream, { cmd: 'load' }, timeoutMs).catch(() => null)));
+  return reports.filter((r): r is LoadReport => r !== null);
 }

@@ -13,6 +13,7 @@ export interface PortalControl {
   setPaused(paused: boolean): PortalReplies['pause'];
   switchEpoch(epoch: number, digest?: string): PortalReplies['switch'];
   drained(): PortalReplies['drained'];
+  load(): PortalReplies['load'];
   release(request: ReleaseRequest): PortalReplies['release'];
 }
 
@@ -34,6 +35,8 @@ export function handlePortalRequest(portal: PortalControl, raw: unknown): Portal
       return portal.switchEpoch(req.epoch, req.digest);
     case 'drained':
       return portal.drained();
+    case 'load':
+      return portal.load();
     case 'release':
       return portal.release(req);
   }

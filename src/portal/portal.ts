@@ -24,7 +24,7 @@ import { CauseCounter, type Logger } from '../log';
 import { MapKeeper } from '../map/keeper';
 import type { FlotillaMap } from '../map/types';
 import { serverOf, slotCount, streamOf, portalPort } from '../map/lookup';
-import type { DrainedReply, PausedReply, PortalStats, ReleaseRequest, SwitchReply } from '../protocol/control';
+import type { DrainedReply, LoadReport, PausedReply, PortalStats, ReleaseRequest, SwitchReply } from '../protocol/control';
 import { type PortalBeacon } from '../protocol/beacons';
 import { agentBeaconEndpoint, controlEndpoint, ensureRunDir, slotsEndpoint } from '../protocol/endpoints';
 import type { RecordIndex } from '../protocol/envelope';
@@ -73,6 +73,7 @@ export class Portal implements PortalControl {
   private readonly epochs: Epochs;
   private readonly handover: HandoverFile | null;
   private closed = false;
+  private readonly startedAt = Date.now();
 
   constructor(opts: PortalOptions) {
     const o = (this.o = parsePortalOptions(opts));
@@ -285,6 +286,19 @@ export class Portal implements PortalControl {
   /** Switches to the map's next epoch (epochs.ts). */
   switchEpoch(epoch: number, digest?: string): SwitchReply {
     return this.epochs.switchTo(epoch, digest);
+  }
+
+  /** Records per bucket and the slots' busy time since the portal started (portalctl weights). */
+  load(): LoadReport {
+    const r = this.routing;
+    return {
+      server: this.o.server,
+      stream: r.stream.name,
+      epoch: r.epoch,
+      sinceMs: Date.now() - this.startedAt,
+      buckets: Array.from(r.bucketRecords),
+      slots: this.egress.slots.map((s) => ({ slot: s.index, processed: s.processed, busyMs: Math.round(s.busyMs) })),
+    };
   }
 
   /** Whether everything accepted before the last switch is processed (and forwarded). */

@@ -39,7 +39,11 @@ export class Routing {
     readonly slots: number,
   ) {
     this.holds = new Holds(stream.buckets);
+    this.bucketRecords = new Float64Array(stream.buckets);
   }
+
+  /** Records accepted per bucket since the portal started (what `portalctl buckets --hot` reads). */
+  readonly bucketRecords: Float64Array;
 
   get epoch(): number {
     return this.map.epoch;
@@ -76,6 +80,8 @@ export class Routing {
       laneCount[l]++;
       laneBytes[l] += starts[i + 1]! - starts[i]!;
     }
+    const counts = this.bucketRecords;
+    for (let i = 0; i < count; i++) counts[bucket[i]!]++;
     return { count, bucket, lane, laneCount, laneBytes };
   }
 

@@ -48,6 +48,12 @@ export class Slot {
   processed = 0;
   /** Mean time from DELIVER to DONE, ms, smoothed. */
   serviceMs = 0;
+  /**
+   * The component's busy time, ms: for each delivery done, from when it was sent or the previous
+   * DONE, whichever is later, to its DONE (a component works on one delivery at a time).
+   */
+  busyMs = 0;
+  private lastDoneAt = 0;
   registrations = 0;
   /** Date.now() when the component was last heard from (READY, DONE or HEARTBEAT); 0 never. */
   heardAt = 0;
@@ -95,6 +101,8 @@ export class Slot {
     this.inflightRecords -= d.count;
     this.processed += d.count;
     const ms = now - d.sentAt;
+    this.busyMs += now - Math.max(d.sentAt, this.lastDoneAt);
+    this.lastDoneAt = now;
     this.serviceMs = this.serviceMs === 0 ? ms : this.serviceMs * 0.9 + ms * 0.1;
     return true;
   }

@@ -30,7 +30,22 @@ export type PortalRequest =
   | { cmd: 'switch'; epoch: number; digest?: string }
   /** Has everything accepted before the last switch been processed (and forwarded)? */
   | { cmd: 'drained' }
+  /** Records per bucket and each slot's busy time, since the portal started. */
+  | { cmd: 'load' }
   | ReleaseRequest;
+
+/** What a portal has measured of its load since it started (weights.ts reads it). */
+export interface LoadReport {
+  server: string;
+  stream: string;
+  epoch: number;
+  /** Milliseconds the figures cover. */
+  sinceMs: number;
+  /** Records accepted per bucket (every bucket of the stream; 0 for those owned elsewhere). */
+  buckets: number[];
+  /** Per slot: records processed and the component's busy time in ms. */
+  slots: { slot: number; processed: number; busyMs: number }[];
+}
 
 /** `from` has drained `buckets`, which it gave this server in the switch to `epoch` (map `digest`). */
 export interface ReleaseRequest {
@@ -49,7 +64,7 @@ export interface DrainedReply {
 }
 
 /** The portal's commands, as `parsePortalRequest` lists them in an error. */
-export const PORTAL_COMMANDS = ['ping', 'stats', 'beacon', 'pause', 'resume', 'switch', 'drained', 'release'] as const;
+export const PORTAL_COMMANDS = ['ping', 'stats', 'beacon', 'pause', 'resume', 'switch', 'drained', 'load', 'release'] as const;
 
 /** A portal's pause state after `pause` or `resume`. */
 export interface PausedReply {
@@ -75,6 +90,7 @@ export interface PortalReplies {
   resume: PausedReply;
   switch: SwitchReply;
   drained: DrainedReply;
+  load: LoadReport;
   release: { ok: true; released: number };
 }
 
@@ -117,6 +133,8 @@ export type AgentRequest =
   | { cmd: 'reload' }
   /** From another server's agent: the map this agent has and the epoch its portals run. */
   | { cmd: 'map' }
+  /** Each portal's load report (portalctl weights, buckets). */
+  | { cmd: 'load' }
   /** From another server's agent: has this server drained what it gave up of `stream` at `epoch`? */
   | { cmd: 'drained'; stream: string; epoch: number; digest: string }
   /**
@@ -126,7 +144,7 @@ export type AgentRequest =
   | { cmd: 'release'; stream: string; from: string };
 
 /** The agent's commands, as `parseAgentRequest` lists them in an error. */
-export const AGENT_COMMANDS = ['ping', 'status', 'pause', 'resume', 'reload', 'map', 'drained', 'release'] as const;
+export const AGENT_COMMANDS = ['ping', 'status', 'pause', 'resume', 'reload', 'map', 'load', 'drained', 'release'] as const;
 
 /** What an agent says of its map to another agent (`map`), to agree before buckets move. */
 export interface MapInfo {
@@ -159,6 +177,7 @@ export interface AgentReplies {
   resume: PauseReply;
   reload: ReloadReply;
   map: MapInfo;
+  load: { server: string; streams: LoadReport[] };
   drained: HandoverReply;
   release: PortalReplies['release'] & { server: string };
 }
@@ -308,6 +327,7 @@ export function parsePortalRequest(v: unknown): PortalRequest {
     case 'pause':
     case 'resume':
     case 'drained':
+    case 'load':
       return { cmd: o.cmd };
     case 'switch':
       if (o.digest !== undefined) return { cmd: 'switch', epoch: epoch(o, 'switch'), digest: digest(o, 'switch') };
@@ -326,6 +346,7 @@ export function parseAgentRequest(v: unknown): AgentRequest {
     case 'ping':
     case 'reload':
     case 'map':
+    case 'load':
       return { cmd: o.cmd };
     case 'status':
       return { cmd: 'status', fresh: o.fresh === true };
