@@ -82,7 +82,12 @@ async function switchBoth(m: Record<string, unknown>, what: string): Promise<voi
   await waitFor(
     () => `${what}: ${JSON.stringify(seen)}`,
     async () => {
-      seen = await Promise.all(SERVERS.map(async (s) => ({ switch: (await status(s)).epochSwitch, holds: (await status(s)).handovers, portal: await portalEpoch(s) })));
+      try {
+        seen = await Promise.all(SERVERS.map(async (s) => ({ switch: (await status(s)).epochSwitch, holds: (await status(s)).handovers, portal: await portalEpoch(s) })));
+      } catch (err) {
+        seen = [String(err)]; // an agent or portal (re)starting: ask again
+        return false;
+      }
       return (seen as { switch: AgentStatus['epochSwitch']; portal: number }[]).every((x) => x.switch?.done === true && x.portal === epoch);
     },
     30_000,

@@ -183,7 +183,9 @@ export class Epochs {
     if (this.settled) return true;
     const now = Date.now();
     const silentLongEnough = now - this.startedAt > this.host.deadMs();
-    this.settled = this.host.egress.slots.every((s) => (s.heardAt >= this.startedAt && s.beacon !== null && s.beacon.inflight === 0) || silentLongEnough);
+    // A component heard since the start must say it has nothing in flight; one never heard
+    // since is dead once the dead limit has passed (a live one beats every heartbeat).
+    this.settled = this.host.egress.slots.every((s) => (s.heardAt >= this.startedAt ? s.beacon !== null && s.beacon.inflight === 0 : silentLongEnough));
     return this.settled;
   }
 

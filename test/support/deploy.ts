@@ -64,7 +64,7 @@ export function deploy(mapObject: Record<string, unknown>, opts: DeployOptions =
   const dir = mkdtempSync(join(tmpdir(), 'flt-'));
   const runDir = join(dir, 'run');
   const mapFile = join(dir, 'map.yaml');
-  writeFileSync(mapFile, stringify({ ...mapObject, run_dir: runDir }));
+  writeFileSync(mapFile, stringify({ ...withSpoolDirs(mapObject), run_dir: runDir }));
   const map = loadMap(mapFile);
   const procs: ChildProcess[] = [];
   const logs: string[] = [];
@@ -116,6 +116,16 @@ export function deploy(mapObject: Record<string, unknown>, opts: DeployOptions =
     },
   };
   return d;
+}
+
+/**
+ * The map with every stream's spool under the test's directory (`spool`, relative to the map
+ * file) unless the test gives one: never the system's default, which other runs share.
+ */
+function withSpoolDirs(mapObject: Record<string, unknown>): Record<string, unknown> {
+  const streams = mapObject.streams;
+  if (!Array.isArray(streams)) return mapObject;
+  return { ...mapObject, streams: streams.map((s: Record<string, unknown>) => ({ ...s, spool: { dir: 'spool', ...((s.spool as object | undefined) ?? {}) } })) };
 }
 
 /** Starts the agent daemon of `server` (default the map's first) on the server's run directory. */
