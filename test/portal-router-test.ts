@@ -80,6 +80,9 @@ test('a batch of keys this server owns: each record gets its bucket and its slot
   assert.equal(plan.laneCount.length, SLOTS, 'one lane per slot while nothing is held');
   assert.equal(plan.laneCount.reduce((a, b) => a + b, 0), keys.length);
   assert.equal(plan.laneBytes.reduce((a, b) => a + b, 0), body.length);
+  for (const k of new Set(keys.map((x) => bucketOf(x, BUCKETS)))) {
+    assert.equal(routing.bucketRecords[k], keys.filter((x) => bucketOf(x, BUCKETS) === k).length, `records counted for bucket ${k}`);
+  }
 });
 
 test("one key another server owns makes the whole batch a redirect (null plan)", () => {
@@ -87,6 +90,7 @@ test("one key another server owns makes the whole batch a redirect (null plan)",
   const routing = new Routing(map, map.streams[0]!, 0, SLOTS);
   const { body, index } = batch([...keysOf(map, 0, 10), keysOf(map, 1, 1)[0]!]);
   assert.equal(routing.route(body, index), null);
+  assert.equal(routing.bucketRecords.reduce((a, b) => a + b, 0), 0, 'a redirected batch is not counted as load');
 });
 
 test('cut bodies hold each lane\'s records in arrival order; a lane with every record gets the body itself', () => {

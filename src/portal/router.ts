@@ -72,16 +72,19 @@ export class Routing {
     const laneCount = new Uint32Array(lanes);
     const laneBytes = new Uint32Array(lanes);
     const starts = index.starts;
+    const counts = this.bucketRecords;
     for (let i = 0; i < count; i++) {
       const b = bucket[i]!;
-      if (owner[b] !== self) return null;
+      if (owner[b] !== self) {
+        for (let j = 0; j < i; j++) counts[bucket[j]!]--; // a redirect: none of it was taken
+        return null;
+      }
       const l = holdOf[b]! * nSlots + slotOf(b, nSlots);
       lane[i] = l;
       laneCount[l]++;
       laneBytes[l] += starts[i + 1]! - starts[i]!;
+      counts[b]++;
     }
-    const counts = this.bucketRecords;
-    for (let i = 0; i < count; i++) counts[bucket[i]!]++;
     return { count, bucket, lane, laneCount, laneBytes };
   }
 
