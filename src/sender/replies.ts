@@ -38,7 +38,7 @@ const ackHook = hook('flotilla:sender:ack');
 export interface ReplyHost {
   /** True once the sender is closed: loops and timers stop. */
   readonly closed: boolean;
-  readonly stats: { acked: number; refused: number; redirects: number; resent: number };
+  readonly stats: { acked: number; refused: number; redirects: number; resent: number; disconnects: number };
   readonly log: Logger;
   /** A batch of `count` records was acknowledged `ms` after it was (last) sent. */
   acked(count: number, ms: number): void;
@@ -177,6 +177,7 @@ export class Replies {
         for await (const event of events) {
           if (this.host.closed) return;
           if (event.type === 'disconnect') {
+            this.host.stats.disconnects++;
             ch.renew();
             break;
           }
