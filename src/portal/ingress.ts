@@ -169,7 +169,7 @@ export class Ingress {
     const where = foreign ? `key ${JSON.stringify(foreign.key.slice(0, 64))} is in bucket ${foreign.bucket}, owned by ${foreign.owner}` : 'a key is in a bucket owned elsewhere';
     const self = routing.map.servers[routing.self]!.name;
     if (epoch === routing.epoch) {
-      return this.reject(sender, seq, 'MISROUTED', `${where} at epoch ${epoch}, the epoch this batch was routed by, not ${self}: the sender's hash or map differs from this portal's (check it against config/vectors.json); do not resend`);
+      return this.reject(sender, seq, 'MISROUTED', `${where} at epoch ${epoch}, not ${self}, and the batch was routed by that very epoch: the sender's hash or map differs from this portal's (check it against config/vectors.json); do not resend`);
     }
     const senderKey = sender.toString('latin1');
     if (epoch > routing.epoch && !this.owed.has(senderKey)) this.owed.set(senderKey, { seq, at: Date.now() });
