@@ -16,11 +16,14 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
+import pino from 'pino';
 import * as zmq from 'zeromq';
 import { WIRE_ERROR_CODES } from '../src/errors';
 import { bucketOf } from '../src/map/bucket';
 import { portalRequest } from '../src/portal/client';
-import { encodeHeader, MessageType } from '../src/protocol/wire';
+import { decodeHeader, encodeHeader, MessageType } from '../src/protocol/wire';
+import { Channel, type OutBatch } from '../src/sender/channel';
+import { Replies } from '../src/sender/replies';
 import { Sender } from '../src/sender/sender';
 import { DIST, deploy, waitFor, type Deployment } from './support/deploy';
 import { RECORD_SCHEMA } from './support/flows';
@@ -372,3 +375,47 @@ test('a batch closed while the portal is down does not overtake the one its conn
   const firsts = lost.map((r) => r.seq).filter((s, i, all) => all.indexOf(s) === i);
   assert.deepEqual(firsts, [0, 1, 2], `first copies in order; processed: ${lost.map((r) => r.seq).join(', ')}`);
 });
+
+test("Flotilla's sender, its batch's records routed elsewhere, settles what a lagging portal holds owed: an empty batch of that seq", async () => {
+  // The portal is played by hand: it answers the sender's batch (routed by epoch 7) WRONG_OWNER
+  // at epoch 6, and the sender's map no longer gives it the batch's records.
+  const portalSide = new zmq.Router({ linger: 0, receiveTimeout: 5000 });
+  await portalSide.bind('tcp://127.0.0.1:*');
+  const rerouted: number[] = [];
+  const host = {
+    closed: false,
+    stats: { acked: 0, refused: 0, redirects: 0, resent: 0, disconnects: 0 },
+    log: pino({ level: 'silent' }),
+    acked: () => undefined,
+    refused: () => undefined,
+    catchUp: () => 7,
+    ownsAll: () => false,
+    reroute: (_ch: Channel, b: OutBatch) => void rerouted.push(b.seq),
+    settled: () => undefined,
+  };
+  const stream = one.map.streams.find((s) => s.name === 'orders')!;
+  const ch = new Channel(stream, 'solo', portalSide.lastEndpoint!, { epoch: 7, stats: { batches: 0 }, lingerMs: 1, batchBytes: 1 << 20, batchRecords: 100, identity: undefined, sendFailed: () => undefined });
+  new Replies(host).listen(ch);
+  try {
+    ch.writer.appendEncoded('k', Buffer.alloc(16), 0, [], Buffer.from([2, 0x41, 0]));
+    ch.closeBatch();
+    const [id, first] = await portalSide.receive();
+    assert.deepEqual(readHeader(first!), { seq: 1, epoch: 7, count: 1 });
+    await portalSide.send([id!, encodeHeader(MessageType.ERROR, 1, 6, 0), Buffer.from('WRONG_OWNER'), Buffer.from('this portal is behind')]);
+    const [, settle, stream2, body2] = await portalSide.receive();
+    assert.deepEqual(readHeader(settle!), { seq: 1, epoch: 7, count: 0 }, 'an empty batch with the owed seq');
+    assert.equal(stream2!.toString(), 'orders');
+    assert.equal(body2!.length, 0);
+    assert.deepEqual(rerouted, [1], 'its records were routed again');
+  } finally {
+    host.closed = true;
+    ch.close();
+    portalSide.close();
+  }
+});
+
+function readHeader(frame: Buffer): { seq: number; epoch: number; count: number } {
+  const h = decodeHeader(frame)!;
+  assert.equal(h.type, MessageType.BATCH);
+  return { seq: h.seq, epoch: h.epoch, count: h.count };
+}
