@@ -237,7 +237,7 @@ export class Ingress {
     const owed = this.owed.get(senderKey);
     if (owed !== undefined) {
       if (owed.seq !== seq && (this.host.pause.paused || Date.now() - owed.at < OWED_TTL_MS)) {
-        return this.reject(sender, seq, 'RESEND', `batch ${owed.seq}, refused earlier, must come first; resend held batches in order`);
+        return this.reject(sender, seq, 'RESEND', `batch ${owed.seq}, refused earlier, must come first (or an empty batch with its seq, if its records went elsewhere); resend held batches in order`);
       }
       this.owed.delete(senderKey);
     }
