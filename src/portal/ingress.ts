@@ -9,8 +9,9 @@
  * (UNSUPPORTED_VERSION), not a BATCH, not 3 frames or seq 0 (MALFORMED), another stream
  * (UNKNOWN_STREAM), over max_batch_bytes (TOO_LARGE), the stream paused without a spool (PAUSED),
  * an earlier refused batch of this sender not back yet (RESEND), the sender's window full
- * (WINDOW_EXCEEDED), envelopes that do not scan or a key not UTF-8 (MALFORMED), a key this server does not own
- * (WRONG_OWNER, or MISROUTED when the sender routed by this very epoch), no room in the spool (SPOOL_FULL, or parked until there is).
+ * (WINDOW_EXCEEDED), envelopes that do not scan or a key not UTF-8 (MALFORMED), a key this
+ * server does not own (WRONG_OWNER, or MISROUTED when the sender routed by this very epoch), no
+ * room in the spool (SPOOL_FULL, or parked until there is).
  *
  * Memory is bounded: while more than `maxQueued` records wait in the portal, or a batch waits
  * for room in the spool, nothing more is read and senders wait in their TCP buffers.
