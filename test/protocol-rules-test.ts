@@ -376,9 +376,14 @@ test('a batch closed while the portal is down does not overtake the one its conn
   assert.deepEqual(firsts, [0, 1, 2], `first copies in order; processed: ${lost.map((r) => r.seq).join(', ')}`);
 });
 
-test("Flotilla's sender, its batch's records routed elsewhere, settles what a lagging portal holds owed: an empty batch of that seq", async () => {
-  // The portal is played by hand: it answers the sender's batch (routed by epoch 7) WRONG_OWNER
-  // at epoch 6, and the sender's map no longer gives it the batch's records.
+// ---- Flotilla's sender against a portal played by hand ------------------------------------------
+
+/**
+ * One channel of Flotilla's sender (Channel and its reply state machine, at map epoch 7) to a
+ * ROUTER the test answers by hand, so it can say what no real portal can be made to at will.
+ * `rerouted` lists the seqs whose records the sender routed elsewhere.
+ */
+async function handPlayed(): Promise<{ ch: Channel; portalSide: zmq.Router; rerouted: number[]; stop: () => void }> {
   const portalSide = new zmq.Router({ linger: 0, receiveTimeout: 5000 });
   await portalSide.bind('tcp://127.0.0.1:*');
   const rerouted: number[] = [];
@@ -396,9 +401,29 @@ test("Flotilla's sender, its batch's records routed elsewhere, settles what a la
   const stream = one.map.streams.find((s) => s.name === 'orders')!;
   const ch = new Channel(stream, 'solo', portalSide.lastEndpoint!, { epoch: 7, stats: { batches: 0 }, lingerMs: 1, batchBytes: 1 << 20, batchRecords: 100, identity: undefined, sendFailed: () => undefined });
   new Replies(host).listen(ch);
+  return {
+    ch,
+    portalSide,
+    rerouted,
+    stop: () => {
+      host.closed = true;
+      ch.close();
+    },
+  };
+}
+
+/** Closes a batch of one record on `ch`. */
+function oneRecordBatch(ch: Channel): void {
+  ch.writer.appendEncoded('k', Buffer.alloc(16), 0, [], Buffer.from([2, 0x41, 0]));
+  ch.closeBatch();
+}
+
+test("Flotilla's sender, its batch's records routed elsewhere, settles what a lagging portal holds owed: an empty batch of that seq", async () => {
+  // The portal answers the batch (routed by epoch 7) WRONG_OWNER at epoch 6, and the sender's
+  // map no longer gives it the batch's records.
+  const { ch, portalSide, rerouted, stop } = await handPlayed();
   try {
-    ch.writer.appendEncoded('k', Buffer.alloc(16), 0, [], Buffer.from([2, 0x41, 0]));
-    ch.closeBatch();
+    oneRecordBatch(ch);
     const [id, first] = await portalSide.receive();
     assert.deepEqual(readHeader(first!), { seq: 1, epoch: 7, count: 1 });
     await portalSide.send([id!, encodeHeader(MessageType.ERROR, 1, 6, 0), Buffer.from('WRONG_OWNER'), Buffer.from('this portal is behind')]);
@@ -408,9 +433,35 @@ test("Flotilla's sender, its batch's records routed elsewhere, settles what a la
     assert.equal(body2!.length, 0);
     assert.deepEqual(rerouted, [1], 'its records were routed again');
   } finally {
-    host.closed = true;
-    ch.close();
+    stop();
     portalSide.close();
+  }
+});
+
+test("Flotilla's sender after a reconnect sends every unacknowledged batch, held ones too, oldest first", async () => {
+  // Batch 1 is refused PAUSED (held); batch 2's reply is lost with the connection. The portal
+  // comes back: batch 1 must arrive before batch 2, not a probe's second later.
+  const { ch, portalSide, stop } = await handPlayed();
+  const endpoint = portalSide.lastEndpoint!;
+  let again: zmq.Router | null = null;
+  try {
+    oneRecordBatch(ch);
+    oneRecordBatch(ch);
+    const [id] = await portalSide.receive();
+    await portalSide.receive();
+    await portalSide.send([id!, encodeHeader(MessageType.ERROR, 1, 7, 0), Buffer.from('PAUSED'), Buffer.from('paused')]);
+    await waitFor('batch 1 to be held', () => ch.inflight.get(1)?.held === true);
+    portalSide.close();
+    await waitFor('the sender to see the connection drop', () => ch.disconnected);
+    again = new zmq.Router({ linger: 0, receiveTimeout: 10_000 });
+    await again.bind(endpoint);
+    const seqs: number[] = [];
+    for (let n = 0; n < 2; n++) seqs.push(readHeader((await again.receive())[1]!).seq);
+    assert.deepEqual(seqs, [1, 2]);
+  } finally {
+    stop();
+    portalSide.close();
+    again?.close();
   }
 });
 

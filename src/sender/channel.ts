@@ -149,6 +149,9 @@ export class Channel {
    */
   renew(): void {
     this.disconnected = true;
+    // Called from inside the loop over the old observer's events (replies.ts), so the observer
+    // is closed while no read of it is pending: closing one while a read is pending stops later
+    // observers of this process from seeing events (zeromq.js 6), see close().
     this.outbox.close();
     this.events.close();
     this.socket.close();
@@ -157,12 +160,17 @@ export class Channel {
 
   /**
    * The new connection is up: sends every unacknowledged batch again, oldest first (replies on
-   * the old connection are lost), then what waited. Held batches wait for RESUME or the probe.
+   * the old connection are lost), then what waited. Held batches go too, in their place: a
+   * batch whose PAUSED was lost with the old connection may be newer than one held, and the
+   * RESUME meant for the old connection never comes (a portal still paused says PAUSED again).
    */
   reconnected(): OutBatch[] {
     this.disconnected = false;
-    const lost = [...this.inflight.values()].filter((b) => !b.held).sort((a, b) => a.order - b.order);
-    for (const b of lost) this.transmit(b);
+    const lost = [...this.inflight.values()].sort((a, b) => a.order - b.order);
+    for (const b of lost) {
+      b.held = false;
+      this.transmit(b);
+    }
     this.pump();
     return lost;
   }
@@ -312,7 +320,7 @@ export class Channel {
     if (this.soon !== null) clearImmediate(this.soon);
     if (this.probe !== null) clearInterval(this.probe);
     this.outbox.close();
-    this.events.close();
+    // Not the observer: a read of it is pending (replies.ts), and it ends with its socket.
     this.socket.close();
   }
 }
