@@ -453,11 +453,18 @@ test("Flotilla's sender after a reconnect sends every unacknowledged batch, held
     await waitFor('batch 1 to be held', () => ch.inflight.get(1)?.held === true);
     portalSide.close();
     await waitFor('the sender to see the connection drop', () => ch.disconnected);
-    again = new zmq.Router({ linger: 0, receiveTimeout: 10_000 });
-    await again.bind(endpoint);
-    const seqs: number[] = [];
-    for (let n = 0; n < 2; n++) seqs.push(readHeader((await again.receive())[1]!).seq);
-    assert.deepEqual(seqs, [1, 2]);
+    // Three times over: each new connection is watched as the first was.
+    for (let round = 0; round < 3; round++) {
+      if (round > 0) {
+        again!.close();
+        await waitFor(`the sender to see connection ${round + 1} drop`, () => ch.disconnected);
+      }
+      again = new zmq.Router({ linger: 0, receiveTimeout: 10_000 });
+      await again.bind(endpoint);
+      const seqs: number[] = [];
+      for (let n = 0; n < 2; n++) seqs.push(readHeader((await again.receive())[1]!).seq);
+      assert.deepEqual(seqs, [1, 2], `after reconnect ${round + 1}`);
+    }
   } finally {
     stop();
     portalSide.close();

@@ -149,11 +149,10 @@ export class Channel {
    */
   renew(): void {
     this.disconnected = true;
-    // Called from inside the loop over the old observer's events (replies.ts), so the observer
-    // is closed while no read of it is pending: closing one while a read is pending stops later
-    // observers of this process from seeing events (zeromq.js 6), see close().
+    // The old observer is not closed: it ends with its socket. Closing an Observer (zeromq.js 6)
+    // can stop the process's later observers from seeing events, so no socket would ever be
+    // seen to reconnect again.
     this.outbox.close();
-    this.events.close();
     this.socket.close();
     [this.socket, this.events, this.outbox] = this.connect();
   }
@@ -320,7 +319,6 @@ export class Channel {
     if (this.soon !== null) clearImmediate(this.soon);
     if (this.probe !== null) clearInterval(this.probe);
     this.outbox.close();
-    // Not the observer: a read of it is pending (replies.ts), and it ends with its socket.
-    this.socket.close();
+    this.socket.close(); // its observer ends with it (see renew)
   }
 }
