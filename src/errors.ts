@@ -10,6 +10,8 @@ export const WIRE_ERROR_CODES = [
   'MALFORMED',
   'TOO_LARGE',
   'WRONG_OWNER',
+  /** WRONG_OWNER at the sender's own epoch: its hash or map differs from the portal's. */
+  'MISROUTED',
   'WINDOW_EXCEEDED',
   'UNSUPPORTED_VERSION',
   'PAUSED',

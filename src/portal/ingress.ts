@@ -6,11 +6,12 @@
  *   sender <--ACK | ERROR code message--      (a refusal names why, docs/protocol.md)
  *
  * A batch is refused, in this order: not a Flotilla header (MALFORMED), another protocol version
- * (UNSUPPORTED_VERSION), not a BATCH or not 3 frames (MALFORMED), another stream
+ * (UNSUPPORTED_VERSION), not a BATCH, not 3 frames or seq 0 (MALFORMED), another stream
  * (UNKNOWN_STREAM), over max_batch_bytes (TOO_LARGE), the stream paused without a spool (PAUSED),
  * an earlier refused batch of this sender not back yet (RESEND), the sender's window full
- * (WINDOW_EXCEEDED), envelopes that do not scan (MALFORMED), a key this server does not own
- * (WRONG_OWNER), no room in the spool (SPOOL_FULL, or parked until there is).
+ * (WINDOW_EXCEEDED), envelopes that do not scan or a key not UTF-8 (MALFORMED), a key this
+ * server does not own (WRONG_OWNER, or MISROUTED when the sender routed by this very epoch), no
+ * room in the spool (SPOOL_FULL, or parked until there is).
  *
  * Memory is bounded: while more than `maxQueued` records wait in the portal, or a batch waits
  * for room in the spool, nothing more is read and senders wait in their TCP buffers.
@@ -24,7 +25,7 @@ import * as zmq from 'zeromq';
 import type { WireErrorCode } from '../errors';
 import type { CauseCounter, Logger } from '../log';
 import { RecordIndex } from '../protocol/envelope';
-import { decodeHeader, encodeHeader, FORWARD_IDENTITY, MessageType, VERSION } from '../protocol/wire';
+import { decodeHeader, encodeHeader, FORWARD_IDENTITY, type Header, MessageType, VERSION } from '../protocol/wire';
 import { SpoolFullError, type WriteResult } from '../spool/spool';
 import { Outbox } from '../transport/outbox';
 import { receiveEach } from '../transport/receive';
@@ -155,6 +156,28 @@ export class Ingress {
     this.pausedSenders.clear();
   }
 
+  /**
+   * A batch holds a key of a bucket this server does not own. The header's epoch says whose map
+   * is behind: the sender's (older: WRONG_OWNER, route again by a newer map), this portal's
+   * (newer: WRONG_OWNER, and the batch is owed: the sender waits for us and brings it back), or
+   * neither (equal: MISROUTED, the sender's hash or map content differs from ours at the same
+   * epoch, and resending cannot succeed).
+   */
+  private redirect(sender: Buffer, header: Header, body: Buffer, index: RecordIndex): void {
+    const { routing } = this.host;
+    const { seq, epoch } = header;
+    const foreign = routing.firstForeign(body, index);
+    const where = foreign ? `key ${JSON.stringify(foreign.key.slice(0, 64))} is in bucket ${foreign.bucket}, owned by ${foreign.owner}` : 'a key is in a bucket owned elsewhere';
+    const self = routing.map.servers[routing.self]!.name;
+    if (epoch === routing.epoch) {
+      return this.reject(sender, seq, 'MISROUTED', `${where} at epoch ${epoch}, not ${self}, and the batch was routed by that very epoch: the sender's hash or map differs from this portal's (check it against config/vectors.json); do not resend`);
+    }
+    const senderKey = sender.toString('latin1');
+    if (epoch > routing.epoch && !this.owed.has(senderKey)) this.owed.set(senderKey, { seq, at: Date.now() });
+    const what = epoch > routing.epoch ? `this portal is behind your map (epoch ${epoch}); batch ${seq} is owed: send it again (or an empty batch with seq ${seq}) before anything newer` : 'reload the map and route again';
+    this.reject(sender, seq, 'WRONG_OWNER', `${where} at epoch ${routing.epoch}, not ${self}; ${what}`);
+  }
+
   private settle(batch: InBatch): void {
     const left = (this.inflight.get(batch.senderKey) ?? 1) - 1;
     if (left === 0) this.inflight.delete(batch.senderKey);
@@ -194,6 +217,7 @@ export class Ingress {
     }
     if (header.type !== MessageType.BATCH) return this.reject(sender, seq, 'MALFORMED', `message type ${header.type} is not BATCH`);
     if (msg.length !== 4) return this.reject(sender, seq, 'MALFORMED', `a BATCH has 3 frames, this one has ${msg.length - 1}`);
+    if (seq === 0) return this.reject(sender, seq, 'MALFORMED', 'seq 0 is reserved; number batches from 1');
     const { routing, staging } = this.host;
     const stream = routing.stream;
     const streamName = msg[2]!.toString('utf8');
@@ -214,7 +238,7 @@ export class Ingress {
     const owed = this.owed.get(senderKey);
     if (owed !== undefined) {
       if (owed.seq !== seq && (this.host.pause.paused || Date.now() - owed.at < OWED_TTL_MS)) {
-        return this.reject(sender, seq, 'RESEND', `batch ${owed.seq}, refused earlier, must come first; resend held batches in order`);
+        return this.reject(sender, seq, 'RESEND', `batch ${owed.seq}, refused earlier, must come first (or an empty batch with its seq, if its records went elsewhere); resend held batches in order`);
       }
       this.owed.delete(senderKey);
     }
@@ -225,16 +249,7 @@ export class Ingress {
     const index = this.index;
     if (!index.scan(body, header.count)) return this.reject(sender, seq, 'MALFORMED', index.error);
     const plan = routing.route(body, index);
-    if (!plan) {
-      // Routed by a newer map than ours: the sender waits for us and brings the batch back.
-      if (header.epoch > routing.epoch && !this.owed.has(senderKey)) this.owed.set(senderKey, { seq, at: Date.now() });
-      return this.reject(
-        sender,
-        seq,
-        'WRONG_OWNER',
-        `batch holds keys of buckets this server (${routing.map.servers[routing.self]!.name}) does not own at epoch ${routing.epoch}; reload the map and route again`,
-      );
-    }
+    if (!plan) return this.redirect(sender, header, body, index);
     const count = plan.count;
     let modes: Uint8Array | null = null;
     let staged: WriteResult | null = null;

@@ -10,7 +10,7 @@
  * Nothing here keeps state between batches: a plan is a value, made for one batch.
  */
 import type { RecordIndex } from '../protocol/envelope';
-import { slotOf } from '../map/bucket';
+import { bucketOfBytes, slotOf } from '../map/bucket';
 import { bucketsOf } from '../map/route';
 import type { FlotillaMap, MapStream } from '../map/types';
 import { Holds } from './holds';
@@ -86,6 +86,18 @@ export class Routing {
       counts[b]++;
     }
     return { count, bucket, lane, laneCount, laneBytes };
+  }
+
+  /**
+   * The first record of a scanned batch whose bucket this server does not own: its key, bucket
+   * and owner, for the refusal's message (a refusal only, never the accepted path).
+   */
+  firstForeign(body: Buffer, index: RecordIndex): { key: string; bucket: number; owner: string } | null {
+    for (let i = 0; i < index.count; i++) {
+      const b = bucketOfBytes(body, index.keyStarts[i]!, index.keyEnds[i]!, this.stream.buckets);
+      if (!this.owns(b)) return { key: body.toString('utf8', index.keyStarts[i]!, index.keyEnds[i]!), bucket: b, owner: this.map.servers[this.stream.owner[b]!]?.name ?? '?' };
+    }
+    return null;
   }
 
   /** The lane of bucket `b` now. */

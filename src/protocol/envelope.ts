@@ -5,6 +5,7 @@
  * an appending writer for senders and a scanner that finds each record's key and end without
  * decoding anything else, for portals.
  */
+import { isUtf8 } from 'node:buffer';
 import type avro from 'avsc';
 
 /** The envelope's Avro schema, exactly as docs/protocol.md states it. */
@@ -223,6 +224,14 @@ export class RecordIndex {
       if (len < 0) return fail('bad key length');
       pos = lastPos;
       if (pos + len > end) return fail('key runs past the end of the body');
+      // Avro strings are UTF-8: a key that is not would reach a component replaced, and no longer
+      // hash to its bucket. Keys are mostly ASCII, so only a key with a high byte is checked whole.
+      for (let i = pos; i < pos + len; i++) {
+        if (body[i]! >= 0x80) {
+          if (!isUtf8(body.subarray(pos, pos + len))) return fail('key is not valid UTF-8');
+          break;
+        }
+      }
       this.keyStarts[n] = pos;
       this.keyEnds[n] = pos + len;
       pos += len;

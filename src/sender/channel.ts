@@ -8,6 +8,11 @@
  * batch before anything newer) and knows how to send held or lost batches again; *when* to do
  * which is decided by the reply state machine (replies.ts).
  *
+ * A lost connection is never picked up again: the channel closes that socket (dropping what it
+ * still queued for it) and connects a new one, and until that one connects nothing is sent. Its
+ * first messages are then every unacknowledged batch, oldest first, so nothing queued during the
+ * disconnect can overtake a batch the old connection lost, with ZMQ_IMMEDIATE or without.
+ *
  * Named hooks, published only while someone subscribes (bench/tail/), each message a
  * `SenderBatchEvent` ({ stream, server, seq, count, at }):
  *   `flotilla:sender:batch`     a batch is closed (`at`: before its body is taken from the writer)
@@ -50,6 +55,8 @@ export interface OutBatch {
   order: number;
   body: Buffer;
   count: number;
+  /** The epoch of the map its records were routed by, written in its header. */
+  epoch: number;
   /** Set when the batch is handed to the socket; performance.now() ms. */
   sentAt: number;
   /** Refused with PAUSED or RESEND: kept, in order, until it may be sent again. */
@@ -76,9 +83,10 @@ export interface ChannelHost {
 
 /** The sender's link to one portal: its socket, its batches, and whether it may send. */
 export class Channel {
-  readonly socket: zmq.Dealer;
-  readonly events: zmq.Observer;
-  readonly outbox: Outbox;
+  /** The connection's socket; replaced by `renew` after a disconnect. */
+  socket: zmq.Dealer;
+  events: zmq.Observer;
+  outbox: Outbox;
   /** The open batch. */
   readonly writer = new EnvelopeWriter();
   readonly streamFrame: Buffer;
@@ -90,10 +98,8 @@ export class Channel {
   nextOrder = 0;
   linger: NodeJS.Timeout | null = null;
   soon: NodeJS.Immediate | null = null;
-  connectedOnce = false;
+  /** The connection broke and its successor has not connected yet: nothing is sent meanwhile. */
   disconnected = false;
-  /** performance.now() at the last disconnect. */
-  lostAt = 0;
   /** The portal said PAUSED: send nothing new until RESUME (or a probe is accepted). */
   paused = false;
   /**
@@ -117,19 +123,55 @@ export class Channel {
     readonly endpoint: string,
     private readonly host: ChannelHost,
   ) {
-    const identity = host.identity;
-    this.socket = new zmq.Dealer({
+    [this.socket, this.events, this.outbox] = this.connect();
+    this.streamFrame = Buffer.from(stream.name);
+    this.closeAtBytes = Math.min(host.batchBytes, stream.maxBatchBytes);
+  }
+
+  /** A new DEALER, connecting to the portal, with its events and outbox. */
+  private connect(): [zmq.Dealer, zmq.Observer, Outbox] {
+    const identity = this.host.identity;
+    const socket = new zmq.Dealer({
       linger: 0,
       immediate: true,
       sendHighWaterMark: 10_000,
       receiveHighWaterMark: 10_000,
       ...(identity ? { routingId: `${identity}/${randomBytes(8).toString('hex')}` } : {}),
     });
-    this.events = this.socket.events; // watch before connecting, or the first connect is missed
-    this.socket.connect(endpoint);
-    this.outbox = new Outbox('sender', this.socket, (err) => host.sendFailed(this, err));
-    this.streamFrame = Buffer.from(stream.name);
-    this.closeAtBytes = Math.min(host.batchBytes, stream.maxBatchBytes);
+    const events = socket.events; // watch before connecting, or the first connect is missed
+    socket.connect(this.endpoint);
+    return [socket, events, new Outbox('sender', socket, (err) => this.host.sendFailed(this, err))];
+  }
+
+  /**
+   * The connection broke: drops the socket with whatever it still queued and starts a new one.
+   * Nothing is sent until it connects (then `reconnected`), so no batch can overtake a lost one.
+   */
+  renew(): void {
+    this.disconnected = true;
+    // The old observer is not closed: it ends with its socket. Closing an Observer (zeromq.js 6)
+    // can stop the process's later observers from seeing events, so no socket would ever be
+    // seen to reconnect again.
+    this.outbox.close();
+    this.socket.close();
+    [this.socket, this.events, this.outbox] = this.connect();
+  }
+
+  /**
+   * The new connection is up: sends every unacknowledged batch again, oldest first (replies on
+   * the old connection are lost), then what waited. Held batches go too, in their place: a
+   * batch whose PAUSED was lost with the old connection may be newer than one held, and the
+   * RESUME meant for the old connection never comes (a portal still paused says PAUSED again).
+   */
+  reconnected(): OutBatch[] {
+    this.disconnected = false;
+    const lost = [...this.inflight.values()].sort((a, b) => a.order - b.order);
+    for (const b of lost) {
+      b.held = false;
+      this.transmit(b);
+    }
+    this.pump();
+    return lost;
   }
 
   /** Order of the oldest batch not yet settled (acknowledged or refused), or Infinity. */
@@ -197,27 +239,38 @@ export class Channel {
     const order = this.nextOrder++;
     const seq = (order % 0xffffffff) + 1;
     if (batchHook.hasSubscribers) batchHook.publish({ stream: this.stream.name, server: this.server, seq, count, at: performance.now() } satisfies SenderBatchEvent);
-    this.queue.push({ seq, order, body: this.writer.take(), count, sentAt: 0, held: false });
+    this.queue.push({ seq, order, epoch: this.host.epoch, body: this.writer.take(), count, sentAt: 0, held: false });
     this.pump();
   }
 
-  /** Sends queued batches while the window has room and the portal is not paused. */
+  /** Sends queued batches while the window has room, the portal is not paused and the link is up. */
   pump(): void {
-    while (!this.paused && this.queue.length > 0 && this.inflight.size < this.stream.window) {
+    while (!this.paused && !this.disconnected && this.queue.length > 0 && this.inflight.size < this.stream.window) {
       const batch = this.queue.shift()!;
       this.inflight.set(batch.seq, batch);
       this.transmit(batch);
     }
   }
 
-  /** Hands a batch to the socket (again, for a resend). */
+  /** Hands a batch to the socket (again, for a resend); while disconnected, `reconnected` will. */
   transmit(batch: OutBatch): void {
+    if (this.disconnected) return;
     batch.sentAt = performance.now();
     this.host.stats.batches++;
     if (transmitHook.hasSubscribers) {
       transmitHook.publish({ stream: this.stream.name, server: this.server, seq: batch.seq, count: batch.count, at: batch.sentAt } satisfies SenderBatchEvent);
     }
-    this.outbox.push([encodeHeader(MessageType.BATCH, batch.seq, this.host.epoch, batch.count), this.streamFrame, batch.body]);
+    this.outbox.push([encodeHeader(MessageType.BATCH, batch.seq, batch.epoch, batch.count), this.streamFrame, batch.body]);
+  }
+
+  /**
+   * Tells a portal that lags behind our map that batch `seq`, which it refused and is owed, will
+   * not come back (its records went elsewhere): an empty batch with that seq settles the debt,
+   * so the connection's later batches are not answered RESEND meanwhile.
+   */
+  forgo(seq: number, epoch: number): void {
+    if (this.disconnected) return; // a new connection owes nothing
+    this.outbox.push([encodeHeader(MessageType.BATCH, seq, epoch, 0), this.streamFrame, Buffer.alloc(0)]);
   }
 
   /** A batch settled: if the link is now idle, what gathered meanwhile goes; then fills the window. */
@@ -260,21 +313,12 @@ export class Channel {
     this.transmit(oldest);
   }
 
-  /**
-   * The batches that may have been lost with the last connection, oldest first: those sent
-   * before it broke. Those sent since were queued for the new connection (immediate), so sending
-   * them again would only make duplicates; held batches wait for RESUME (or the probe).
-   */
-  lostBatches(): OutBatch[] {
-    return [...this.inflight.values()].filter((b) => !b.held && b.sentAt <= this.lostAt).sort((a, b) => a.order - b.order);
-  }
-
   /** Stops its timers and closes the socket; unsent messages are dropped. */
   close(): void {
     if (this.linger !== null) clearTimeout(this.linger);
     if (this.soon !== null) clearImmediate(this.soon);
     if (this.probe !== null) clearInterval(this.probe);
     this.outbox.close();
-    this.socket.close();
+    this.socket.close(); // its observer ends with it (see renew)
   }
 }

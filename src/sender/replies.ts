@@ -7,11 +7,14 @@
  *   RESEND           hold it; send every held batch again at once unless paused
  *   WRONG_OWNER      take a newer map if there is one, then: the portal is behind -> send it there
  *                    again after 200 ms, nothing newer before it; our map is behind -> try again in
- *                    200 ms; else route its records again by our map
+ *                    200 ms; else route its records again by our map (and, if the portal is behind
+ *                    and so owed the batch, settle the debt with an empty batch of its seq)
+ *   MISROUTED        our hash or map differs from the portal's at the same epoch: refused for good
  *   WINDOW_EXCEEDED  send it again after 200 ms
  *   anything else    refused for good (onError)
  *   RESUME           send every held batch again, oldest first, then carry on
- *   reconnect        send again, in order, the unacknowledged batches sent before the disconnect
+ *   disconnect       drop the socket, connect a new one, send nothing meanwhile
+ *   reconnect        send every unacknowledged batch again, oldest first, then carry on
  *
  * What a settled batch means to the rest of the sender (barrier, waiters) and how records are
  * routed again are the host's, passed in as `ReplyHost`.
@@ -35,7 +38,7 @@ const ackHook = hook('flotilla:sender:ack');
 export interface ReplyHost {
   /** True once the sender is closed: loops and timers stop. */
   readonly closed: boolean;
-  readonly stats: { acked: number; refused: number; redirects: number; resent: number };
+  readonly stats: { acked: number; refused: number; redirects: number; resent: number; disconnects: number };
   readonly log: Logger;
   /** A batch of `count` records was acknowledged `ms` after it was (last) sent. */
   acked(count: number, ms: number): void;
@@ -149,7 +152,9 @@ export class Replies {
       }, REDIRECT_RETRY_MS).unref();
       return;
     }
-    // The batch leaves this channel: a pause that waited for it has nothing left to wait for.
+    // The batch leaves this channel: a pause that waited for it has nothing left to wait for,
+    // and a portal behind the batch's map, which holds it owed, is told it will not come back.
+    if (batch.epoch > portalEpoch) ch.forgo(batch.seq, batch.epoch);
     if (ch.waitFor === batch.seq) this.resume(ch);
     this.host.reroute(ch, batch);
   }
@@ -161,25 +166,32 @@ export class Replies {
     this.host.settled(ch);
   }
 
-  /** After a reconnect, sends every unacknowledged batch sent before the disconnect again, in order. */
+  /**
+   * Watches the connection: a disconnect renews the socket (channel.ts), and once the new one
+   * connects every unacknowledged batch goes again, in order, before anything newer.
+   */
   private async watchConnection(ch: Channel): Promise<void> {
-    for await (const event of ch.events) {
-      if (this.host.closed) return;
-      if (event.type === 'disconnect') {
-        ch.disconnected = true;
-        ch.lostAt = performance.now();
-      } else if (event.type === 'connect') {
-        if (ch.connectedOnce && ch.disconnected) {
-          const lost = ch.lostBatches();
-          this.host.log.info({ endpoint: ch.endpoint, batches: lost.length }, `sender: reconnected to ${ch.endpoint}, resending ${lost.length} batches`);
-          for (const batch of lost) {
-            this.host.stats.resent++;
-            ch.transmit(batch);
+    while (!this.host.closed) {
+      const events = ch.events;
+      try {
+        for await (const event of events) {
+          if (this.host.closed) return;
+          if (event.type === 'disconnect') {
+            this.host.stats.disconnects++;
+            ch.renew();
+            break;
+          }
+          if (event.type === 'connect' && ch.disconnected) {
+            const lost = ch.reconnected();
+            this.host.stats.resent += lost.length;
+            this.host.log.info({ endpoint: ch.endpoint, batches: lost.length }, `sender: reconnected to ${ch.endpoint}, resending ${lost.length} batches`);
+            this.host.settled(ch);
           }
         }
-        ch.connectedOnce = true;
-        ch.disconnected = false;
+      } catch {
+        // the observer of a closed socket
       }
+      if (ch.events === events) return; // closed, not renewed
     }
   }
 }

@@ -69,6 +69,8 @@ export interface SenderStats {
   batches: number;
   resent: number;
   redirects: number;
+  /** Connections to portals lost (each is replaced by a new one, and its batches resent). */
+  disconnects: number;
 }
 
 /** A `flush()` in progress: per channel, the order of the last batch it waits for. */
@@ -97,7 +99,7 @@ export class Sender {
     for (const target of this.router.reroute(ch.stream.name, body, count)) target.closeBatch();
   };
   /** Counters since the sender was opened. */
-  readonly stats: SenderStats = { records: 0, acked: 0, refused: 0, batches: 0, resent: 0, redirects: 0 };
+  readonly stats: SenderStats = { records: 0, acked: 0, refused: 0, batches: 0, resent: 0, redirects: 0, disconnects: 0 };
   /** Called with each acknowledged batch: records in it and the ms from send to ack. */
   onAck: ((count: number, ms: number) => void) | null = null;
 
