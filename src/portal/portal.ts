@@ -22,7 +22,7 @@ import { join } from 'node:path';
 import { FlotillaError } from '../errors';
 import { CauseCounter, type Logger } from '../log';
 import { MapKeeper } from '../map/keeper';
-import type { FlotillaMap } from '../map/types';
+import { DEFAULT_STOP_DRAIN_MS, type FlotillaMap } from '../map/types';
 import { serverOf, slotCount, streamOf, portalPort } from '../map/lookup';
 import type { DrainedReply, LoadReport, PausedReply, PortalStats, ReleaseRequest, SwitchReply } from '../protocol/control';
 import { type PortalBeacon } from '../protocol/beacons';
@@ -50,6 +50,12 @@ export type { PortalStats } from '../protocol/control';
 
 /** Largest control request the portal reads. */
 const MAX_CONTROL_BYTES = 64 * 1024;
+/** A stopping portal closes only once no sender message has come for this long (see stop()). */
+const STOP_QUIET_MS = 100;
+/** How often a stopping portal looks whether it has drained. */
+const STOP_POLL_MS = 20;
+/** How long the last replies (ACKs) may take to leave when the ingress socket closes. */
+const STOP_LINGER_MS = 2000;
 
 export class Portal implements PortalControl {
   /** The TCP port bound (useful when the OS chose it). */
@@ -74,6 +80,10 @@ export class Portal implements PortalControl {
   private readonly handover: HandoverFile | null;
   private closed = false;
   private readonly startedAt = Date.now();
+  /** stop() has begun: nothing new is taken, the spool is not read (as while paused). */
+  private stopping = false;
+  /** Paused, or stopping: no spooled record is delivered, and new ones go to the spool. */
+  private readonly holding = () => this.pause.paused || this.stopping;
 
   constructor(opts: PortalOptions) {
     const o = (this.o = parsePortalOptions(opts));
@@ -120,7 +130,7 @@ export class Portal implements PortalControl {
         {
           slots: egress.slots,
           laneOf: (b) => this.routing.laneOf(b),
-          paused: () => this.pause.paused,
+          paused: this.holding,
           live: (slot) => egress.live(slot),
           make: (slot, body, count, batch, marks) => egress.make(slot, body, count, batch, marks),
           drop: (d) => egress.drop(d),
@@ -138,7 +148,7 @@ export class Portal implements PortalControl {
       const staging = this.staging;
       this.replay = new Replay(this.spool, o.slotWindow, {
         routing: this.routing,
-        paused: () => this.pause.paused,
+        paused: this.holding,
         live: (slot) => egress.live(slot),
         stagedFor: (slot) => staging.stagedFor(slot),
         make: (slot, body, count, marks) => egress.make(slot, body, count, null, marks),
@@ -240,18 +250,54 @@ export class Portal implements PortalControl {
     );
   }
 
-  /** Closes every socket. Records not yet acknowledged are the senders' to resend. */
+  /**
+   * Stops draining (docs/operations.md, "Stopping a portal"): new batches are refused with PAUSED
+   * (senders hold them and send them to the next portal; a batch from inside the flow goes to the
+   * spool where the stream has one), what was accepted is processed and acknowledged, staged
+   * records are written, and once no sender has sent anything for STOP_QUIET_MS the sockets
+   * close, the last ACKs given time to leave. Past `stopDrainMs` it closes anyway: batches not
+   * yet acknowledged are their senders' to send again (processed twice where a component had
+   * already processed them).
+   */
   async stop(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.stopping = true;
+    const name = this.routing.stream.name;
+    const boundMs = this.o.stopDrainMs ?? this.routing.map.stopDrainMs ?? DEFAULT_STOP_DRAIN_MS;
+    this.ingress.stopTaking();
+    this.staging?.flush();
+    const started = performance.now();
+    const drained = await this.drain(started + boundMs);
+    const ms = Math.round(performance.now() - started);
+    if (drained) this.log.info({ ms }, `portal ${name}: drained in ${ms} ms; closing`);
+    else {
+      const left = { batches: this.ingress.unacked, records: this.egress.queued };
+      this.log.warn(
+        left,
+        `portal ${name}: not drained after ${boundMs} ms (stop_drain_ms): ${left.batches} batches unacknowledged, ${left.records} records queued or in flight; their senders send them again to the next portal`,
+      );
+    }
+    this.staging?.flush();
     this.health.stop();
     this.causes.stop();
-    this.ingress.close();
+    await this.ingress.closeGracefully(STOP_LINGER_MS);
     this.egress.close();
     this.staging?.close();
     this.control.close();
     this.forwarder?.close();
     this.spool?.close();
+  }
+
+  /** Waits until everything accepted is processed and acknowledged and senders are quiet; false at `deadline`. */
+  private async drain(deadline: number): Promise<boolean> {
+    for (;;) {
+      const now = performance.now();
+      const done = this.ingress.unacked === 0 && this.egress.queued === 0 && this.ingress.unsent === 0 && !(this.spool?.hasStaged ?? false);
+      if (done && now - this.ingress.lastReadAt >= STOP_QUIET_MS) return true;
+      if (now >= deadline) return false;
+      await new Promise((r) => setTimeout(r, Math.min(STOP_POLL_MS, Math.max(1, deadline - now))));
+    }
   }
 
   /** The map epoch this portal routes by. */

@@ -1,0 +1,105 @@
+/**
+ * `portalctl pause --wait` on a flow of two hops, the demo's shape, under load, 20 times:
+ *
+ *   Sender --BATCH--> orders portal --> 4 recorder slots --emit (INNER_FLAG)--> audits portal --> 4 recorder slots
+ *
+ * Both streams are paused at once. The orders components hold records they emitted to audits
+ * until audits acknowledges them; a paused audits portal still takes those batches (they come
+ * from inside the flow), so every component finishes and every process reaches idle. Each pause
+ * must be idle within its timeout, and after the last resume every record sent has been
+ * processed exactly once on both streams, in order per key. The first and the last pause are
+ * `portalctl pause --wait`; the others ask the agent from this process and wait with the check
+ * portalctl uses (agent/status-view.ts notIdle), which saves a node start-up per round.
+ */
+import { strict as assert } from 'node:assert';
+import { after, before, test } from 'node:test';
+import { agentPause, agentResume, agentStatus, localAgent, type AgentTarget } from '../src/agent/client';
+import { describeNotIdle, notIdle } from '../agent/status-view';
+import pino from 'pino';
+import { Sender } from '../src/sender/sender';
+import { deploy, portalctlAsync, startAgent, waitAgent, waitFor, type Deployment } from './support/deploy';
+import { RoundLoad, twoStreamMap } from './support/flows';
+import { freePorts } from './support/ports';
+import { assertExactlyOnceInOrder, sentRounds } from './support/records';
+
+/** Pauses asked for by the issue; FLOTILLA_PAUSE_ROUNDS may lower it for a quick local run. */
+const ROUNDS = Number(process.env.FLOTILLA_PAUSE_ROUNDS ?? 20);
+const SLOTS = 4;
+const KEYS = 120;
+/** Each pause must be idle within this (it is about a heartbeat on an idle machine). */
+const PAUSE_TIMEOUT_S = 8;
+/** The test's sender logs only warnings: every pause makes it log twice. */
+const quiet = pino({ level: 'warn' });
+let d: Deployment;
+const filesOf = (stream: string) => Array.from({ length: SLOTS }, (_, s) => d.outOf(stream, s));
+
+/** Pauses every stream through the agent and waits until nothing is busy, as `pause --wait` does; ms to idle. */
+async function pauseWait(agent: AgentTarget, timeoutMs: number): Promise<number> {
+  const started = Date.now();
+  const paused = await agentPause(agent, undefined, 3000);
+  assert.equal(paused.ok, true, JSON.stringify(paused));
+  for (;;) {
+    const waiting = notIdle(await agentStatus(agent, { fresh: true }));
+    if (waiting.length === 0) return Date.now() - started;
+    if (Date.now() - started > timeoutMs) assert.fail(`not idle after ${timeoutMs} ms: ${waiting.map(describeNotIdle).join('; ')}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+before(async () => {
+  const [p1, p2, agentPort] = await freePorts(3);
+  const map = twoStreamMap([p1!, p2!], { heartbeat_ms: 200 });
+  (map.servers as Record<string, unknown>[])[0]!.agent_port = agentPort;
+  d = deploy(map);
+  startAgent(d);
+  d.startPortal('orders');
+  d.startPortal('audits');
+  for (let slot = 0; slot < SLOTS; slot++) {
+    d.startRecorder('orders', slot, { emit: 'audits' });
+    d.startRecorder('audits', slot);
+  }
+  await waitAgent(d);
+  await d.waitSlotsConnected('orders', SLOTS);
+  await d.waitSlotsConnected('audits', SLOTS);
+});
+
+after(async () => {
+  await d?.stop();
+});
+
+test(`pause --wait on a two-hop flow under load is idle within ${PAUSE_TIMEOUT_S} s, ${ROUNDS} times; nothing lost or doubled`, async () => {
+  const sender = new Sender({ map: d.mapFile, lingerMs: 1, log: quiet });
+  const load = new RoundLoad(sender, 'orders', KEYS, 2);
+  const agent = localAgent(d.runDirOf());
+  const took: number[] = [];
+  try {
+    for (let round = 0; round < ROUNDS; round++) {
+      // Under load: records flowing through both hops since the last resume.
+      const was = (await d.stats('audits')).recordsOut;
+      await waitFor(`records flowing through audits before pause ${round + 1}`, async () => (await d.stats('audits')).recordsOut > was + KEYS);
+      if (round === 0 || round === ROUNDS - 1) {
+        const started = Date.now();
+        const pause = await portalctlAsync(['pause', '--wait', '--timeout', String(PAUSE_TIMEOUT_S), '--map', d.mapFile, '--run-dir', d.runDirOf()]);
+        took.push(Date.now() - started);
+        assert.equal(pause.status, 0, `pause ${round + 1} of ${ROUNDS}: ${pause.stderr}`);
+        assert.match(pause.stdout, /^solo: paused orders, audits$/m);
+        assert.match(pause.stdout, /^idle after \d+\.\d s: every process of solo is paused and idle$/m);
+      } else {
+        took.push(await pauseWait(agent, PAUSE_TIMEOUT_S * 1000));
+      }
+      const resumed = await agentResume(agent);
+      assert.equal(resumed.ok, true, JSON.stringify(resumed));
+    }
+    await load.stop();
+    await sender.flush();
+  } finally {
+    sender.close();
+    await load.stop().catch(() => undefined);
+  }
+  process.stderr.write(`# ${ROUNDS} pauses of a two-hop flow, ms to idle (the first and last with a portalctl start-up): ${took.join(' ')}\n`);
+  assert.equal(sender.stats.acked, load.sent);
+  const sent = sentRounds(KEYS, load.rounds);
+  assertExactlyOnceInOrder(d.map, 'orders', filesOf('orders'), sent);
+  // An ACK of orders means the audits record made from it was acknowledged, so processed.
+  assertExactlyOnceInOrder(d.map, 'audits', filesOf('audits'), sent);
+});
