@@ -8,17 +8,17 @@
  * from inside the flow), so every component finishes and every process reaches idle. Each pause
  * must be idle within its timeout, and after the last resume every record sent has been
  * processed exactly once on both streams, in order per key. The first and the last pause are
- * `portalctl pause --wait`; the others ask the agent from this process and wait with the check
- * portalctl uses (agent/status-view.ts notIdle), which saves a node start-up per round.
+ * `portalctl pause --wait`; the others ask the agent from this process (support/pause.ts: the
+ * same check), which saves a node start-up per round.
  */
 import { strict as assert } from 'node:assert';
 import { after, before, test } from 'node:test';
-import { agentPause, agentResume, agentStatus, localAgent, type AgentTarget } from '../src/agent/client';
-import { describeNotIdle, notIdle } from '../agent/status-view';
+import { agentResume, localAgent } from '../src/agent/client';
 import pino from 'pino';
 import { Sender } from '../src/sender/sender';
 import { deploy, portalctlAsync, startAgent, waitAgent, waitFor, type Deployment } from './support/deploy';
 import { RoundLoad, twoStreamMap } from './support/flows';
+import { pauseWait } from './support/pause';
 import { freePorts } from './support/ports';
 import { assertExactlyOnceInOrder, sentRounds } from './support/records';
 
@@ -32,19 +32,6 @@ const PAUSE_TIMEOUT_S = 8;
 const quiet = pino({ level: 'warn' });
 let d: Deployment;
 const filesOf = (stream: string) => Array.from({ length: SLOTS }, (_, s) => d.outOf(stream, s));
-
-/** Pauses every stream through the agent and waits until nothing is busy, as `pause --wait` does; ms to idle. */
-async function pauseWait(agent: AgentTarget, timeoutMs: number): Promise<number> {
-  const started = Date.now();
-  const paused = await agentPause(agent, undefined, 3000);
-  assert.equal(paused.ok, true, JSON.stringify(paused));
-  for (;;) {
-    const waiting = notIdle(await agentStatus(agent, { fresh: true }));
-    if (waiting.length === 0) return Date.now() - started;
-    if (Date.now() - started > timeoutMs) assert.fail(`not idle after ${timeoutMs} ms: ${waiting.map(describeNotIdle).join('; ')}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 before(async () => {
   const [p1, p2, agentPort] = await freePorts(3);

@@ -268,14 +268,14 @@ export class Portal implements PortalControl {
     this.ingress.stopTaking();
     this.staging?.flush();
     const started = performance.now();
-    const drained = await this.drain(started + boundMs);
+    const left = await this.drain(started + boundMs);
     const ms = Math.round(performance.now() - started);
-    if (drained) this.log.info({ ms }, `portal ${name}: drained in ${ms} ms; closing`);
+    if (left === null) this.log.info({ ms }, `portal ${name}: drained in ${ms} ms; closing`);
     else {
-      const left = { batches: this.ingress.unacked, records: this.egress.queued };
+      const counts = { batches: this.ingress.unacked, records: this.egress.queued };
       this.log.warn(
-        left,
-        `portal ${name}: not drained after ${boundMs} ms (stop_drain_ms): ${left.batches} batches unacknowledged, ${left.records} records queued or in flight; their senders send them again to the next portal`,
+        { ms, ...counts },
+        `portal ${name}: not drained after ${ms} ms (${left}): ${counts.batches} batches unacknowledged, ${counts.records} records queued or in flight; their senders send them again to the next portal`,
       );
     }
     this.staging?.flush();
@@ -289,13 +289,20 @@ export class Portal implements PortalControl {
     this.spool?.close();
   }
 
-  /** Waits until everything accepted is processed and acknowledged and senders are quiet; false at `deadline`. */
-  private async drain(deadline: number): Promise<boolean> {
+  /**
+   * Waits until everything accepted is processed and acknowledged and senders are quiet: null;
+   * or says why it gave up: `deadline` passed, or every slot that holds records has no live
+   * component (stopped with the portal, or dead), so waiting on cannot help.
+   */
+  private async drain(deadline: number): Promise<string | null> {
+    const { ingress, egress } = this;
     for (;;) {
       const now = performance.now();
-      const done = this.ingress.unacked === 0 && this.egress.queued === 0 && this.ingress.unsent === 0 && !(this.spool?.hasStaged ?? false);
-      if (done && now - this.ingress.lastReadAt >= STOP_QUIET_MS) return true;
-      if (now >= deadline) return false;
+      const done = ingress.unacked === 0 && egress.queued === 0 && ingress.unsent === 0 && !(this.spool?.hasStaged ?? false);
+      if (done && now - ingress.lastReadAt >= STOP_QUIET_MS) return null;
+      if (now >= deadline) return 'stop_drain_ms';
+      const holding = egress.slots.filter((s) => s.queuedRecords + s.inflightRecords > 0);
+      if (holding.length > 0 && holding.every((s) => !egress.live(s))) return `no live component on slot ${holding.map((s) => s.index).join(', ')}`;
       await new Promise((r) => setTimeout(r, Math.min(STOP_POLL_MS, Math.max(1, deadline - now))));
     }
   }
