@@ -15,12 +15,11 @@
  */
 import { strict as assert } from 'node:assert';
 import { after, before, test } from 'node:test';
-import pino from 'pino';
 import { agentResume, localAgent } from '../src/agent/client';
 import { Sender } from '../src/sender/sender';
-import { deploy, portalctlAsync, startAgent, waitAgent, waitFor, type Deployment } from './support/deploy';
+import { portalctlAsync, waitFor, type Deployment } from './support/deploy';
 import { RECORD_SCHEMA, RoundLoad } from './support/flows';
-import { pauseWait } from './support/pause';
+import { pauseWait, quietLog, startFlow } from './support/pause';
 import { freePorts } from './support/ports';
 import { assertExactlyOnceInOrder, readRecorded, sentRounds } from './support/records';
 
@@ -28,13 +27,12 @@ const SLOTS = 2;
 const KEYS = 30;
 const HOPS = 2;
 const PAUSES = 4;
-const quiet = pino({ level: 'warn' });
 let d: Deployment;
 const filesOf = (stream: string) => Array.from({ length: SLOTS }, (_, s) => d.outOf(stream, s));
 
 before(async () => {
   const [p1, p2, agentPort] = await freePorts(3);
-  d = deploy({
+  const map = {
     instance: 'test',
     epoch: 1,
     heartbeat_ms: 200,
@@ -43,17 +41,9 @@ before(async () => {
       { name: 'ring', key: 'key', port: p1, buckets: 64, slots: SLOTS, schema: RECORD_SCHEMA('Ring'), spool: { mode: 'always', dir: 'spool' } },
       { name: 'relay', key: 'key', port: p2, buckets: 64, slots: SLOTS, schema: RECORD_SCHEMA('Relay') },
     ],
-  });
-  startAgent(d);
-  d.startPortal('ring');
-  d.startPortal('relay');
-  for (let slot = 0; slot < SLOTS; slot++) {
-    d.startRecorder('ring', slot, { emit: 'relay' });
-    d.startRecorder('relay', slot, { args: ['--loop', 'ring', '--hops', String(HOPS)] });
-  }
-  await waitAgent(d);
-  await d.waitSlotsConnected('ring', SLOTS);
-  await d.waitSlotsConnected('relay', SLOTS);
+  };
+  const loop = ['--loop', 'ring', '--hops', String(HOPS)];
+  d = await startFlow(map, SLOTS, [{ name: 'ring', emit: 'relay' }, { name: 'relay', args: loop }], true);
 });
 
 after(async () => {
@@ -61,7 +51,7 @@ after(async () => {
 });
 
 test('a flow with a loop pauses to idle (the loop spooled, not delivered) and resumes with nothing lost or doubled', async () => {
-  const sender = new Sender({ map: d.mapFile, lingerMs: 1, log: quiet });
+  const sender = new Sender({ map: d.mapFile, lingerMs: 1, log: quietLog });
   const load = new RoundLoad(sender, 'ring', KEYS, 20);
   const agent = localAgent(d.runDirOf());
   const t0 = Date.now();

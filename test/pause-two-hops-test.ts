@@ -14,11 +14,10 @@
 import { strict as assert } from 'node:assert';
 import { after, before, test } from 'node:test';
 import { agentResume, localAgent } from '../src/agent/client';
-import pino from 'pino';
 import { Sender } from '../src/sender/sender';
-import { deploy, portalctlAsync, startAgent, waitAgent, waitFor, type Deployment } from './support/deploy';
+import { portalctlAsync, waitFor, type Deployment } from './support/deploy';
 import { RoundLoad, twoStreamMap } from './support/flows';
-import { pauseWait } from './support/pause';
+import { pauseWait, quietLog, startFlow } from './support/pause';
 import { freePorts } from './support/ports';
 import { assertExactlyOnceInOrder, sentRounds } from './support/records';
 
@@ -28,8 +27,6 @@ const SLOTS = 4;
 const KEYS = 120;
 /** Each pause must be idle within this (it is about a heartbeat on an idle machine). */
 const PAUSE_TIMEOUT_S = 8;
-/** The test's sender logs only warnings: every pause makes it log twice. */
-const quiet = pino({ level: 'warn' });
 let d: Deployment;
 const filesOf = (stream: string) => Array.from({ length: SLOTS }, (_, s) => d.outOf(stream, s));
 
@@ -37,17 +34,7 @@ before(async () => {
   const [p1, p2, agentPort] = await freePorts(3);
   const map = twoStreamMap([p1!, p2!], { heartbeat_ms: 200 });
   (map.servers as Record<string, unknown>[])[0]!.agent_port = agentPort;
-  d = deploy(map);
-  startAgent(d);
-  d.startPortal('orders');
-  d.startPortal('audits');
-  for (let slot = 0; slot < SLOTS; slot++) {
-    d.startRecorder('orders', slot, { emit: 'audits' });
-    d.startRecorder('audits', slot);
-  }
-  await waitAgent(d);
-  await d.waitSlotsConnected('orders', SLOTS);
-  await d.waitSlotsConnected('audits', SLOTS);
+  d = await startFlow(map, SLOTS, [{ name: 'orders', emit: 'audits' }, { name: 'audits' }], true);
 });
 
 after(async () => {
@@ -55,7 +42,7 @@ after(async () => {
 });
 
 test(`pause --wait on a two-hop flow under load is idle within ${PAUSE_TIMEOUT_S} s, ${ROUNDS} times; nothing lost or doubled`, async () => {
-  const sender = new Sender({ map: d.mapFile, lingerMs: 1, log: quiet });
+  const sender = new Sender({ map: d.mapFile, lingerMs: 1, log: quietLog });
   const load = new RoundLoad(sender, 'orders', KEYS, 2);
   const agent = localAgent(d.runDirOf());
   const took: number[] = [];

@@ -13,9 +13,9 @@
 import { strict as assert } from 'node:assert';
 import type { ChildProcess } from 'node:child_process';
 import { after, before, test } from 'node:test';
-import pino from 'pino';
 import { Sender } from '../src/sender/sender';
-import { deploy, waitFor, type Deployment } from './support/deploy';
+import { waitFor, type Deployment } from './support/deploy';
+import { quietLog, startFlow } from './support/pause';
 import { RoundLoad, twoStreamMap } from './support/flows';
 import { freePorts } from './support/ports';
 import { assertExactlyOnceInOrder, sentRounds } from './support/records';
@@ -24,21 +24,14 @@ import { assertExactlyOnceInOrder, sentRounds } from './support/records';
 const RESTARTS = Number(process.env.FLOTILLA_RESTART_ROUNDS ?? 4);
 const SLOTS = 4;
 const KEYS = 100;
-const quiet = pino({ level: 'warn' });
 let d: Deployment;
 const portals = new Map<string, ChildProcess>();
 const filesOf = (stream: string) => Array.from({ length: SLOTS }, (_, s) => d.outOf(stream, s));
 
 before(async () => {
   const ports = await freePorts(2);
-  d = deploy(twoStreamMap(ports, { heartbeat_ms: 200 }));
-  for (const stream of ['orders', 'audits']) portals.set(stream, d.startPortal(stream));
-  for (let slot = 0; slot < SLOTS; slot++) {
-    d.startRecorder('orders', slot, { emit: 'audits' });
-    d.startRecorder('audits', slot);
-  }
-  await d.waitSlotsConnected('orders', SLOTS);
-  await d.waitSlotsConnected('audits', SLOTS);
+  d = await startFlow(twoStreamMap(ports, { heartbeat_ms: 200 }), SLOTS, [{ name: 'orders', emit: 'audits' }, { name: 'audits' }], false);
+  for (const stream of ['orders', 'audits']) portals.set(stream, d.procs[['orders', 'audits'].indexOf(stream)]!);
 });
 
 after(async () => {
@@ -46,7 +39,7 @@ after(async () => {
 });
 
 test(`a portal restarted (SIGTERM, start) under load ${RESTARTS} times processes nothing twice and loses nothing`, async () => {
-  const sender = new Sender({ map: d.mapFile, lingerMs: 1, log: quiet });
+  const sender = new Sender({ map: d.mapFile, lingerMs: 1, log: quietLog });
   const load = new RoundLoad(sender, 'orders', KEYS, 2);
   const took: string[] = [];
   try {
