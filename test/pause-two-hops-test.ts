@@ -12,14 +12,17 @@
  * same check), which saves a node start-up per round.
  */
 import { strict as assert } from 'node:assert';
+import * as zmq from 'zeromq';
 import { after, before, test } from 'node:test';
 import { agentResume, localAgent } from '../src/agent/client';
+import { INNER_FLAG, MessageType } from '../src/protocol/wire';
 import { Sender } from '../src/sender/sender';
 import { portalctlAsync, waitFor, type Deployment } from './support/deploy';
 import { RoundLoad, twoStreamMap } from './support/flows';
 import { pauseWait, quietLog, startFlow } from './support/pause';
 import { freePorts } from './support/ports';
-import { assertExactlyOnceInOrder, sentRounds } from './support/records';
+import { assertExactlyOnceInOrder, readRecorded, sentRounds } from './support/records';
+import { batchFrames, keyRange, readReply } from './support/zmtp';
 
 /** Pauses asked for by the issue; FLOTILLA_PAUSE_ROUNDS may lower it for a quick local run. */
 const ROUNDS = Number(process.env.FLOTILLA_PAUSE_ROUNDS ?? 20);
@@ -76,4 +79,36 @@ test(`pause --wait on a two-hop flow under load is idle within ${PAUSE_TIMEOUT_S
   assertExactlyOnceInOrder(d.map, 'orders', filesOf('orders'), sent);
   // An ACK of orders means the audits record made from it was acknowledged, so processed.
   assertExactlyOnceInOrder(d.map, 'audits', filesOf('audits'), sent);
+});
+
+test('on the wire: a paused portal refuses a BATCH with PAUSED, and takes one with the inner flag (type 0x81) and processes it', async () => {
+  const agent = localAgent(d.runDirOf());
+  await pauseWait(agent, PAUSE_TIMEOUT_S * 1000);
+  const port = d.map.streams.find((s) => s.name === 'orders')!.port;
+  // Two connections, as an outside sender and a component's sender are: a PAUSED on one makes
+  // its later batches owed (RESEND), never the other's.
+  const outside = new zmq.Dealer({ linger: 0 });
+  const inside = new zmq.Dealer({ linger: 0 });
+  const inner = keyRange('inner', 0, 5);
+  try {
+    outside.connect(`tcp://127.0.0.1:${port}`);
+    inside.connect(`tcp://127.0.0.1:${port}`);
+    await outside.send(batchFrames(1, keyRange('outside', 0, 5)));
+    const refused = readReply(await outside.receive());
+    assert.deepEqual([refused.type, refused.seq, refused.code], [MessageType.ERROR, 1, 'PAUSED'], refused.message);
+    const flagged = batchFrames(1, inner);
+    flagged[0]![3]! |= INNER_FLAG;
+    await inside.send(flagged);
+    const acked = readReply(await inside.receive());
+    assert.deepEqual([acked.type, acked.seq, acked.count], [MessageType.ACK, 1, inner.length], acked.message);
+    // Processed on orders, and (its components emit) on audits, both paused.
+    const only = (k: string) => k.startsWith('inner');
+    assert.equal(readRecorded(filesOf('orders'), only).length, inner.length);
+    assert.equal(readRecorded(filesOf('audits'), only).length, inner.length);
+    assert.equal(readRecorded([...filesOf('orders'), ...filesOf('audits')], (k) => k.startsWith('outside')).length, 0, 'nothing of the refused batch');
+  } finally {
+    outside.close();
+    inside.close();
+    await agentResume(agent);
+  }
 });
