@@ -112,3 +112,13 @@ test('on the wire: a paused portal refuses a BATCH with PAUSED, and takes one wi
     await agentResume(agent);
   }
 });
+
+test('pause --wait of some streams says that only those are paused and idle', async () => {
+  const pause = await portalctlAsync(['pause', 'orders', '--wait', '--timeout', String(PAUSE_TIMEOUT_S), '--map', d.mapFile, '--run-dir', d.runDirOf()]);
+  try {
+    assert.equal(pause.status, 0, pause.stderr);
+    assert.match(pause.stdout, /^idle after \d+\.\d s: every process of orders on solo is paused and idle; other streams were not paused$/m);
+  } finally {
+    await agentResume(localAgent(d.runDirOf()));
+  }
+});

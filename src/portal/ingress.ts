@@ -85,7 +85,7 @@ export class Ingress {
   private closed = false;
   /** Set by stopTaking: the portal is stopping and takes nothing new (see the top of this file). */
   private stopping = false;
-  /** When the last sender message was read (performance.now()). */
+  /** While stopping: when the last sender message was read, or the stop began (performance.now()). */
   lastReadAt = 0;
 
   constructor(
@@ -126,6 +126,7 @@ export class Ingress {
   /** The portal is stopping: from now on batches are refused as for a pause (see the top). */
   stopTaking(): void {
     this.stopping = true;
+    this.lastReadAt = performance.now();
     this.resumeReading?.();
   }
 
@@ -228,7 +229,7 @@ export class Ingress {
   }
 
   private onMessage(msg: Buffer[]): void {
-    this.lastReadAt = performance.now();
+    if (this.stopping) this.lastReadAt = performance.now();
     const sender = msg[0]!;
     const header = decodeHeader(msg[1]);
     if (!header) return this.reject(sender, 0, 'MALFORMED', 'first frame is not a 16-byte Flotilla header');
