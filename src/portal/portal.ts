@@ -33,6 +33,7 @@ import { ControlServer } from '../transport/control-server';
 import { handlePortalRequest, type PortalControl } from './control';
 import { newCounters } from './counters';
 import type { Delivery, InBatch } from './slot';
+import { drain, STOP_LINGER_MS } from './drain';
 import { Egress } from './egress';
 import { Epochs } from './epochs';
 import { Forwarder } from './forwarder';
@@ -50,12 +51,6 @@ export type { PortalStats } from '../protocol/control';
 
 /** Largest control request the portal reads. */
 const MAX_CONTROL_BYTES = 64 * 1024;
-/** A stopping portal closes only once no sender message has come for this long (see stop()). */
-const STOP_QUIET_MS = 100;
-/** How often a stopping portal looks whether it has drained. */
-const STOP_POLL_MS = 20;
-/** How long the last replies (ACKs) may take to leave when the ingress socket closes. */
-const STOP_LINGER_MS = 2000;
 
 export class Portal implements PortalControl {
   /** The TCP port bound (useful when the OS chose it). */
@@ -254,7 +249,7 @@ export class Portal implements PortalControl {
    * Stops draining (docs/operations.md, "Stopping a portal"): new batches are refused with PAUSED
    * (senders hold them and send them to the next portal; a batch from inside the flow goes to the
    * spool where the stream has one), what was accepted is processed and acknowledged, staged
-   * records are written, and once no sender has sent anything for STOP_QUIET_MS the sockets
+   * records are written, and once no sender has sent anything for a moment (drain.ts) the sockets
    * close, the last ACKs given time to leave. Past `stopDrainMs` it closes anyway: batches not
    * yet acknowledged are their senders' to send again (processed twice where a component had
    * already processed them).
@@ -268,7 +263,7 @@ export class Portal implements PortalControl {
     this.ingress.stopTaking();
     this.staging?.flush();
     const started = performance.now();
-    const left = await this.drain(started + boundMs);
+    const left = await drain(this.ingress, this.egress, () => this.spool?.hasStaged ?? false, started + boundMs);
     const ms = Math.round(performance.now() - started);
     if (left === null) this.log.info({ ms }, `portal ${name}: drained in ${ms} ms; closing`);
     else {
@@ -287,24 +282,6 @@ export class Portal implements PortalControl {
     this.control.close();
     this.forwarder?.close();
     this.spool?.close();
-  }
-
-  /**
-   * Waits until everything accepted is processed and acknowledged and senders are quiet: null;
-   * or says why it gave up: `deadline` passed, or every slot that holds records has no live
-   * component (stopped with the portal, or dead), so waiting on cannot help.
-   */
-  private async drain(deadline: number): Promise<string | null> {
-    const { ingress, egress } = this;
-    for (;;) {
-      const now = performance.now();
-      const done = ingress.unacked === 0 && egress.queued === 0 && ingress.unsent === 0 && !(this.spool?.hasStaged ?? false);
-      if (done && now - ingress.lastReadAt >= STOP_QUIET_MS) return null;
-      if (now >= deadline) return 'stop_drain_ms';
-      const holding = egress.slots.filter((s) => s.queuedRecords + s.inflightRecords > 0);
-      if (holding.length > 0 && holding.every((s) => !egress.live(s))) return `no live component on slot ${holding.map((s) => s.index).join(', ')}`;
-      await new Promise((r) => setTimeout(r, Math.min(STOP_POLL_MS, Math.max(1, deadline - now))));
-    }
   }
 
   /** The map epoch this portal routes by. */
