@@ -17,7 +17,7 @@ import { strict as assert } from 'node:assert';
 import { after, before, test } from 'node:test';
 import { agentResume, localAgent } from '../src/agent/client';
 import { Sender } from '../src/sender/sender';
-import { portalctlAsync, waitFor, type Deployment } from './support/deploy';
+import { deploy, portalctlAsync, waitFor, type Deployment } from './support/deploy';
 import { RECORD_SCHEMA, RoundLoad } from './support/flows';
 import { pauseWait, quietLog, startFlow } from './support/pause';
 import { freePorts } from './support/ports';
@@ -43,7 +43,8 @@ before(async () => {
     ],
   };
   const loop = ['--loop', 'ring', '--hops', String(HOPS)];
-  d = await startFlow(map, SLOTS, [{ name: 'ring', emit: 'relay' }, { name: 'relay', args: loop }], true);
+  d = deploy(map);
+  await startFlow(d, SLOTS, [{ name: 'ring', emit: 'relay' }, { name: 'relay', args: loop }], true);
 });
 
 after(async () => {

@@ -17,7 +17,7 @@ import { after, before, test } from 'node:test';
 import { agentResume, localAgent } from '../src/agent/client';
 import { INNER_FLAG, MessageType } from '../src/protocol/wire';
 import { Sender } from '../src/sender/sender';
-import { portalctlAsync, waitFor, type Deployment } from './support/deploy';
+import { deploy, portalctlAsync, waitFor, type Deployment } from './support/deploy';
 import { RoundLoad, twoStreamMap } from './support/flows';
 import { pauseWait, quietLog, startFlow } from './support/pause';
 import { freePorts } from './support/ports';
@@ -37,7 +37,8 @@ before(async () => {
   const [p1, p2, agentPort] = await freePorts(3);
   const map = twoStreamMap([p1!, p2!], { heartbeat_ms: 200 });
   (map.servers as Record<string, unknown>[])[0]!.agent_port = agentPort;
-  d = await startFlow(map, SLOTS, [{ name: 'orders', emit: 'audits' }, { name: 'audits' }], true);
+  d = deploy(map);
+  await startFlow(d, SLOTS, [{ name: 'orders', emit: 'audits' }, { name: 'audits' }], true);
 });
 
 after(async () => {

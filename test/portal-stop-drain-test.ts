@@ -14,7 +14,7 @@ import { strict as assert } from 'node:assert';
 import type { ChildProcess } from 'node:child_process';
 import { after, before, test } from 'node:test';
 import { Sender } from '../src/sender/sender';
-import { waitFor, type Deployment } from './support/deploy';
+import { deploy, waitFor, type Deployment } from './support/deploy';
 import { quietLog, startFlow } from './support/pause';
 import { RoundLoad, twoStreamMap } from './support/flows';
 import { freePorts } from './support/ports';
@@ -30,7 +30,8 @@ const filesOf = (stream: string) => Array.from({ length: SLOTS }, (_, s) => d.ou
 
 before(async () => {
   const ports = await freePorts(2);
-  d = await startFlow(twoStreamMap(ports, { heartbeat_ms: 200 }), SLOTS, [{ name: 'orders', emit: 'audits' }, { name: 'audits' }], false);
+  d = deploy(twoStreamMap(ports, { heartbeat_ms: 200 }));
+  await startFlow(d, SLOTS, [{ name: 'orders', emit: 'audits' }, { name: 'audits' }], false);
   for (const stream of ['orders', 'audits']) portals.set(stream, d.procs[['orders', 'audits'].indexOf(stream)]!);
 });
 
