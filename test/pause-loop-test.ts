@@ -19,7 +19,7 @@ import { agentResume, localAgent } from '../src/agent/client';
 import { Sender } from '../src/sender/sender';
 import { deploy, portalctlAsync, waitFor, type Deployment } from './support/deploy';
 import { RECORD_SCHEMA, RoundLoad } from './support/flows';
-import { ownSpoolDirs, pauseWait, quietLog, startFlow } from './support/pause';
+import { pauseWait, quietLog, startFlow } from './support/pause';
 import { freePorts } from './support/ports';
 import { assertExactlyOnceInOrder, readRecorded, sentRounds } from './support/records';
 
@@ -43,7 +43,7 @@ before(async () => {
     ],
   };
   const loop = ['--loop', 'ring', '--hops', String(HOPS)];
-  d = deploy(ownSpoolDirs(map));
+  d = deploy(map);
   await startFlow(d, SLOTS, [{ name: 'ring', emit: 'relay' }, { name: 'relay', args: loop }], true);
 });
 

@@ -19,7 +19,7 @@ import { INNER_FLAG, MessageType } from '../src/protocol/wire';
 import { Sender } from '../src/sender/sender';
 import { deploy, portalctlAsync, waitFor, type Deployment } from './support/deploy';
 import { RoundLoad, twoStreamMap } from './support/flows';
-import { ownSpoolDirs, pauseWait, quietLog, startFlow } from './support/pause';
+import { pauseWait, quietLog, startFlow } from './support/pause';
 import { freePorts } from './support/ports';
 import { assertExactlyOnceInOrder, readRecorded, sentRounds } from './support/records';
 import { batchFrames, keyRange, readReply } from './support/zmtp';
@@ -37,7 +37,7 @@ before(async () => {
   const [p1, p2, agentPort] = await freePorts(3);
   const map = twoStreamMap([p1!, p2!], { heartbeat_ms: 200 });
   (map.servers as Record<string, unknown>[])[0]!.agent_port = agentPort;
-  d = deploy(ownSpoolDirs(map));
+  d = deploy(map);
   await startFlow(d, SLOTS, [{ name: 'orders', emit: 'audits' }, { name: 'audits' }], true);
 });
 

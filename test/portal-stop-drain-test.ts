@@ -15,7 +15,7 @@ import type { ChildProcess } from 'node:child_process';
 import { after, before, test } from 'node:test';
 import { Sender } from '../src/sender/sender';
 import { deploy, waitFor, type Deployment } from './support/deploy';
-import { ownSpoolDirs, quietLog, startFlow } from './support/pause';
+import { quietLog, startFlow } from './support/pause';
 import { RoundLoad, twoStreamMap } from './support/flows';
 import { freePorts } from './support/ports';
 import { assertExactlyOnceInOrder, sentRounds } from './support/records';
@@ -30,7 +30,7 @@ const filesOf = (stream: string) => Array.from({ length: SLOTS }, (_, s) => d.ou
 
 before(async () => {
   const ports = await freePorts(2);
-  d = deploy(ownSpoolDirs(twoStreamMap(ports, { heartbeat_ms: 200 })));
+  d = deploy(twoStreamMap(ports, { heartbeat_ms: 200 }));
   await startFlow(d, SLOTS, [{ name: 'orders', emit: 'audits' }, { name: 'audits' }], false);
   for (const stream of ['orders', 'audits']) portals.set(stream, d.procs[['orders', 'audits'].indexOf(stream)]!);
 });

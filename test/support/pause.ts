@@ -14,17 +14,6 @@ import { startAgent, waitAgent, type Deployment } from './deploy';
 export const quietLog = pino({ level: 'warn' });
 
 /**
- * `map` with every stream's spool directory in the test's own directory (`spool`, next to the
- * map file): a stream without a spool still looks in its spool directory at start-up and replays
- * what it finds, and the default one (/var/lib/flotilla/<instance>/spool) is shared with every
- * other test of the same instance, server and stream names.
- */
-export function ownSpoolDirs(map: Record<string, unknown>): Record<string, unknown> {
-  for (const s of map.streams as { spool?: Record<string, unknown> }[]) s.spool = { ...s.spool, dir: 'spool' };
-  return map;
-}
-
-/**
  * Starts on deployment `d`, for each of `streams` (in order), its portal and a recorder on each
  * of its `slots` slots with the options given (emit, args), and with `agent` the agent too; then
  * waits until they answer. `d` is the caller's before this is called, so a test's `after` stops
