@@ -276,7 +276,9 @@ async function waitIdle(targets: AgentTarget[], streams: string[], timeoutS: num
       progress.clear();
       const servers = results.map((r) => nameOf(r));
       if (json) printJson({ ok: true, idle: true, elapsedMs: Date.now() - started, servers, paused: json });
-      else print(`idle after ${elapsed} s: every process of ${servers.join(', ')} is paused and idle`);
+      else if (streams.length === 0) print(`idle after ${elapsed} s: every process of ${servers.join(', ')} is paused and idle`);
+      // Only these streams were paused: the others may still run (and send records into these).
+      else print(`idle after ${elapsed} s: every process of ${streams.join(', ')} on ${servers.join(', ')} is paused and idle; other streams were not paused`);
       return;
     }
     if (Date.now() >= deadline) {

@@ -17,17 +17,18 @@ const program = new Command('flotilla-portal')
   .option('--run-dir <dir>', "directory for ipc sockets (default the map's run_dir)")
   .option('--bind <host>', "address to listen on (default the server's host in the map)")
   .option('--spool-dir <dir>', "base directory of the stream's spool (default the stream's spool.dir in the map)")
+  .option('--stop-drain-ms <ms>', "on SIGTERM, how long to let accepted records finish before exiting anyway (default the map's stop_drain_ms, 20000)", Number)
   .addHelpText('after', '\nExample:\n  flotilla-portal --map /etc/flotilla/map.yaml --server alpha --stream clicks\n')
   .showHelpAfterError();
 
 async function main(): Promise<void> {
   program.parse();
-  const o = program.opts<{ map: string; stream: string; server?: string; runDir?: string; bind?: string; spoolDir?: string }>();
+  const o = program.opts<{ map: string; stream: string; server?: string; runDir?: string; bind?: string; spoolDir?: string; stopDrainMs?: number }>();
   process.umask(0o007); // sockets and spool for the service's user and group only
   const keeper = new MapKeeper(o.map); // read again at each epoch switch
   const server = whichServer(keeper.map, o.server);
   const log = createLogger('portal', { stream: o.stream, server });
-  const portal = new Portal({ map: keeper, server, stream: o.stream, runDir: o.runDir, bindHost: o.bind, spoolDir: o.spoolDir, log });
+  const portal = new Portal({ map: keeper, server, stream: o.stream, runDir: o.runDir, bindHost: o.bind, spoolDir: o.spoolDir, stopDrainMs: o.stopDrainMs, log });
   await runDaemon(`portal ${o.stream}`, log, portal);
 }
 

@@ -399,7 +399,7 @@ async function handPlayed(): Promise<{ ch: Channel; portalSide: zmq.Router; rero
     settled: () => undefined,
   };
   const stream = one.map.streams.find((s) => s.name === 'orders')!;
-  const ch = new Channel(stream, 'solo', portalSide.lastEndpoint!, { epoch: 7, stats: { batches: 0 }, lingerMs: 1, batchBytes: 1 << 20, batchRecords: 100, identity: undefined, sendFailed: () => undefined });
+  const ch = new Channel(stream, 'solo', portalSide.lastEndpoint!, { epoch: 7, stats: { batches: 0 }, lingerMs: 1, batchBytes: 1 << 20, batchRecords: 100, identity: undefined, inner: false, sendFailed: () => undefined });
   new Replies(host).listen(ch);
   return {
     ch,

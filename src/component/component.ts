@@ -157,7 +157,7 @@ export class Component<T = Record<string, unknown>> {
   }
 
   private senderFor(): Sender {
-    this.sender ??= new Sender({ map: this.keeper, log: this.log }); // shares the process's map
+    this.sender ??= new Sender({ map: this.keeper, log: this.log, inner: true }); // shares the process's map; batches from inside the flow
     return this.sender;
   }
 

@@ -13,7 +13,7 @@ import { FlotillaError, MapInvalidError, type MapProblem } from '../errors';
 import { MAP_SCHEMA } from './schema';
 import { placeBuckets } from './placement';
 import { mapDigest } from './digest';
-import { DEFAULT_BUCKETS, DEFAULT_FSYNC_INTERVAL_MS, DEFAULT_HEARTBEAT_MS, DEFAULT_MAX_BATCH_BYTES, DEFAULT_SLOTS, DEFAULT_SPOOL_MAX_BYTES, DEFAULT_SPOOL_MIN_FREE_BYTES, DEFAULT_WEIGHT, DEFAULT_WINDOW, type FlotillaMap, type FsyncPolicy, type MapServer, type MapStream, type SpoolFullPolicy, type SpoolMode, type SpoolSettings } from './types';
+import { DEFAULT_BUCKETS, DEFAULT_FSYNC_INTERVAL_MS, DEFAULT_HEARTBEAT_MS, DEFAULT_MAX_BATCH_BYTES, DEFAULT_SLOTS, DEFAULT_SPOOL_MAX_BYTES, DEFAULT_SPOOL_MIN_FREE_BYTES, DEFAULT_STOP_DRAIN_MS, DEFAULT_WEIGHT, DEFAULT_WINDOW, type FlotillaMap, type FsyncPolicy, type MapServer, type MapStream, type SpoolFullPolicy, type SpoolMode, type SpoolSettings } from './types';
 
 /** Field names people reach for that the map calls something else. */
 const RENAMED: Record<string, string> = {
@@ -91,6 +91,7 @@ interface RawMap {
   instance: string;
   epoch: number;
   heartbeat_ms?: number;
+  stop_drain_ms?: number;
   run_dir?: string;
   servers: RawServer[];
   streams: RawStream[];
@@ -219,6 +220,7 @@ function resolveMap(raw: RawMap, file: string, at: LineOf): Omit<FlotillaMap, 'd
     instance: raw.instance,
     epoch: raw.epoch,
     heartbeatMs: raw.heartbeat_ms ?? DEFAULT_HEARTBEAT_MS,
+    stopDrainMs: raw.stop_drain_ms ?? DEFAULT_STOP_DRAIN_MS,
     runDir: raw.run_dir ?? `/run/flotilla/${raw.instance}`,
     servers,
     streams,

@@ -23,6 +23,7 @@ export const MAP_SCHEMA = {
     instance: { type: 'string', pattern: NAME, description: 'deployment name (prod, dev, test)' },
     epoch: { type: 'integer', minimum: 1, maximum: 4294967295, description: 'raise by one on every edit' },
     heartbeat_ms: { type: 'integer', minimum: 50, maximum: 60000 },
+    stop_drain_ms: { type: 'integer', minimum: 0, maximum: 600000, description: 'how long a stopping portal drains (below TimeoutStopSec)' },
     run_dir: { type: 'string', minLength: 1 },
     servers: {
       type: 'array',

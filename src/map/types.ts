@@ -5,6 +5,8 @@
 import type avro from 'avsc';
 
 export const DEFAULT_HEARTBEAT_MS = 1000;
+/** How long a stopping portal drains before it exits anyway (below systemd's TimeoutStopSec). */
+export const DEFAULT_STOP_DRAIN_MS = 20_000;
 export const DEFAULT_BUCKETS = 1024;
 export const DEFAULT_SLOTS = 4;
 export const DEFAULT_WINDOW = 16;
@@ -71,6 +73,8 @@ export interface FlotillaMap {
   /** The text the map was read from (kept so a portal can come back on the map it last ran). */
   text: string;
   heartbeatMs: number;
+  /** `stop_drain_ms`: how long a portal that is told to stop drains what it accepted. */
+  stopDrainMs: number;
   runDir: string;
   servers: MapServer[];
   streams: MapStream[];

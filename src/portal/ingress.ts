@@ -7,11 +7,19 @@
  *
  * A batch is refused, in this order: not a Flotilla header (MALFORMED), another protocol version
  * (UNSUPPORTED_VERSION), not a BATCH, not 3 frames or seq 0 (MALFORMED), another stream
- * (UNKNOWN_STREAM), over max_batch_bytes (TOO_LARGE), the stream paused without a spool (PAUSED),
+ * (UNKNOWN_STREAM), over max_batch_bytes (TOO_LARGE), the stream paused without a spool or the
+ * portal stopping (PAUSED; a batch from inside the flow, INNER_FLAG, is still taken, see below),
  * an earlier refused batch of this sender not back yet (RESEND), the sender's window full
  * (WINDOW_EXCEEDED), envelopes that do not scan or a key not UTF-8 (MALFORMED), a key this
  * server does not own (WRONG_OWNER, or MISROUTED when the sender routed by this very epoch), no
  * room in the spool (SPOOL_FULL, or parked until there is).
+ *
+ * Pause and stop (docs/operations.md): while paused, a batch from inside the flow (a component's
+ * sender sets INNER_FLAG) is taken as if not paused, so the components that emitted it can finish
+ * and every process can reach idle; where the stream spools it goes to the spool, like every batch
+ * of a paused spooling stream. While stopping (`stopTaking`), every batch is refused with PAUSED,
+ * except one from inside the flow on a stream with a spool, which is written there for the next
+ * portal; reading goes on, so every batch a sender sent gets an answer before the socket closes.
  *
  * Memory is bounded: while more than `maxQueued` records wait in the portal, or a batch waits
  * for room in the spool, nothing more is read and senders wait in their TCP buffers.
@@ -76,6 +84,10 @@ export class Ingress {
   private readonly index = new RecordIndex();
   private resumeReading: (() => void) | null = null;
   private closed = false;
+  /** Set by stopTaking: the portal is stopping and takes nothing new (see the top of this file). */
+  private stopping = false;
+  /** While stopping: when the last sender message was read, or the stop began (performance.now()). */
+  lastReadAt = 0;
 
   constructor(
     maxBatchBytes: number,
@@ -110,6 +122,36 @@ export class Ingress {
   /** Lets a read loop that waits for room go on. */
   wake(): void {
     this.resumeReading?.();
+  }
+
+  /** The portal is stopping: from now on batches are refused as for a pause (see the top). */
+  stopTaking(): void {
+    this.stopping = true;
+    this.lastReadAt = performance.now();
+    this.resumeReading?.();
+  }
+
+  /** Batches accepted and not yet acknowledged, of every sender. */
+  get unacked(): number {
+    let n = 0;
+    for (const v of this.inflight.values()) n += v;
+    return n;
+  }
+
+  /** Replies queued and not yet handed to the socket. */
+  get unsent(): number {
+    return this.out.length;
+  }
+
+  /**
+   * Closes after the replies queued are handed to the socket (within `lingerMs`), and lets
+   * ZeroMQ send them within `lingerMs` more, so no ACK of a processed batch is lost with the socket.
+   */
+  async closeGracefully(lingerMs: number): Promise<void> {
+    const deadline = performance.now() + lingerMs;
+    while (this.out.length > 0 && performance.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+    this.socket.linger = lingerMs;
+    this.close();
   }
 
   close(): void {
@@ -189,6 +231,8 @@ export class Ingress {
     return receiveEach(this.socket, {
       closed: () => this.closed,
       gate: () => {
+        // Stopping: keep reading, so every batch is answered (refusals cost nothing).
+        if (this.stopping) return null;
         // A message already waiting resolves receive() at once, so under a load that never lets
         // up (a spool acknowledges as soon as it has written) give timers and control a turn.
         if (performance.now() - yieldedAt > INGRESS_SLICE_MS) {
@@ -208,6 +252,7 @@ export class Ingress {
   }
 
   private onMessage(msg: Buffer[]): void {
+    if (this.stopping) this.lastReadAt = performance.now();
     const sender = msg[0]!;
     const header = decodeHeader(msg[1]);
     if (!header) return this.reject(sender, 0, 'MALFORMED', 'first frame is not a 16-byte Flotilla header');
@@ -229,11 +274,13 @@ export class Ingress {
       return this.reject(sender, seq, 'TOO_LARGE', `batch body is ${body.length} bytes; the limit is ${stream.maxBatchBytes}`);
     }
     const senderKey = sender.toString('latin1');
-    // With a spool, a paused stream still takes batches: they wait on disk until resume.
-    if (this.host.pause.paused && !staging) {
+    // With a spool, a paused stream still takes batches: they wait on disk until resume. A batch
+    // from inside the flow is taken while paused; while stopping, only into a spool.
+    if (this.stopping ? !(header.inner && staging) : this.host.pause.paused && !staging && !header.inner) {
       if (!this.owed.has(senderKey)) this.owed.set(senderKey, { seq, at: Date.now() });
       this.pausedSenders.set(senderKey, sender);
-      return this.reject(sender, seq, 'PAUSED', `stream ${stream.name} is paused; hold the batch until RESUME`);
+      const why = this.stopping ? `the ${stream.name} portal is stopping; hold the batch and send it again to the next one` : `stream ${stream.name} is paused; hold the batch until RESUME`;
+      return this.reject(sender, seq, 'PAUSED', why);
     }
     const owed = this.owed.get(senderKey);
     if (owed !== undefined) {

@@ -27,6 +27,11 @@ export interface PortalOptions {
   port?: number;
   slotWindow?: number;
   maxQueuedRecords?: number;
+  /**
+   * How long `stop()` lets what was accepted finish before it exits anyway, ms; default the
+   * map's `stop_drain_ms` (20 s). See docs/operations.md, "Stopping a portal".
+   */
+  stopDrainMs?: number;
   log: Logger;
 }
 
@@ -42,6 +47,7 @@ export function parsePortalOptions(opts: PortalOptions) {
       port: int({ min: 0, max: 65535 }),
       slotWindow: int({ min: 1, max: 1 << 16 }),
       maxQueuedRecords: int({ min: 1 }),
+      stopDrainMs: int({ min: 0, max: 600_000 }),
     },
   );
 }

@@ -22,7 +22,7 @@ import { join } from 'node:path';
 import { FlotillaError } from '../errors';
 import { CauseCounter, type Logger } from '../log';
 import { MapKeeper } from '../map/keeper';
-import type { FlotillaMap } from '../map/types';
+import { DEFAULT_STOP_DRAIN_MS, type FlotillaMap } from '../map/types';
 import { serverOf, slotCount, streamOf, portalPort } from '../map/lookup';
 import type { DrainedReply, LoadReport, PausedReply, PortalStats, ReleaseRequest, SwitchReply } from '../protocol/control';
 import { type PortalBeacon } from '../protocol/beacons';
@@ -33,6 +33,7 @@ import { ControlServer } from '../transport/control-server';
 import { handlePortalRequest, type PortalControl } from './control';
 import { newCounters } from './counters';
 import type { Delivery, InBatch } from './slot';
+import { drain, STOP_LINGER_MS } from './drain';
 import { Egress } from './egress';
 import { Epochs } from './epochs';
 import { Forwarder } from './forwarder';
@@ -74,6 +75,10 @@ export class Portal implements PortalControl {
   private readonly handover: HandoverFile | null;
   private closed = false;
   private readonly startedAt = Date.now();
+  /** stop() has begun: nothing new is taken, the spool is not read (as while paused). */
+  private stopping = false;
+  /** Paused, or stopping: no spooled record is delivered, and new ones go to the spool. */
+  private readonly holding = () => this.pause.paused || this.stopping;
 
   constructor(opts: PortalOptions) {
     const o = (this.o = parsePortalOptions(opts));
@@ -120,7 +125,7 @@ export class Portal implements PortalControl {
         {
           slots: egress.slots,
           laneOf: (b) => this.routing.laneOf(b),
-          paused: () => this.pause.paused,
+          paused: this.holding,
           live: (slot) => egress.live(slot),
           make: (slot, body, count, batch, marks) => egress.make(slot, body, count, batch, marks),
           drop: (d) => egress.drop(d),
@@ -138,7 +143,7 @@ export class Portal implements PortalControl {
       const staging = this.staging;
       this.replay = new Replay(this.spool, o.slotWindow, {
         routing: this.routing,
-        paused: () => this.pause.paused,
+        paused: this.holding,
         live: (slot) => egress.live(slot),
         stagedFor: (slot) => staging.stagedFor(slot),
         make: (slot, body, count, marks) => egress.make(slot, body, count, null, marks),
@@ -240,13 +245,38 @@ export class Portal implements PortalControl {
     );
   }
 
-  /** Closes every socket. Records not yet acknowledged are the senders' to resend. */
+  /**
+   * Stops draining (docs/operations.md, "Stopping a portal"): new batches are refused with PAUSED
+   * (senders hold them and send them to the next portal; a batch from inside the flow goes to the
+   * spool where the stream has one), what was accepted is processed and acknowledged, staged
+   * records are written, and once no sender has sent anything for a moment (drain.ts) the sockets
+   * close, the last ACKs given time to leave. Past `stopDrainMs` it closes anyway: batches not
+   * yet acknowledged are their senders' to send again (processed twice where a component had
+   * already processed them).
+   */
   async stop(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.stopping = true;
+    const name = this.routing.stream.name;
+    const boundMs = this.o.stopDrainMs ?? this.routing.map.stopDrainMs ?? DEFAULT_STOP_DRAIN_MS;
+    this.ingress.stopTaking();
+    this.staging?.flush();
+    const started = performance.now();
+    const left = await drain(this.ingress, this.egress, () => this.spool?.hasStaged ?? false, started + boundMs);
+    const ms = Math.round(performance.now() - started);
+    if (left === null) this.log.info({ ms }, `portal ${name}: drained in ${ms} ms; closing`);
+    else {
+      const counts = { batches: this.ingress.unacked, records: this.egress.queued };
+      this.log.warn(
+        { ms, ...counts },
+        `portal ${name}: not drained after ${ms} ms (${left}): ${counts.batches} batches unacknowledged, ${counts.records} records queued or in flight; their senders send them again to the next portal`,
+      );
+    }
+    this.staging?.flush();
     this.health.stop();
     this.causes.stop();
-    this.ingress.close();
+    await this.ingress.closeGracefully(STOP_LINGER_MS);
     this.egress.close();
     this.staging?.close();
     this.control.close();

@@ -4,7 +4,8 @@
  *
  *   offset 0  2 bytes  magic "FL"
  *          2  1 byte   version (1)
- *          3  1 byte   type (MessageType)
+ *          3  1 byte   type (MessageType) in bits 0-6; bit 7 (INNER_FLAG) on a BATCH: sent from
+ *                      inside the flow (by a component), taken while the stream is paused
  *          4  4 bytes  seq, big-endian: the sender's batch number, echoed in the reply
  *          8  4 bytes  epoch, big-endian: the map epoch of whoever wrote the message
  *         12  4 bytes  count, big-endian: records in the batch (or acknowledged)
@@ -21,6 +22,14 @@ export const HEADER_BYTES = 16;
  * buckets (docs/delivery.md, re-guiding).
  */
 export const FORWARD_IDENTITY = 'fwd';
+
+/**
+ * Bit 7 of the type byte: on a BATCH, "these records were emitted by a component while it
+ * processed a delivery" (the SDK's sender sets it). A paused portal still takes such batches, so
+ * the components that emitted them can finish and the flow drains (docs/operations.md, "Pause").
+ * Zero on every other message.
+ */
+export const INNER_FLAG = 0x80;
 
 /** Message types. Values are part of the protocol and never change. */
 export const MessageType = {
@@ -50,15 +59,17 @@ export interface Header {
   seq: number;
   epoch: number;
   count: number;
+  /** The type byte's INNER_FLAG: a BATCH sent from inside the flow. */
+  inner: boolean;
 }
 
-/** Encodes a header into a new 16-byte buffer. */
-export function encodeHeader(type: MessageType, seq: number, epoch: number, count: number): Buffer {
+/** Encodes a header into a new 16-byte buffer (`inner`: set INNER_FLAG, for a BATCH). */
+export function encodeHeader(type: MessageType, seq: number, epoch: number, count: number, inner = false): Buffer {
   const b = Buffer.allocUnsafe(HEADER_BYTES);
   b[0] = MAGIC0;
   b[1] = MAGIC1;
   b[2] = VERSION;
-  b[3] = type;
+  b[3] = inner ? type | INNER_FLAG : type;
   b.writeUInt32BE(seq >>> 0, 4);
   b.writeUInt32BE(epoch >>> 0, 8);
   b.writeUInt32BE(count >>> 0, 12);
@@ -70,9 +81,10 @@ export function decodeHeader(frame: Buffer | undefined): Header | null {
   if (!frame || frame.length !== HEADER_BYTES || frame[0] !== MAGIC0 || frame[1] !== MAGIC1) return null;
   return {
     version: frame[2]!,
-    type: frame[3]!,
+    type: frame[3]! & ~INNER_FLAG,
     seq: frame.readUInt32BE(4),
     epoch: frame.readUInt32BE(8),
     count: frame.readUInt32BE(12),
+    inner: (frame[3]! & INNER_FLAG) !== 0,
   };
 }

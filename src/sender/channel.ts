@@ -77,6 +77,8 @@ export interface ChannelHost {
   readonly batchRecords: number;
   /** Starts the socket's routing id (then a `/` and random hex); none when undefined or empty. */
   readonly identity: string | undefined;
+  /** Marks every BATCH as sent from inside the flow (INNER_FLAG): a component's sender. */
+  readonly inner: boolean;
   /** Handing a message to the socket failed. */
   sendFailed(ch: Channel, err: Error): void;
 }
@@ -260,7 +262,7 @@ export class Channel {
     if (transmitHook.hasSubscribers) {
       transmitHook.publish({ stream: this.stream.name, server: this.server, seq: batch.seq, count: batch.count, at: batch.sentAt } satisfies SenderBatchEvent);
     }
-    this.outbox.push([encodeHeader(MessageType.BATCH, batch.seq, batch.epoch, batch.count), this.streamFrame, batch.body]);
+    this.outbox.push([encodeHeader(MessageType.BATCH, batch.seq, batch.epoch, batch.count, this.host.inner), this.streamFrame, batch.body]);
   }
 
   /**
@@ -270,7 +272,7 @@ export class Channel {
    */
   forgo(seq: number, epoch: number): void {
     if (this.disconnected) return; // a new connection owes nothing
-    this.outbox.push([encodeHeader(MessageType.BATCH, seq, epoch, 0), this.streamFrame, Buffer.alloc(0)]);
+    this.outbox.push([encodeHeader(MessageType.BATCH, seq, epoch, 0, this.host.inner), this.streamFrame, Buffer.alloc(0)]);
   }
 
   /** A batch settled: if the link is now idle, what gathered meanwhile goes; then fills the window. */

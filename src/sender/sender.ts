@@ -58,6 +58,11 @@ export interface SenderOptions {
    * A portal forwarding its spool uses `fwd`, so the new owner knows the records are older.
    */
   identity?: string;
+  /**
+   * The records are emitted by a component while it processes a delivery (the SDK sets this):
+   * batches carry INNER_FLAG, and a paused portal still takes them (docs/operations.md, "Pause").
+   */
+  inner?: boolean;
   log?: Logger;
 }
 
@@ -128,6 +133,7 @@ export class Sender {
       batchBytes: o.batchBytes,
       batchRecords: o.batchRecords,
       identity: o.identity,
+      inner: o.inner === true,
       sendFailed: (ch, err) => log.warn({ err: err.message }, `sender: send to ${ch.server} failed`),
     };
     const replies = new Replies({

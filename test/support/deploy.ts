@@ -41,7 +41,7 @@ export interface Deployment {
   runDirOf(server?: string): string;
   startPortal(stream: string, server?: string): ChildProcess;
   /** Starts the recorder test component (see fixtures/recorder.ts) for one slot. */
-  startRecorder(stream: string, slot: number, opts?: { server?: string; emit?: string; out?: string; delayMs?: number }): ChildProcess;
+  startRecorder(stream: string, slot: number, opts?: { server?: string; emit?: string; out?: string; delayMs?: number; args?: string[] }): ChildProcess;
   /** Starts `node script args`, on `server`'s host when the deployment has a prefix for it. */
   startComponent(script: string, args: string[], server?: string): ChildProcess;
   stats(stream: string, server?: string): Promise<PortalStats>;
@@ -95,6 +95,7 @@ export function deploy(mapObject: Record<string, unknown>, opts: DeployOptions =
       args.push('--run-dir', d.runDirOf(server), '--out', opts.out ?? d.outOf(stream, slot, server));
       if (opts.emit) args.push('--emit', opts.emit);
       if (opts.delayMs) args.push('--delay-ms', String(opts.delayMs));
+      if (opts.args) args.push(...opts.args);
       return launch([join(DIST, 'test', 'fixtures', 'recorder.js'), ...args], server);
     },
     startComponent(script, args, server) {
