@@ -124,6 +124,8 @@ export class Health {
       holds: h.holds(),
       paused,
       received,
+      recordsIn: h.counters.recordsIn,
+      recordsOut: h.counters.recordsOut,
       inflight,
       queued: queued - inflight,
       // A paused portal takes nothing in: records received before the pause count only while
