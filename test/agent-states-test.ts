@@ -40,6 +40,7 @@ function beacon(over: Partial<PortalBeacon> = {}): PortalBeacon {
     idle: true,
     rates: { inPerSec: 0, outPerSec: 0 },
     errors: {},
+    flowRefusals: {},
     slots: [slot(0, 'idle'), slot(1, 'idle')],
     at: 0,
     ...over,

@@ -124,6 +124,8 @@ export interface PortalBeacon {
   idle: boolean;
   rates: { inPerSec: number; outPerSec: number };
   errors: Record<string, number>;
+  /** Batches refused as flow control, by code (PAUSED, RESEND): not errors, so not in `errors`. */
+  flowRefusals: Record<string, number>;
   slots: SlotBeacon[];
   /** The stream's disk spool on this server; absent when its mode is off. */
   spool?: SpoolBeacon;
