@@ -54,6 +54,7 @@ const FAMILIES: [string, MetricType, string, (st: AgentStatus) => Value[]][] = [
   ['flotilla_slot_inflight_records', 'gauge', 'Records sent to the slot without DONE.', (st) => perSlot(st).map(([s, x]) => slotValue(s, x.slot, x.inflight))],
   ['flotilla_slot_silent_seconds', 'gauge', 'Seconds since the slot\'s component was last heard from.', (st) =>
     perSlot(st).filter(([, x]) => x.silentMs >= 0).map(([s, x]) => slotValue(s, x.slot, x.silentMs / 1000))],
+  ['flotilla_slot_stuck_seconds', 'gauge', 'Seconds the slot has finished nothing while records are in flight to it (0 when none are).', (st) => perSlot(st).map(([s, x]) => slotValue(s, x.slot, (x.stuckMs ?? 0) / 1000))],
   ['flotilla_slot_registrations_total', 'counter', 'Times a component registered for the slot (a restart registers again).', (st) => perSlot(st).map(([s, x]) => slotValue(s, x.slot, (x as Partial<SlotView>).registrations ?? 0))],
   ['flotilla_slot_processing_seconds', 'histogram', 'Time from DELIVER to DONE per delivery (a batch of records) to the slot.', processingHistogram],
   ['flotilla_spool_records', 'gauge', "Records in the stream's spool on this server.", (st) => perSpool(st, (sp) => sp.records)],

@@ -113,8 +113,8 @@ export function formatStatus(st: AgentStatus, opts: { slots?: boolean } = {}): s
 /** `host: memory 2.1 GiB free of 24 GiB, load 0.52 0.40 0.33 (2 cpus), run dir 12 GiB free, rss agent 60 MiB, portals 180 MiB, components 400 MiB`. */
 export function hostLine(h: HostHealth): string {
   const rss = (role: string) => h.processes.filter((p) => p.role === role).reduce((n, p) => n + p.rssBytes, 0);
-  const disks = h.disks.map((d) => `${d.use} ${bytes(d.freeBytes)} free`).join(', ');
-  return `host: memory ${bytes(h.memory.availableBytes)} free of ${bytes(h.memory.totalBytes)}, load ${h.load.join(' ')} (${h.cpus} cpus), ${disks}; rss agent ${bytes(rss('agent'))}, portals ${bytes(rss('portal'))}, components ${bytes(rss('component'))}`;
+  const disks = h.disks.map((d) => `, ${d.use} ${bytes(d.freeBytes)} free`).join('');
+  return `host: memory ${bytes(h.memory.availableBytes)} free of ${bytes(h.memory.totalBytes)}, load ${h.load.join(' ')} (${h.cpus} cpus)${disks}; rss agent ${bytes(rss('agent'))}, portals ${bytes(rss('portal'))}, components ${bytes(rss('component'))}`;
 }
 
 /** The SPOOL column: `-` without a spool, else its state and the records it holds. */

@@ -24,7 +24,10 @@ export const HEALTH_EXIT = {
   spool: 7,
 } as const;
 
-export type ProblemKind = Exclude<keyof typeof HEALTH_EXIT, 'ok'> | 'waiting' | 'host';
+/** A slot with records in flight that has finished nothing for this many heartbeats is reported stalled (a warning). */
+export const STALLED_AFTER_BEATS = 5;
+
+export type ProblemKind = Exclude<keyof typeof HEALTH_EXIT, 'ok'> | 'stalled' | 'waiting' | 'host';
 
 /** One thing wrong on a server. */
 export interface Problem {
@@ -57,6 +60,9 @@ export function problemsOf(st: AgentStatus): Problem[] {
       const waiting = held > 0 ? `; ${held} records wait for it` : '';
       if (x.state === 'dead') add('error', 'dead', s.stream, x.slot, `${s.stream} slot ${x.slot} is dead: its component (pid ${x.pid}) is silent for ${seconds(x.silentMs)}${waiting}`);
       else if (x.state === 'missing') add('error', 'missing', s.stream, x.slot, `${s.stream} slot ${x.slot} is missing: no component has registered for it${waiting}`);
+      else if (x.stuckMs > STALLED_AFTER_BEATS * st.heartbeatMs) {
+        add('warning', 'stalled', s.stream, x.slot, `${s.stream} slot ${x.slot} has finished nothing for ${seconds(x.stuckMs)} with ${x.inflight} records in flight: its component (pid ${x.pid}) answers heartbeats but may be hung`);
+      }
     }
     if (b.spool && b.spool.state !== 'ok') add('error', 'spool', s.stream, null, `${s.stream}: ${spoolStopped(b.spool)}`);
     if (spooledWaiting(s)) add('warning', 'waiting', s.stream, null, `${s.stream}: ${b.spool!.records} records spooled, waiting for slots`);

@@ -59,6 +59,8 @@ export class Slot {
   /** Deliveries by time to DONE, per bound of SERVICE_MS_BOUNDS (one more: above the last). */
   readonly serviceCounts = new Array<number>(SERVICE_MS_BOUNDS.length + 1).fill(0);
   serviceMsSum = 0;
+  /** performance.now() of the slot's last DONE; 0 before one. */
+  doneAt = 0;
   registrations = 0;
   /** Date.now() when the component was last heard from (READY, DONE or HEARTBEAT); 0 never. */
   heardAt = 0;
@@ -110,6 +112,7 @@ export class Slot {
     this.lastDoneAt = now;
     this.serviceMs = this.serviceMs === 0 ? ms : this.serviceMs * 0.9 + ms * 0.1;
     this.serviceMsSum += ms;
+    this.doneAt = now;
     let i = 0;
     while (i < SERVICE_MS_BOUNDS.length && ms > SERVICE_MS_BOUNDS[i]!) i++;
     this.serviceCounts[i]!++;
@@ -130,6 +133,13 @@ export class Slot {
     return 'idle';
   }
 
+  /** How long the slot has finished nothing while records are in flight to it (0 when none are). */
+  stuckMs(): number {
+    const first = this.inflight.values().next();
+    if (first.done) return 0;
+    return Math.max(0, Math.round(performance.now() - Math.max(this.doneAt, first.value.sentAt)));
+  }
+
   /** The slot as beacons and stats show it. */
   view(now: number, deadMs: number): SlotView {
     return {
@@ -145,6 +155,7 @@ export class Slot {
       routed: this.routed,
       serviceCounts: this.serviceCounts.slice(),
       serviceMsSum: Math.round(this.serviceMsSum * 1000) / 1000,
+      stuckMs: this.stuckMs(),
       epoch: this.beacon?.epoch ?? null,
       connected: this.routingId !== null,
       registrations: this.registrations,

@@ -51,6 +51,8 @@ export interface SlotBeacon {
   serviceCounts: number[];
   /** Sum of those times, ms. */
   serviceMsSum: number;
+  /** Milliseconds the slot has finished nothing while records are in flight to it; 0 when none are. */
+  stuckMs: number;
 }
 
 /** Upper bounds (ms) of the processing-time histogram each slot keeps (`serviceCounts`). */
