@@ -33,9 +33,9 @@ const FAMILIES: [string, MetricType, string, (st: AgentStatus) => Value[]][] = [
   ['flotilla_problems', 'gauge', 'Problems on this server by kind and severity (as portalctl status and the status page say them).', problemCounts],
   ['flotilla_portal_state', 'gauge', "1 for the portal's state (running, paused, idle, dead, missing), 0 for the others.", (st) =>
     st.streams.flatMap((s) => PORTAL_STATES.map((state) => ({ labels: { stream: s.stream, state }, value: s.state === state ? 1 : 0 })))],
-  ['flotilla_portal_paused', 'gauge', '1 while the stream is paused on this server.', (st) => perPortal(st, (s) => (s.paused ? 1 : 0))],
+  ['flotilla_portal_paused', 'gauge', '1 while the stream is paused on this server.', (st) => perPortal(st, (s) => (s.paused ? 1 : 0), true)],
   ['flotilla_portal_epoch', 'gauge', 'Map epoch the portal runs under.', (st) => perPortal(st, (s) => s.beacon?.epoch)],
-  ['flotilla_portal_beacon_age_seconds', 'gauge', "Seconds since the portal's last beacon.", (st) => perPortal(st, (s) => (s.ageMs === null ? undefined : s.ageMs / 1000))],
+  ['flotilla_portal_beacon_age_seconds', 'gauge', "Seconds since the portal's last beacon.", (st) => perPortal(st, (s) => (s.ageMs === null ? undefined : s.ageMs / 1000), true)],
   ['flotilla_portal_records_in_total', 'counter', 'Records the portal accepted from senders.', (st) => perPortal(st, (s) => s.beacon?.recordsIn)],
   ['flotilla_portal_records_out_total', 'counter', 'Records done by the portal\'s components.', (st) => perPortal(st, (s) => s.beacon?.recordsOut)],
   ['flotilla_portal_in_per_second', 'gauge', 'Records accepted in the last second.', (st) => perPortal(st, (s) => s.beacon?.rates.inPerSec)],
@@ -116,8 +116,10 @@ export class Metrics {
 /** Portals with a fresh beacon. */
 const live = (st: AgentStatus) => st.streams.filter((s) => s.beacon !== null && s.state !== 'dead');
 
-function perPortal(st: AgentStatus, f: (s: AgentStatus['streams'][number]) => number | undefined): Value[] {
+/** A value per portal; a dead portal's last beacon is stale, so only its age and pause state are given. */
+function perPortal(st: AgentStatus, f: (s: AgentStatus['streams'][number]) => number | undefined, evenDead = false): Value[] {
   return st.streams.flatMap((s) => {
+    if (s.state === 'dead' && !evenDead) return [];
     const value = f(s);
     return value === undefined ? [] : [{ labels: { stream: s.stream }, value }];
   });
