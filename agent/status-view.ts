@@ -2,7 +2,8 @@
  * How `portalctl` shows an agent's status to a person: one table per server, and the list of
  * processes that keep a pause from being idle.
  */
-import type { AgentStatus, HostHealth, StreamStatus } from '../src/protocol/control';
+import type { AgentStatus, StreamStatus } from '../src/protocol/control';
+import type { HostHealth } from '../src/protocol/host';
 import type { SlotBeacon, SpoolBeacon } from '../src/protocol/beacons';
 import { handoverLines } from './handover-view';
 import { bytes, problemsOf, spooledWaiting, stateText } from '../src/agent/problems';

@@ -16,14 +16,14 @@ const slot = (n: number, over: Partial<SlotBeacon> = {}): SlotBeacon => ({
 
 function stream(name: string, over: Partial<PortalBeacon> = {}, state: StreamStatus['state'] = 'idle'): StreamStatus {
   const beacon: PortalBeacon = {
-    type: 'portal', server: 'alpha', stream: name, pid: 42, port: 7401, epoch: 1, paused: false, received: 0, recordsIn: 0, recordsOut: 0,
+    type: 'portal', server: 'alpha', stream: name, pid: 42, port: 7401, epoch: 1, digest: 'd1', holds: [], paused: false, received: 0, recordsIn: 0, recordsOut: 0,
     inflight: 0, queued: 0, idle: true, rates: { inPerSec: 0, outPerSec: 0 }, errors: {}, flowRefusals: {}, slots: [slot(0), slot(1)], at: 0, ...over,
   };
   return { stream: name, state, paused: beacon.paused, idle: state === 'idle', ageMs: 100, beacon };
 }
 
 function status(streams: StreamStatus[], over: Partial<AgentStatus> = {}): AgentStatus {
-  return { server: 'alpha', pid: 1, mapFile: '/m.yaml', instance: 'prod', epoch: 4, heartbeatMs: 1000, runDir: '/run', uptimeMs: 1, mapErrors: null, epochSwitch: null, idle: true, streams, ...over };
+  return { server: 'alpha', pid: 1, mapFile: '/m.yaml', instance: 'prod', epoch: 4, mapEpoch: 4, digest: 'd4', handovers: [], heartbeatMs: 1000, runDir: '/run', uptimeMs: 1, mapErrors: null, epochSwitch: null, idle: true, streams, ...over };
 }
 
 const spool = (over: Partial<SpoolBeacon> = {}): SpoolBeacon => ({
@@ -53,11 +53,23 @@ test('dead and missing portals and slots are errors; the lowest code wins (dead 
   assert.deepEqual(messages(deadPortal), ['error dead: the orders portal is dead: no beacon for 4.2 s (last from pid 42)']);
 });
 
-test('buckets held for a release are "hold waiting" (5); a refused map edit is 6; a stopped spool is 7', () => {
-  const hold = status([stream('orders')], { epochSwitch: { epoch: 5, from: 4, done: false, streams: [{ stream: 'orders', outgoing: 0, incoming: { beta: 12 }, released: [] }] } });
-  assert.deepEqual(messages(hold), ['error hold: orders: 12 buckets taken over in epoch 5 are held, waiting for beta to release them']);
+test('buckets held for a release and a switch waiting for a server are "hold waiting" (5); a refused map edit or servers that disagree are 6; a stopped spool is 7', () => {
+  const hold = status([stream('orders')], {
+    handovers: [{ stream: 'orders', from: 'beta', epoch: 5, buckets: [1, 2, 3], records: 340, waitingMs: 5000, reason: 'beta: its orders portal is still draining', stuck: false, command: 'portalctl release orders --from beta --server alpha' }],
+  });
+  assert.deepEqual(messages(hold), ['error hold: orders: 3 buckets (340 records) taken over from beta are held for 5.0 s: beta: its orders portal is still draining']);
   assert.equal(healthExit(problemsOf(hold)), HEALTH_EXIT.hold);
-  assert.deepEqual(problemsOf(status([stream('orders')], { epochSwitch: { ...hold.epochSwitch!, done: true } })), [], 'a finished switch holds nothing');
+  const stuck = status([stream('orders')], { handovers: [{ ...hold.handovers[0]!, stuck: true }] });
+  assert.match(messages(stuck)[0]!, /; stuck: to end it, portalctl release orders --from beta --server alpha$/);
+  const sw = { epoch: 5, digest: 'abcdef0123456789', from: 4, done: false, streams: [], conflicts: [], waitingFor: [{ server: 'gamma', reason: 'has epoch 4, not yet 5', waitingMs: 12000 }] };
+  const waiting = status([stream('orders')], { epochSwitch: sw });
+  assert.deepEqual(messages(waiting), ['error hold: the switch to epoch 5 waits for gamma (12.0 s): has epoch 4, not yet 5']);
+  assert.equal(healthExit(problemsOf(waiting)), HEALTH_EXIT.hold);
+  assert.deepEqual(problemsOf(status([stream('orders')], { epochSwitch: { ...sw, done: true } })), [], 'a finished switch waits for nobody');
+  const conflict = status([stream('orders')], { epochSwitch: { ...sw, waitingFor: [], conflicts: [{ server: 'gamma', digest: '0123456789abcdef' }] } });
+  assert.equal(problemsOf(conflict)[0]!.kind, 'map');
+  assert.match(messages(conflict)[0]!, /^error map: gamma has other content for epoch 5 \(map \w+, here \w+\): give every server the same file; no bucket moves until then$/);
+  assert.equal(healthExit(problemsOf(conflict)), HEALTH_EXIT.map);
 
   const refused = status([stream('orders')], { mapErrors: { file: '/m.yaml', at: 0, code: 'MAP_INVALID', epoch: 5, problems: [{ path: 'streams[0].port', message: 'must be <= 65535 (line 9)' }] } });
   assert.deepEqual(messages(refused), ['error map: the edit of /m.yaml was refused (1 problem: streams[0].port: must be <= 65535 (line 9)); epoch 4 stays in force']);

@@ -17,7 +17,7 @@ import { dirname } from 'node:path';
 import * as si from 'systeminformation';
 import type { Logger } from '../log';
 import type { FlotillaMap } from '../map/types';
-import type { DiskHealth, HostHealth, HostWarning, ProcessHealth } from '../protocol/control';
+import type { DiskHealth, HostHealth, HostWarning, ProcessHealth } from '../protocol/host';
 
 /** How often the host is sampled. */
 export const DEFAULT_HOST_SAMPLE_MS = 5000;
