@@ -51,7 +51,8 @@ before(async () => {
   const fs = statfsSync(tmpdir());
   const floor = Math.floor((fs.bavail * fs.bsize) / 1.5);
   d = deploy({
-    instance: 'test',
+    // An instance of its own: its default spool directory (/var/lib/flotilla/<instance>) is no other test's.
+    instance: 'metrics',
     epoch: 1,
     heartbeat_ms: HEARTBEAT_MS,
     servers: [{ name: 'solo', host: '127.0.0.1', agent_port: agentPort, http_port: httpPort }],
@@ -131,7 +132,7 @@ test('/metrics counts the records sent, per stream and per slot, with processing
   assert.ok(samples(m, 'flotilla_host_load', { window: '1m' }).length === 1);
   assert.ok(value(m, 'process_resident_memory_bytes') > 0, 'prom-client default process metrics');
   assert.ok(samples(m, 'nodejs_eventloop_lag_seconds').length === 1);
-  assert.ok(m.every((s) => s.labels.server === 'solo' && s.labels.flotilla_instance === 'test'), 'every sample names its server and instance');
+  assert.ok(m.every((s) => s.labels.server === 'solo' && s.labels.flotilla_instance === 'metrics'), 'every sample names its server and instance');
 });
 
 test('status and /healthz: a missing slot exits 4, and records waiting in the spool are not "idle"', async () => {

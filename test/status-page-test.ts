@@ -48,7 +48,8 @@ test('the status page shows portals, slots and servers live; a killed component 
   const names = ['alpha', 'beta'];
   d = deploy(
     {
-      instance: 'test',
+      // An instance of its own: its default spool directory (/var/lib/flotilla/<instance>) is no other test's.
+      instance: 'prod',
       epoch: 1,
       heartbeat_ms: HEARTBEAT_MS,
       servers: names.map((name, i) => ({ name, host: h.address(i), agent_port: agentPort, http_port: httpPort, http_host: h.address(i), ...(i === 1 ? { slots: { orders: 2 } } : {}) })),
@@ -85,7 +86,7 @@ test('the status page shows portals, slots and servers live; a killed component 
   });
   assert.equal((await text('#server'))[0], 'alpha');
   assert.deepEqual(await text('#problems li[data-kind="none"]'), ['Nothing is wrong: every portal and slot is heard from, no hold waits, the map file is in force.']);
-  assert.match((await text('#summary'))[0]!, /^instance test · epoch 1 · healthy/);
+  assert.match((await text('#summary'))[0]!, /^instance prod · epoch 1 · healthy/);
   await waitFor('both servers, healthy, in the cluster view', async () => {
     const rows = await page.locator('#cluster tr[data-server]').evaluateAll((els) => els.map((e) => `${e.getAttribute('data-server')}:${e.getAttribute('data-health')}`));
     return rows.join(',') === 'alpha:healthy,beta:healthy';

@@ -14,7 +14,6 @@
 import { readFile, statfs } from 'node:fs/promises';
 import { availableParallelism, loadavg } from 'node:os';
 import { dirname } from 'node:path';
-import * as si from 'systeminformation';
 import type { Logger } from '../log';
 import type { FlotillaMap } from '../map/types';
 import type { DiskHealth, HostHealth, HostWarning, ProcessHealth } from '../protocol/host';
@@ -93,6 +92,8 @@ export class HostSampler {
 
 /** One sample of the host. */
 export async function sampleHost(o: Pick<HostSamplerOptions, 'server' | 'runDir' | 'map' | 'processes'>, intervalMs: number): Promise<HostHealth> {
+  // Loaded on first use: the agent starts without paying for the package's many modules.
+  const si = await import('systeminformation');
   const mem = await si.mem();
   const floorBytes = Math.max(MEMORY_FLOOR_MIN_BYTES, Math.floor(mem.total * MEMORY_FLOOR_FRACTION));
   const map = o.map();
