@@ -8,7 +8,9 @@
  *   scrape GET /metrics, /healthz <--http-- agent <--beacons (ipc)-- both portals
  */
 import { strict as assert } from 'node:assert';
-import type { ChildProcess } from 'node:child_process';
+import { type ChildProcess, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
+import { createServer } from 'node:net';
 import { readFileSync, statfsSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -249,4 +251,23 @@ test('a component that heartbeats but finishes nothing is reported stalled: a wa
   assert.equal(value(m, 'flotilla_problems', { kind: 'stalled', severity: 'warning' }), 1);
   await sender.flush();
   await waitFor('the stall to clear once the slow delivery is done', async () => !/stalled|finished nothing/.test((await status()).stdout));
+});
+
+test('an HTTP port already taken stops the agent with an error that names the address', async () => {
+  const [port, taken] = await freePorts(2);
+  const squatter = createServer().listen(taken, '127.0.0.1');
+  await once(squatter, 'listening');
+  try {
+    const other = deploy({
+      instance: 'metrics',
+      epoch: 1,
+      servers: [{ name: 'solo', host: '127.0.0.1', http_port: taken }],
+      streams: [{ name: 'orders', key: 'key', port, schema: RECORD_SCHEMA('Order') }],
+    });
+    const r = spawnSync(process.execPath, [join(DIST, 'agent', 'main.js'), '--map', other.mapFile, '--server', 'solo', '--run-dir', other.runDirOf()], { encoding: 'utf8', timeout: 20_000 });
+    assert.equal(r.status, 1, r.stderr);
+    assert.match(r.stderr, new RegExp(`the agent's HTTP server cannot listen on 127\\.0\\.0\\.1:${taken} \\(http_host:http_port of solo\\): EADDRINUSE \\[CONFIG_INVALID\\]`));
+  } finally {
+    squatter.close();
+  }
 });
