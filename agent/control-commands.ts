@@ -149,7 +149,8 @@ export function addControlCommands(program: Command): void {
       `
 Exit status (a health check): 0 healthy (warnings allowed), 1 an agent did not answer, 2 usage,
 and when something is wrong the lowest of: ${HEALTH_EXIT.dead} a portal or slot is dead, ${HEALTH_EXIT.missing} one is missing,
-${HEALTH_EXIT.hold} buckets are held waiting for a release, ${HEALTH_EXIT.map} the last map edit was refused, ${HEALTH_EXIT.spool} a spool takes no records.
+${HEALTH_EXIT.hold} buckets are held waiting for a release (or a map change waits for a server),
+${HEALTH_EXIT.map} the last map edit was refused (or servers disagree on a map), ${HEALTH_EXIT.spool} a spool takes no records.
 
 Examples:
   portalctl status
