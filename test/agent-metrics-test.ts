@@ -239,14 +239,14 @@ test('a component that heartbeats but finishes nothing is reported stalled: a wa
   const gone = new Promise((resolve) => fast.once('exit', resolve));
   fast.kill('SIGTERM');
   await gone;
-  // Each delivery takes 3 s; the stall warning comes after 5 heartbeats (1 s) without a DONE.
-  recorders.push(d.startRecorder('events', 0, { delayMs: 3000 }));
+  // Each delivery takes 6 s; the stall warning comes after 5 heartbeats (1 s) without a DONE.
+  recorders.push(d.startRecorder('events', 0, { delayMs: 6000 }));
   await waitFor('the slow events component registered', async () => (await d.stats('events')).slots[0]!.pid === recorders.at(-1)!.pid);
   for (let i = 0; i < 5; i++) sender.send('events', { key: `s${i}`, seq: 1 });
-  await waitFor('status to warn that events slot 0 is stalled', async () => /warning: events slot 0 has finished nothing for \d+\.\d s with \d+ records in flight/.test((await status()).stdout));
-  const r = await status();
-  assert.equal(r.status, 0, 'a stall is a warning: the health check still passes');
+  let r = await status();
+  await waitFor('status to warn that events slot 0 is stalled', async () => /warning: events slot 0 has finished nothing for \d+\.\d s with \d+ records in flight/.test((r = await status()).stdout));
   const m = await metrics();
+  assert.equal(r.status, 0, 'a stall is a warning: the health check still passes');
   assert.ok(value(m, 'flotilla_slot_stuck_seconds', { stream: 'events', slot: 0 }) > 1);
   assert.equal(value(m, 'flotilla_problems', { kind: 'stalled', severity: 'warning' }), 1);
   await sender.flush();
