@@ -14,6 +14,8 @@ import { DEFAULT_HEARTBEAT_MS } from '../src/map/types';
 import { loadMap } from '../src/map/load';
 import { handoverLines } from './handover-view';
 import { describeNotIdle, formatStatus, notIdle, type NotIdle } from './status-view';
+import { HEALTH_EXIT, healthExit, problemsOf } from '../src/agent/problems';
+import { runTop } from './top';
 
 /** Where the map is when neither --map nor $FLOTILLA_MAP says. */
 export const DEFAULT_MAP_FILE = '/etc/flotilla/map.yaml';
@@ -117,6 +119,12 @@ function positiveSeconds(value: string): number {
   return n;
 }
 
+function positiveInteger(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError('must be a whole number above 0');
+  return n;
+}
+
 /** The options every control command takes. */
 function withTargetOptions(cmd: Command): Command {
   return cmd
@@ -131,17 +139,46 @@ export function addControlCommands(program: Command): void {
   withTargetOptions(
     program
       .command('status')
-      .description("show each portal of the server (or --cluster): state, epoch, rates, queues, each slot's state, and a rejected map edit"),
+      .description(
+        "show each portal of the server (or --cluster): what is wrong first, then state, epoch, rates, queues, slots, the host; exit status says whether it is healthy",
+      ),
   )
-    .addHelpText('after', '\nExamples:\n  portalctl status\n  portalctl status --cluster --json\n')
-    .action(async (o: TargetFlags) => {
+    .option('--slots', 'also show every slot: pid, state, queue, in flight, processed, time per delivery')
+    .addHelpText(
+      'after',
+      `
+Exit status (a health check): 0 healthy (warnings allowed), 1 an agent did not answer, 2 usage,
+and when something is wrong the lowest of: ${HEALTH_EXIT.dead} a portal or slot is dead, ${HEALTH_EXIT.missing} one is missing,
+${HEALTH_EXIT.hold} buckets are held waiting for a release (or a map change waits for a server),
+${HEALTH_EXIT.map} the last map edit was refused (or servers disagree on a map), ${HEALTH_EXIT.spool} a spool takes no records.
+
+Examples:
+  portalctl status
+  portalctl status --slots
+  portalctl status --cluster --json
+`,
+    )
+    .action(async (o: TargetFlags & { slots?: boolean }) => {
       const results = await gather(targetsOf(o), (t) => agentStatus(t));
       if (o.json) printJsonResults(results, o.cluster);
       else {
-        const blocks = results.flatMap((r) => (r.ok ? [formatStatus(r.value)] : []));
+        const blocks = results.flatMap((r) => (r.ok ? [formatStatus(r.value, { slots: o.slots })] : []));
         if (blocks.length > 0) print(blocks.join('\n\n'));
       }
       for (const r of results) if (!r.ok) fail(errorText(r.error));
+      if (process.exitCode === undefined || process.exitCode === 0) process.exitCode = healthExit(results.flatMap((r) => (r.ok ? problemsOf(r.value) : [])));
+    });
+
+  withTargetOptions(
+    program
+      .command('top')
+      .description('a live view of rates per server, stream and slot (the busiest slots first), redrawn every interval'),
+  )
+    .option('--interval <s>', 'seconds between frames', positiveSeconds, 1)
+    .option('--count <n>', 'draw this many frames, then exit (default: until Ctrl-C)', positiveInteger)
+    .addHelpText('after', '\nExamples:\n  portalctl top\n  portalctl top --cluster --interval 2\n')
+    .action(async (o: TargetFlags & { interval: number; count?: number }) => {
+      await runTop(targetsOf(o), { intervalMs: o.interval * 1000, count: o.count });
     });
 
   withTargetOptions(

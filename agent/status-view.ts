@@ -3,8 +3,10 @@
  * processes that keep a pause from being idle.
  */
 import type { AgentStatus, StreamStatus } from '../src/protocol/control';
+import type { HostHealth } from '../src/protocol/host';
 import type { SlotBeacon, SpoolBeacon } from '../src/protocol/beacons';
 import { handoverLines } from './handover-view';
+import { bytes, problemsOf, spooledWaiting, stateText } from '../src/agent/problems';
 
 /** A process that is not idle yet: a portal, or one slot (component) of it. */
 export interface NotIdle {
@@ -61,58 +63,65 @@ export function describeNotIdle(n: NotIdle): string {
   return `${who} ${n.state}${counts}`;
 }
 
-/** Slots in one short field: `0:idle 1:busy 2:dead 3:idle`. */
+/** Up to this many slots, the SLOTS column lists each (`0:idle 1:busy`); past it, a summary. */
+export const SLOT_LIST_MAX = 8;
+
+/**
+ * Slots in one short field: `0:idle 1:busy 2:dead 3:idle` for a few; for many, counts by state
+ * with the slots that are dead or missing named: `64 slots: 61 idle, 2 busy, 1 dead (17)`.
+ */
 export function slotStates(slots: readonly SlotBeacon[]): string {
-  return slots.map((s) => `${s.slot}:${s.state}`).join(' ');
+  if (slots.length <= SLOT_LIST_MAX) return slots.map((s) => `${s.slot}:${s.state}`).join(' ');
+  const by = new Map<string, number[]>();
+  for (const s of slots) by.set(s.state, [...(by.get(s.state) ?? []), s.slot]);
+  const parts = ['idle', 'busy', 'dead', 'missing']
+    .filter((state) => by.has(state))
+    .map((state) => {
+      const list = by.get(state)!;
+      const named = state === 'dead' || state === 'missing' ? ` (${list.slice(0, 6).join(' ')}${list.length > 6 ? ' …' : ''})` : '';
+      return `${list.length} ${state}${named}`;
+    });
+  return `${slots.length} slots: ${parts.join(', ')}`;
 }
 
-/** One server's status as a block of text: a header line, a table of its portals, map errors. */
-export function formatStatus(st: AgentStatus): string {
+/**
+ * One server's status as a block of text: a header line, what is wrong in plain words, a table
+ * of its portals, the host; with `slots`, a table of every slot.
+ */
+export function formatStatus(st: AgentStatus, opts: { slots?: boolean } = {}): string {
   const lines: string[] = [];
   lines.push(
     `${st.server}: agent pid ${st.pid}, map ${st.mapFile}, epoch ${st.epoch}${st.mapEpoch !== undefined && st.mapEpoch !== st.epoch ? ` (map at ${st.mapEpoch})` : ''}, heartbeat ${st.heartbeatMs} ms, ${st.idle ? 'all idle' : 'not all idle'}`,
   );
+  const problems = problemsOf(st);
+  for (const p of problems) lines.push(`  ${p.severity === 'error' ? 'PROBLEM' : 'warning'}: ${p.message}`);
   const rows = [['STREAM', 'STATE', 'IDLE', 'EPOCH', 'IN/S', 'OUT/S', 'QUEUED', 'INFLIGHT', 'SPOOL', 'SLOTS'], ...st.streams.map(row)];
   lines.push(...table(rows).map((l) => `  ${l}`));
-  for (const s of st.streams) {
-    const sp = s.beacon?.spool;
-    if (sp && sp.state !== 'ok' && s.state !== 'dead') lines.push(`  ${s.stream}: ${spoolProblem(sp)}`);
-  }
   if (st.mapErrors) {
     const e = st.mapErrors;
     lines.push(`  map edit rejected (${new Date(e.at).toISOString()}); epoch ${st.epoch} stays in force. ${e.file}:`);
     for (const p of e.problems) lines.push(`    ${p.path}: ${p.message}`);
   }
   lines.push(...handoverLines(st));
+  if (st.host) lines.push(`  ${hostLine(st.host)}`);
+  if (opts.slots) {
+    const slotRows = [['STREAM', 'SLOT', 'PID', 'STATE', 'QUEUED', 'INFLIGHT', 'PROCESSED', 'MS/DELIVERY', 'SILENT'], ...st.streams.flatMap(slotRowsOf)];
+    lines.push('', ...table(slotRows).map((l) => `  ${l}`));
+  }
   return lines.join('\n');
 }
 
-/** `spool full: 1.0 GiB of max_bytes 1.0 GiB; senders wait (when_full: block)`. */
-export function spoolProblem(sp: SpoolBeacon): string {
-  const what =
-    sp.state === 'low_disk'
-      ? `spool takes no records: ${bytes(sp.freeBytes)} free on its disk, under min_free_bytes ${bytes(sp.minFreeBytes)}`
-      : sp.state === 'full'
-        ? `spool full: ${bytes(sp.bytes)} of max_bytes ${bytes(sp.maxBytes)}`
-        : `spool cannot write (disk full or failing; see the portal's log)`;
-  return `${what}; ${sp.whenFull === 'block' ? 'senders wait (when_full: block)' : 'batches are refused with SPOOL_FULL (when_full: reject)'}`;
+/** `host: memory 2.1 GiB free of 24 GiB, load 0.52 0.40 0.33 (2 cpus), run dir 12 GiB free, rss agent 60 MiB, portals 180 MiB, components 400 MiB`. */
+export function hostLine(h: HostHealth): string {
+  const rss = (role: string) => h.processes.filter((p) => p.role === role).reduce((n, p) => n + p.rssBytes, 0);
+  const disks = h.disks.map((d) => `, ${d.use} ${bytes(d.freeBytes)} free`).join('');
+  return `host: memory ${bytes(h.memory.availableBytes)} free of ${bytes(h.memory.totalBytes)}, load ${h.load.join(' ')} (${h.cpus} cpus)${disks}; rss agent ${bytes(rss('agent'))}, portals ${bytes(rss('portal'))}, components ${bytes(rss('component'))}`;
 }
 
 /** The SPOOL column: `-` without a spool, else its state and the records it holds. */
 function spoolCell(sp: SpoolBeacon | undefined): string {
   if (!sp) return '-';
   return `${sp.state === 'ok' ? '' : `${sp.state.toUpperCase()} `}${sp.records} (${bytes(sp.bytes)})`;
-}
-
-function bytes(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let i = 0;
-  let v = n;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return `${i === 0 ? v : v.toFixed(1)} ${units[i]}`;
 }
 
 function row(s: StreamStatus): string[] {
@@ -123,8 +132,8 @@ function row(s: StreamStatus): string[] {
   }
   return [
     s.stream,
-    s.state,
-    s.idle ? 'yes' : 'no',
+    stateText(s),
+    s.idle && !spooledWaiting(s) ? 'yes' : 'no',
     String(b.epoch),
     String(b.rates.inPerSec),
     String(b.rates.outPerSec),
@@ -135,8 +144,23 @@ function row(s: StreamStatus): string[] {
   ];
 }
 
+function slotRowsOf(s: StreamStatus): string[][] {
+  if (!s.beacon || s.state === 'dead') return [];
+  return s.beacon.slots.map((x) => [
+    s.stream,
+    String(x.slot),
+    x.pid > 0 ? String(x.pid) : '-',
+    x.state,
+    String(x.queued),
+    String(x.inflight),
+    String(x.processed),
+    x.serviceMs.toFixed(1),
+    x.silentMs < 0 ? '-' : `${(x.silentMs / 1000).toFixed(1)} s`,
+  ]);
+}
+
 /** Left-aligned columns, two spaces apart; the last column is not padded. */
-function table(rows: string[][]): string[] {
+export function table(rows: string[][]): string[] {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
   return rows.map((r) => r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  '));
 }

@@ -9,6 +9,7 @@
  * rejected too; a later valid edit with a higher epoch is taken.
  */
 import { strict as assert } from 'node:assert';
+import { HEALTH_EXIT } from '../src/agent/problems';
 import { writeFileSync } from 'node:fs';
 import { after, before, test } from 'node:test';
 import { stringify } from 'yaml';
@@ -63,8 +64,10 @@ test('an invalid edit leaves the epoch in force, and status shows each problem a
   assert.ok(problems.some((p) => /^servers\[0\]\.colour: unknown field \(line \d+\)$/.test(p)), problems.join('\n'));
 
   const r = portalctl('status', ...args());
-  assert.equal(r.status, 0, r.stderr);
+  // No portal runs in this test, so "missing" (4) outranks "map refused" (6).
+  assert.equal(r.status, HEALTH_EXIT.missing, `a refused edit fails the health check; ${r.stderr}`);
   assert.match(r.stdout, /epoch 1,/);
+  assert.match(r.stdout, /^ {2}PROBLEM: the edit of .*map\.yaml was refused \(\d+ problems: .*\); epoch 1 stays in force$/m);
   assert.match(r.stdout, /map edit rejected \(.*\); epoch 1 stays in force\. .*map\.yaml:/);
   assert.match(r.stdout, /^ {4}streams\[0\]\.port: must be <= 65535 \(line \d+\)$/m);
 
@@ -93,7 +96,7 @@ test('a file that is not even YAML, or an edit that does not raise the epoch, is
   writeMap('instance: test\nepoch: 3\nservers: [\n');
   await waitFor('a YAML error again', async () => (await status()).mapErrors?.problems[0]?.path.startsWith('line ') === true);
   const r = portalctl('status', '--map', d.mapFile, '--run-dir', d.runDirOf(), '--json');
-  assert.equal(r.status, 0, r.stderr);
+  assert.equal(r.status, HEALTH_EXIT.missing, r.stderr);
   assert.equal((JSON.parse(r.stdout) as AgentStatus).epoch, 1);
 });
 

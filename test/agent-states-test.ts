@@ -18,7 +18,7 @@ import { RECORD_SCHEMA } from './support/flows';
 const HB = 200;
 
 function slot(n: number, state: SlotBeacon['state'], inflight = 0, queued = 0): SlotBeacon {
-  return { slot: n, pid: 100 + n, state, queued, inflight, received: 0, silentMs: 10, processed: 0, serviceMs: 0 };
+  return { slot: n, pid: 100 + n, state, queued, inflight, received: 0, silentMs: 10, processed: 0, serviceMs: 0, routed: 0, serviceCounts: [], serviceMsSum: 0, stuckMs: 0 };
 }
 
 function beacon(over: Partial<PortalBeacon> = {}): PortalBeacon {
@@ -33,11 +33,14 @@ function beacon(over: Partial<PortalBeacon> = {}): PortalBeacon {
     holds: [],
     paused: false,
     received: 0,
+    recordsIn: 0,
+    recordsOut: 0,
     inflight: 0,
     queued: 0,
     idle: true,
     rates: { inPerSec: 0, outPerSec: 0 },
     errors: {},
+    flowRefusals: {},
     slots: [slot(0, 'idle'), slot(1, 'idle')],
     at: 0,
     ...over,

@@ -18,6 +18,7 @@ import type { AgentStatus } from '../src/protocol/control';
 import { agentStatus, askAgent, localAgent } from '../src/agent/client';
 import type { AgentRequest } from '../src/protocol/control';
 import { FlotillaError } from '../src/errors';
+import { HEALTH_EXIT } from '../src/agent/problems';
 import { agentBeaconEndpoint, agentControlEndpoint } from '../src/protocol/endpoints';
 import { portalctl } from './support/cli';
 import { deploy, DIST, startAgent, waitAgent, waitFor, type Deployment } from './support/deploy';
@@ -55,14 +56,15 @@ after(async () => {
 
 test('portalctl status shows each portal, its state and its slots; --json is the raw status', () => {
   const r = portalctl('status', ...args());
-  assert.equal(r.status, 0, r.stderr);
+  assert.equal(r.status, HEALTH_EXIT.missing, `audits has no portal: exit ${HEALTH_EXIT.missing}; ${r.stderr}`);
+  assert.match(r.stdout, /^ {2}PROBLEM: the audits portal is missing: its agent has never heard from it \(is flotilla-portal@audits running\?\)$/m);
   assert.match(r.stdout, /^solo: agent pid \d+, map .*map\.yaml, epoch 1, heartbeat 200 ms, not all idle$/m);
   assert.match(r.stdout, /STREAM\s+STATE\s+IDLE\s+EPOCH\s+IN\/S\s+OUT\/S\s+QUEUED\s+INFLIGHT\s+SPOOL\s+SLOTS/);
   assert.match(r.stdout, /orders\s+idle\s+yes\s+1\s+0\s+0\s+0\s+0\s+-\s+0:idle 1:idle$/m);
   assert.match(r.stdout, /audits\s+missing\s+no\s+.*no beacon yet$/m);
 
   const j = portalctl('status', ...args('--json'));
-  assert.equal(j.status, 0, j.stderr);
+  assert.equal(j.status, HEALTH_EXIT.missing, j.stderr);
   const st = JSON.parse(j.stdout) as AgentStatus;
   assert.equal(st.server, 'solo');
   assert.equal(st.epoch, 1);
@@ -76,7 +78,7 @@ test('portalctl status shows each portal, its state and its slots; --json is the
 
 test('portalctl status --cluster asks every agent of the map over TCP', () => {
   const r = portalctl('status', '--cluster', '--json', '--map', d.mapFile);
-  assert.equal(r.status, 0, r.stderr);
+  assert.equal(r.status, HEALTH_EXIT.missing, r.stderr);
   const all = JSON.parse(r.stdout) as AgentStatus[];
   assert.deepEqual(all.map((s) => s.server), ['solo']);
   assert.equal(all[0]!.streams[0]!.state, 'idle');
@@ -117,7 +119,8 @@ test('a portal that stops beaconing is reported dead', async () => {
   portal.kill('SIGKILL');
   await waitFor('the agent to report the orders portal dead', async () => (await status()).streams[0]!.state === 'dead');
   const r = portalctl('status', ...args());
-  assert.equal(r.status, 0, r.stderr);
+  assert.equal(r.status, HEALTH_EXIT.dead, `a dead portal outranks a missing one; ${r.stderr}`);
+  assert.match(r.stdout, /^ {2}PROBLEM: the orders portal is dead: no beacon for \d+\.\d s \(last from pid \d+\)$/m);
   assert.match(r.stdout, /orders\s+dead\s+no\s+1\s+.*no beacon for \d+\.\d s \(last from pid \d+\)$/m);
 });
 

@@ -11,6 +11,7 @@
  * spinning slot processed records again, within the slot window (docs/delivery.md, "Duplicates").
  */
 import { strict as assert } from 'node:assert';
+import { HEALTH_EXIT } from '../src/agent/problems';
 import { type ChildProcess } from 'node:child_process';
 import { after, test } from 'node:test';
 import { agentStatus, localAgent } from '../src/agent/client';
@@ -96,6 +97,8 @@ test('a component busy-loops: its slot is reported dead within 3 heartbeats; kil
     assert.ok(alive(portalProc(d)));
     const text = await portalctlAsync(['status', '--map', d.mapFile, '--run-dir', d.runDirOf()]);
     assert.match(text.stdout, new RegExp(`orders\\s+running\\s+.*\\s${SPIN_SLOT}:dead$`, 'm'));
+    assert.match(text.stdout, new RegExp(`PROBLEM: orders slot ${SPIN_SLOT} is dead: its component \\(pid ${spinner!.pid}\\) is silent for`));
+    assert.equal(text.status, HEALTH_EXIT.dead, 'a hung component fails the health check');
     await t.test('the portal or agent logs that the busy-looping slot went silent', async () => {
       await waitFor('a log line about the dead slot', () => slotTroubleLogged(d, SPIN_SLOT, spinner!.pid!), 1000);
     });

@@ -9,6 +9,7 @@
  * SIGSTOP is named, as dead and holding records, by status and by a pause --wait that times out.
  */
 import { strict as assert } from 'node:assert';
+import { HEALTH_EXIT } from '../src/agent/problems';
 import type { ChildProcess } from 'node:child_process';
 import { after, before, test } from 'node:test';
 import type { AgentStatus } from '../src/protocol/control';
@@ -110,7 +111,7 @@ test('a component stopped with SIGSTOP is reported dead by name, and keeps pause
     await waitFor('the portal to report the stopped slot dead', async () => (await status()).streams[0]!.beacon!.slots[STOPPED]!.state === 'dead');
 
     const st = await local('status');
-    assert.equal(st.status, 0, st.stderr);
+    assert.equal(st.status, HEALTH_EXIT.dead, `a dead slot fails the health check; ${st.stderr}`);
     assert.match(st.stdout, /orders\s+running\s+no\s+.*0:idle 1:dead 2:idle$/m);
 
     const pause = await local('pause', '--wait', '--timeout', '1');

@@ -27,6 +27,7 @@ import { runningEditProblems } from './edit-checks';
 import { answerDrained, BUSY_ROUND_MS, DEFAULT_HOLD_LIMIT_MS, EpochSwitcher, forceRelease } from './epoch-switch';
 import { Peers } from './peers';
 import { freshBeacons, pausePortals, portalLoads } from './portals';
+import { DEFAULT_HOST_SAMPLE_MS, HostSampler, type ProcessRef } from './host-health';
 
 /** How often the map file is checked for an edit. */
 export const DEFAULT_WATCH_MS = 250;
@@ -49,6 +50,8 @@ export interface AgentOptions {
   portalTimeoutMs?: number;
   /** A hold that waits longer than this (ms) is shown as stuck (default 120000). */
   holdLimitMs?: number;
+  /** How often the host's health is sampled (default DEFAULT_HOST_SAMPLE_MS); 0 turns sampling off. */
+  hostSampleMs?: number;
 }
 
 /** The agent of one server. `start()` binds its sockets; `stop()` closes them. */
@@ -71,6 +74,7 @@ export class Agent {
   private before: FlotillaMap;
   private roundTimer: NodeJS.Timeout | null = null;
   private rounding: Promise<void> | null = null;
+  private readonly host: HostSampler | null;
 
   constructor(opts: AgentOptions) {
     this.o = parseAgentOptions(opts);
@@ -95,6 +99,9 @@ export class Agent {
       previous: () => this.before,
       note: (b) => this.book.note(b),
     });
+    const processes = () => this.status().streams.flatMap((s) => processesOf(s.stream, s.state === 'dead' ? null : s.beacon));
+    this.host =
+      this.o.hostSampleMs === 0 ? null : new HostSampler({ server: opts.server, runDir: this.runDir, map: () => this.map, processes, log: this.log, intervalMs: this.o.hostSampleMs });
   }
 
   /** The map in force. */
@@ -111,6 +118,7 @@ export class Agent {
     const self = serverOf(this.map, this.o.server);
     if (self.agentPort !== undefined) this.tcpEndpoint = await this.control.bind(`tcp://${this.o.bindHost ?? self.host}:${self.agentPort}`);
     this.control.start();
+    this.host?.start();
     if (this.o.watchMs > 0) {
       watchFile(this.o.mapFile, { interval: this.o.watchMs, persistent: false }, this.onMapFile);
       this.watching = true;
@@ -133,6 +141,7 @@ export class Agent {
     if (this.roundTimer) clearTimeout(this.roundTimer);
     await this.rounding;
     this.causes.stop();
+    this.host?.stop();
     this.book.close();
     this.control.close();
   }
@@ -162,6 +171,7 @@ export class Agent {
       handovers: this.switcher.handovers,
       idle: streams.every((s) => s.idle),
       streams,
+      ...(this.host?.latest ? { host: this.host.latest } : {}),
     };
   }
 
@@ -299,12 +309,20 @@ export class Agent {
   };
 }
 
+/** A portal's process and its components', as its last beacon names them. */
+function processesOf(stream: string, beacon: PortalBeacon | null): ProcessRef[] {
+  if (!beacon) return [];
+  const out: ProcessRef[] = [{ role: 'portal', stream, slot: null, pid: beacon.pid }];
+  for (const s of beacon.slots) if (s.pid > 0 && s.state !== 'dead' && s.state !== 'missing') out.push({ role: 'component', stream, slot: s.slot, pid: s.pid });
+  return out;
+}
+
 /** The agent's options with defaults merged; throws CONFIG_INVALID naming a field that cannot work. */
 function parseAgentOptions(opts: AgentOptions) {
   return parseOptions(
     'Agent',
     opts,
-    { watchMs: DEFAULT_WATCH_MS, portalTimeoutMs: DEFAULT_PORTAL_TIMEOUT_MS, holdLimitMs: DEFAULT_HOLD_LIMIT_MS },
-    { mapFile: text, server: text, watchMs: int({ min: 0 }), portalTimeoutMs: int({ min: 1 }), holdLimitMs: int({ min: 1 }) },
+    { watchMs: DEFAULT_WATCH_MS, portalTimeoutMs: DEFAULT_PORTAL_TIMEOUT_MS, holdLimitMs: DEFAULT_HOLD_LIMIT_MS, hostSampleMs: DEFAULT_HOST_SAMPLE_MS },
+    { mapFile: text, server: text, watchMs: int({ min: 0 }), portalTimeoutMs: int({ min: 1 }), holdLimitMs: int({ min: 1 }), hostSampleMs: int({ min: 0 }) },
   );
 }

@@ -13,7 +13,7 @@ import { FlotillaError, MapInvalidError, type MapProblem } from '../errors';
 import { MAP_SCHEMA } from './schema';
 import { placeBuckets } from './placement';
 import { mapDigest } from './digest';
-import { DEFAULT_BUCKETS, DEFAULT_FSYNC_INTERVAL_MS, DEFAULT_HEARTBEAT_MS, DEFAULT_MAX_BATCH_BYTES, DEFAULT_SLOTS, DEFAULT_SPOOL_MAX_BYTES, DEFAULT_SPOOL_MIN_FREE_BYTES, DEFAULT_STOP_DRAIN_MS, DEFAULT_WEIGHT, DEFAULT_WINDOW, type FlotillaMap, type FsyncPolicy, type MapServer, type MapStream, type SpoolFullPolicy, type SpoolMode, type SpoolSettings } from './types';
+import { DEFAULT_BUCKETS, DEFAULT_FSYNC_INTERVAL_MS, DEFAULT_HEARTBEAT_MS, DEFAULT_HTTP_HOST, DEFAULT_MAX_BATCH_BYTES, DEFAULT_SLOTS, DEFAULT_SPOOL_MAX_BYTES, DEFAULT_SPOOL_MIN_FREE_BYTES, DEFAULT_STOP_DRAIN_MS, DEFAULT_WEIGHT, DEFAULT_WINDOW, type FlotillaMap, type FsyncPolicy, type MapServer, type MapStream, type SpoolFullPolicy, type SpoolMode, type SpoolSettings } from './types';
 
 /** Field names people reach for that the map calls something else. */
 const RENAMED: Record<string, string> = {
@@ -65,6 +65,8 @@ interface RawServer {
   host: string;
   weight?: number;
   agent_port?: number;
+  http_port?: number;
+  http_host?: string;
   ports?: Record<string, number>;
   slots?: Record<string, number>;
 }
@@ -109,6 +111,8 @@ function resolveMap(raw: RawMap, file: string, at: LineOf): Omit<FlotillaMap, 'd
     host: s.host,
     weight: s.weight ?? DEFAULT_WEIGHT,
     agentPort: s.agent_port,
+    httpPort: s.http_port,
+    httpHost: s.http_host ?? DEFAULT_HTTP_HOST,
     ports: s.ports ?? {},
     slots: s.slots ?? {},
   }));
@@ -207,6 +211,7 @@ function resolveMap(raw: RawMap, file: string, at: LineOf): Omit<FlotillaMap, 'd
       else listeners.set(where, what);
     };
     if (s.agent_port !== undefined) claim(['servers', i, 'agent_port'], s.agent_port, `the agent of ${s.name}`);
+    if (s.http_port !== undefined) claim(['servers', i, 'http_port'], s.http_port, `the HTTP server of ${s.name}'s agent`);
     raw.streams.forEach((st, j) => {
       const override = s.ports?.[st.name];
       const segs = override !== undefined ? ['servers', i, 'ports', st.name] : ['streams', j, 'port'];

@@ -37,6 +37,8 @@ export const MAP_SCHEMA = {
           host: { type: 'string', minLength: 1, pattern: '^[^\\s:/]+$' },
           weight: { type: 'number', minimum: 0, maximum: 1000, description: '0: in the map, owns no bucket (a server being added or drained)' },
           agent_port: PORT,
+          http_port: { ...PORT, description: "the agent's HTTP port: Prometheus /metrics, the status page, /healthz; absent: no HTTP server" },
+          http_host: { type: 'string', minLength: 1, pattern: '^[^\\s/]+$', description: 'address the HTTP server binds (default 127.0.0.1, loopback only)' },
           ports: perStream(PORT),
           slots: perStream({ type: 'integer', minimum: 1, maximum: 1024 }),
         },

@@ -15,6 +15,8 @@ export const DEFAULT_WEIGHT = 1;
 export const DEFAULT_SPOOL_MAX_BYTES = 1 << 30;
 export const DEFAULT_SPOOL_MIN_FREE_BYTES = 64 << 20;
 export const DEFAULT_FSYNC_INTERVAL_MS = 1000;
+/** Where an agent's HTTP server (metrics, status page, /healthz) binds unless the map says. */
+export const DEFAULT_HTTP_HOST = '127.0.0.1';
 
 export type SpoolMode = 'off' | 'spill' | 'always';
 export type SpoolFullPolicy = 'block' | 'reject';
@@ -39,6 +41,10 @@ export interface MapServer {
   host: string;
   weight: number;
   agentPort: number | undefined;
+  /** The agent's HTTP port (metrics, status page, /healthz); none when absent. */
+  httpPort: number | undefined;
+  /** The address the HTTP server binds (default loopback). */
+  httpHost: string;
   /** Per-stream overrides of the stream's port and slot count, as written. */
   ports: Record<string, number>;
   slots: Record<string, number>;

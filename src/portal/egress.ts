@@ -97,6 +97,7 @@ export class Egress {
     if (this.nextId > 0xffffffff) this.nextId = 1;
     this.deliveries.set(d.id, d);
     slot.queuedRecords += count;
+    slot.routed += count;
     this.queued += count;
     return d;
   }
@@ -105,6 +106,7 @@ export class Egress {
   drop(d: Delivery): void {
     this.deliveries.delete(d.id);
     d.slot.queuedRecords -= d.count;
+    d.slot.routed -= d.count;
     this.queued -= d.count;
   }
 

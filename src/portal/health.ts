@@ -30,6 +30,8 @@ export interface HealthHost {
   forwarded(): number;
   /** Buckets held for their old owners. */
   holds(): HoldView[];
+  /** Batches refused as flow control (PAUSED, RESEND), counted apart from errors. */
+  flowRefusals(): Readonly<Record<string, number>>;
   /** Periodic work to do before each beacon (read back, forward). */
   tick(): void;
 }
@@ -124,6 +126,8 @@ export class Health {
       holds: h.holds(),
       paused,
       received,
+      recordsIn: h.counters.recordsIn,
+      recordsOut: h.counters.recordsOut,
       inflight,
       queued: queued - inflight,
       // A paused portal takes nothing in: records received before the pause count only while
@@ -131,6 +135,7 @@ export class Health {
       idle: (received === 0 || paused) && queued === 0 && slotsIdle,
       rates: { inPerSec: this.rateIn, outPerSec: this.rateOut },
       errors: { ...this.causes.totals },
+      flowRefusals: { ...h.flowRefusals() },
       slots,
       ...(h.spool ? { spool: this.spoolBeacon(h.spool) } : {}),
       at: now,

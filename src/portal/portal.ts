@@ -184,6 +184,7 @@ export class Portal implements PortalControl {
         whenFull: () => this.routing.stream.spool.whenFull,
         forwarded: () => this.forwarder?.forwarded ?? 0,
         holds: () => this.epochs.holdViews(),
+        flowRefusals: () => this.ingress.flowCounts,
         tick: () => {
           this.feedSpooling(true);
           this.forwarder?.start();

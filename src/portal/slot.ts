@@ -5,7 +5,7 @@
  * spool). A slot's records are never handed to another slot: a component that registers again
  * gets everything it had not finished, first and in order.
  */
-import type { ComponentBeacon, SlotState, SlotView } from '../protocol/beacons';
+import { type ComponentBeacon, SERVICE_MS_BOUNDS, type SlotState, type SlotView } from '../protocol/beacons';
 
 /** A sender's batch, waiting for its slots (in spool mode `always`, acknowledged once written). */
 export interface InBatch {
@@ -54,6 +54,13 @@ export class Slot {
    */
   busyMs = 0;
   private lastDoneAt = 0;
+  /** Records handed to the slot (egress.ts counts them as they are queued for it). */
+  routed = 0;
+  /** Deliveries by time to DONE, per bound of SERVICE_MS_BOUNDS (one more: above the last). */
+  readonly serviceCounts = new Array<number>(SERVICE_MS_BOUNDS.length + 1).fill(0);
+  serviceMsSum = 0;
+  /** performance.now() of the slot's last DONE; 0 before one. */
+  doneAt = 0;
   registrations = 0;
   /** Date.now() when the component was last heard from (READY, DONE or HEARTBEAT); 0 never. */
   heardAt = 0;
@@ -104,6 +111,11 @@ export class Slot {
     this.busyMs += now - Math.max(d.sentAt, this.lastDoneAt);
     this.lastDoneAt = now;
     this.serviceMs = this.serviceMs === 0 ? ms : this.serviceMs * 0.9 + ms * 0.1;
+    this.serviceMsSum += ms;
+    this.doneAt = now;
+    let i = 0;
+    while (i < SERVICE_MS_BOUNDS.length && ms > SERVICE_MS_BOUNDS[i]!) i++;
+    this.serviceCounts[i]!++;
     return true;
   }
 
@@ -121,6 +133,13 @@ export class Slot {
     return 'idle';
   }
 
+  /** How long the slot has finished nothing while records are in flight to it (0 when none are). */
+  stuckMs(): number {
+    const first = this.inflight.values().next();
+    if (first.done) return 0;
+    return Math.max(0, Math.round(performance.now() - Math.max(this.doneAt, first.value.sentAt)));
+  }
+
   /** The slot as beacons and stats show it. */
   view(now: number, deadMs: number): SlotView {
     return {
@@ -133,6 +152,10 @@ export class Slot {
       silentMs: this.heardAt === 0 ? -1 : now - this.heardAt,
       processed: this.processed,
       serviceMs: Math.round(this.serviceMs * 1000) / 1000,
+      routed: this.routed,
+      serviceCounts: this.serviceCounts.slice(),
+      serviceMsSum: Math.round(this.serviceMsSum * 1000) / 1000,
+      stuckMs: this.stuckMs(),
       epoch: this.beacon?.epoch ?? null,
       connected: this.routingId !== null,
       registrations: this.registrations,

@@ -37,9 +37,26 @@ export interface SlotBeacon {
   received: number;
   /** Milliseconds since the portal last heard from the component; -1 if never. */
   silentMs: number;
+  /** Records done by the component (cumulative since the portal started). */
   processed: number;
+  /** Mean time from DELIVER to DONE, ms, smoothed. */
   serviceMs: number;
+  /** Records handed to the slot: queued for it, or read back for it from the spool (cumulative). */
+  routed: number;
+  /**
+   * Deliveries by time from DELIVER to DONE (cumulative): `serviceCounts[i]` counts those that
+   * took at most `SERVICE_MS_BOUNDS[i]` ms and more than the bound before it; the last entry
+   * counts those above the last bound.
+   */
+  serviceCounts: number[];
+  /** Sum of those times, ms. */
+  serviceMsSum: number;
+  /** Milliseconds the slot has finished nothing while records are in flight to it; 0 when none are. */
+  stuckMs: number;
 }
+
+/** Upper bounds (ms) of the processing-time histogram each slot keeps (`serviceCounts`). */
+export const SERVICE_MS_BOUNDS: readonly number[] = [1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000];
 
 /**
  * A slot as its portal shows it, in its beacons and its stats: the beacon's fields, and the
@@ -98,6 +115,9 @@ export interface PortalBeacon {
   paused: boolean;
   /** Records received from senders since the previous beacon. */
   received: number;
+  /** Records accepted from senders, and records done by components, since the portal started. */
+  recordsIn: number;
+  recordsOut: number;
   /** Records sent to components and not yet DONE. */
   inflight: number;
   /** Records waiting in the portal for a slot. */
@@ -106,6 +126,8 @@ export interface PortalBeacon {
   idle: boolean;
   rates: { inPerSec: number; outPerSec: number };
   errors: Record<string, number>;
+  /** Batches refused as flow control, by code (PAUSED, RESEND): not errors, so not in `errors`. */
+  flowRefusals: Record<string, number>;
   slots: SlotBeacon[];
   /** The stream's disk spool on this server; absent when its mode is off. */
   spool?: SpoolBeacon;

@@ -14,6 +14,7 @@ import { type ErrorCode, FlotillaError } from '../errors';
 import type { MapRejection } from '../map/keeper';
 import type { SpoolStats } from '../spool/spool';
 import type { HoldView, PortalBeacon, SlotView } from './beacons';
+import type { HostHealth } from './host';
 
 export type { HoldView } from './beacons';
 
@@ -222,7 +223,10 @@ export interface AgentStatus {
   epochSwitch: EpochSwitchStatus | null;
   /** Buckets this server's portals hold for their old owners, and whom each waits for. */
   handovers: HandoverStatus[];
+  /** The host's memory, load, disks and processes, sampled by the agent (absent before the first sample). */
+  host?: HostHealth;
 }
+
 
 /** One stream on this server in an epoch switch. */
 export interface StreamSwitch {

@@ -91,7 +91,8 @@ export const portalLog = (d: Deployment): string[] => logText(d).split('\n').fil
 /** `portalctl status --json` against this server's agent, as an operator's script would. */
 export async function portalctlStatus(d: Deployment): Promise<AgentStatus> {
   const r = await portalctlAsync(['status', '--json', '--map', d.mapFile, '--run-dir', d.runDirOf()]);
-  assert.equal(r.status, 0, r.stderr);
+  // 0 healthy, 3 and up a health code (a dead slot is what these tests make); 1 and 2 are failures.
+  assert.ok(r.status === 0 || (r.status !== null && r.status >= 3), `portalctl status exited ${r.status}: ${r.stderr}`);
   return JSON.parse(r.stdout) as AgentStatus;
 }
 
