@@ -34,9 +34,18 @@ test('removing a stream that holds spooled records is refused with their count; 
   const [po, pa] = (await freePorts(2)) as [number, number];
   const spoolDir = mkdtempSync(join(tmpdir(), 'flt-spool-'));
   const orders = { name: 'orders', key: 'key', port: po, buckets: 64, slots: 2, schema: RECORD_SCHEMA('Order'), spool: { mode: 'always', dir: spoolDir } };
-  const audits = { name: 'audits', key: 'key', port: pa, buckets: 64, slots: 2, schema: RECORD_SCHEMA('Audit') };
+  const audits = { name: 'audits', key: 'key', port: pa, buckets: 64, slots: 2, schema: RECORD_SCHEMA('Audit'), spool: { dir: spoolDir } };
   const mapAt = (epoch: number, streams: object[]) => ({ instance: 'test', epoch, heartbeat_ms: 200, servers: [{ name: 'solo', host: '127.0.0.1' }], streams });
   const dep = (d = deploy(mapAt(1, [orders, audits])));
+  try {
+    await removeWithSpooled(dep, mapAt, orders, audits);
+  } finally {
+    await dep.stop();
+    d = undefined;
+  }
+});
+
+async function removeWithSpooled(dep: Deployment, mapAt: (epoch: number, streams: object[]) => object, orders: object, audits: object): Promise<void> {
   const write = (m: object) => writeFileSync(dep.mapFile, stringify({ ...m, run_dir: dep.runDir }));
   startAgent(dep);
   dep.startPortal('orders');
@@ -75,9 +84,7 @@ test('removing a stream that holds spooled records is refused with their count; 
     portalctl('reload', '--map', dep.mapFile, '--run-dir', dep.runDirOf());
     return (await status()).mapEpoch === 2;
   });
-  await dep.stop();
-  d = undefined;
-});
+}
 
 test('an edit written between reading the map and watching it is taken at start', async () => {
   const [port] = (await freePorts(1)) as [number];
@@ -103,11 +110,14 @@ test('an edit written while the agent starts is taken, every time', async () => 
   let epoch = 1;
   for (const delayMs of [100, 200, 250, 300, 350, 400, 500]) {
     const agent = startAgent(dep);
-    await new Promise((r) => setTimeout(r, delayMs)); // the edit lands somewhere in the agent's start
-    write(++epoch);
-    await waitAgent(dep);
-    await waitFor(`the agent to take epoch ${epoch} written ${delayMs} ms after its start`, async () => (await agentStatus(localAgent(dep.runDirOf()))).mapEpoch === epoch, 5000);
-    agent.kill('SIGTERM');
-    await stopped(agent);
+    try {
+      await new Promise((r) => setTimeout(r, delayMs)); // the edit lands somewhere in the agent's start
+      write(++epoch);
+      await waitAgent(dep);
+      await waitFor(`the agent to take epoch ${epoch} written ${delayMs} ms after its start`, async () => (await agentStatus(localAgent(dep.runDirOf()))).mapEpoch === epoch, 10_000);
+    } finally {
+      agent.kill('SIGTERM');
+      await stopped(agent);
+    }
   }
 });
