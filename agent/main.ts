@@ -5,7 +5,8 @@
  */
 import { Command } from 'commander';
 import { Agent } from '../src/agent/agent';
-import { die, runDaemon, whichServer } from '../daemon/process';
+import { DAEMON_ENVIRONMENT_HELP, die, runDaemon, whichServer } from '../daemon/process';
+import { packageVersion } from '../daemon/version';
 import { createLogger } from '../src/log';
 import { loadMap } from '../src/map/load';
 
@@ -13,12 +14,26 @@ const program = new Command('flotilla-agent')
   .description(
     "Run this server's control plane: collect the portals' beacons, pause and resume them for portalctl, hold the map in force and check every edit of the map file.",
   )
+  .version(packageVersion(), '-V, --version')
   .requiredOption('-m, --map <file>', 'map file (YAML or JSON)', process.env.FLOTILLA_MAP)
   .option('--server <name>', "this server's name in the map (default $FLOTILLA_SERVER, else the host name)")
   .option('--run-dir <dir>', "directory for ipc sockets (default the map's run_dir)")
   .option('--bind <host>', "address of the TCP control socket (default the server's host in the map)")
   .option('--hold-limit <seconds>', 'a hold of buckets waiting longer than this for their old owner is shown as stuck (default 120)', process.env.FLOTILLA_HOLD_LIMIT)
-  .addHelpText('after', '\nExample:\n  flotilla-agent --map /etc/flotilla/map.yaml --server alpha\n')
+  .addHelpText(
+    'after',
+    `
+${DAEMON_ENVIRONMENT_HELP}
+
+Signals:
+  SIGHUP                read the map file again (as portalctl reload does); an invalid edit is
+                        logged and the map in force stays
+  SIGTERM, SIGINT       stop
+
+Example:
+  flotilla-agent --map /etc/flotilla/map.yaml --server alpha
+`,
+  )
   .showHelpAfterError();
 
 async function main(): Promise<void> {
@@ -29,7 +44,19 @@ async function main(): Promise<void> {
   const log = createLogger('agent', { server });
   const holdLimitMs = o.holdLimit === undefined ? undefined : Math.round(Number(o.holdLimit) * 1000);
   const agent = new Agent({ mapFile: o.map, server, runDir: o.runDir, bindHost: o.bind, log, ...(holdLimitMs === undefined ? {} : { holdLimitMs }) });
-  await runDaemon('agent', log, agent);
+  await runDaemon('agent', log, {
+    start: () => agent.start(),
+    stop: () => agent.stop(),
+    reload: () => {
+      const r = agent.reload();
+      return r.outcome === 'applied' ? `epoch ${r.epoch} in force (was ${r.from})` : r.outcome === 'unchanged' ? `map unchanged, epoch ${r.epoch}` : `edit rejected, epoch ${r.epoch} stays in force`;
+    },
+    status: () => {
+      const st = agent.status();
+      const states = st.streams.map((s) => `${s.stream} ${s.paused ? 'paused' : s.state}`).join(', ');
+      return `epoch ${st.epoch}${st.mapErrors ? ' (an edit of the map was rejected)' : ''}; ${states}`;
+    },
+  });
 }
 
 main().catch((err: unknown) => die(err));
