@@ -49,6 +49,8 @@ export const ERROR_CODES = [
   'EDIT_REFUSED',
   /** A run or spool directory that is not a directory, or belongs to another user. */
   'DIR_UNSAFE',
+  /** A socket could not listen on its address (in use, not this host's, not permitted). */
+  'BIND_FAILED',
 ] as const;
 export type ErrorCode = (typeof ERROR_CODES)[number];
 
