@@ -3,8 +3,8 @@
  * flotilla-agent: the control plane of one server. Wiring and lifecycle only; the logic is
  * src/agent/.
  */
-import { Command } from 'commander';
-import { Agent } from '../src/agent/agent';
+import { Command, InvalidArgumentError } from 'commander';
+import { Agent, DEFAULT_WATCH_MS } from '../src/agent/agent';
 import { DAEMON_ENVIRONMENT_HELP, die, runDaemon, whichServer } from '../daemon/process';
 import { packageVersion } from '../daemon/version';
 import { createLogger } from '../src/log';
@@ -20,6 +20,11 @@ const program = new Command('flotilla-agent')
   .option('--run-dir <dir>', "directory for ipc sockets (default the map's run_dir)")
   .option('--bind <host>', "address of the TCP control socket (default the server's host in the map)")
   .option('--hold-limit <seconds>', 'a hold of buckets waiting longer than this for their old owner is shown as stuck (default 120)', process.env.FLOTILLA_HOLD_LIMIT)
+  .option('--watch <ms>', 'how often to check the map file for an edit, in ms; 0: only on SIGHUP or portalctl reload', (v) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError('must be a whole number of ms, 0 or more');
+    return n;
+  }, DEFAULT_WATCH_MS)
   .addHelpText(
     'after',
     `
@@ -38,12 +43,12 @@ Example:
 
 async function main(): Promise<void> {
   program.parse();
-  const o = program.opts<{ map: string; server?: string; runDir?: string; bind?: string; holdLimit?: string }>();
+  const o = program.opts<{ map: string; server?: string; runDir?: string; bind?: string; holdLimit?: string; watch: number }>();
   process.umask(0o007); // sockets for the service's user and group only
   const server = whichServer(loadMap(o.map), o.server);
   const log = createLogger('agent', { server });
   const holdLimitMs = o.holdLimit === undefined ? undefined : Math.round(Number(o.holdLimit) * 1000);
-  const agent = new Agent({ mapFile: o.map, server, runDir: o.runDir, bindHost: o.bind, log, ...(holdLimitMs === undefined ? {} : { holdLimitMs }) });
+  const agent = new Agent({ mapFile: o.map, server, runDir: o.runDir, bindHost: o.bind, watchMs: o.watch, log, ...(holdLimitMs === undefined ? {} : { holdLimitMs }) });
   await runDaemon('agent', log, {
     start: () => agent.start(),
     stop: () => agent.stop(),
