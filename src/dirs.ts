@@ -24,7 +24,8 @@ export function ensureOwnDir(dir: string, mode: number, what: string): 'created'
   try {
     created = mkdirSync(dir, { recursive: true, mode }) !== undefined;
   } catch (err) {
-    throw new FlotillaError('DIR_UNSAFE', `cannot create the ${what} ${dir}: ${(err as Error).message}`, { cause: err });
+    // EEXIST: something that is not a directory is there (said below)
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw new FlotillaError('DIR_UNSAFE', `cannot create the ${what} ${dir}: ${(err as Error).message}`, { cause: err });
   }
   const st = statSync(dir);
   if (!st.isDirectory()) throw new FlotillaError('DIR_UNSAFE', `the ${what} ${dir} is not a directory`);
