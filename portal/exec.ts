@@ -18,8 +18,8 @@ const program = new Command('portal-exec')
   .description('Run a program as the component of one slot: records go to its stdin as JSON lines, it answers with ack and emit lines on stdout.')
   .version(packageVersion(), '-V, --version')
   .requiredOption('-m, --map <file>', 'map file (YAML or JSON)', process.env.FLOTILLA_MAP)
-  .option('-s, --stream <name>', 'stream whose slot this is (default from $FLOTILLA_SLOT)')
-  .option('--slot <n>', 'slot number, 0 to slots - 1 (default from $FLOTILLA_SLOT)', slotNumber)
+  .option('-s, --stream <name>', 'stream whose slot this is (default from $FLOTILLA_UNIT_SLOT)')
+  .option('--slot <n>', 'slot number, 0 to slots - 1 (default from $FLOTILLA_UNIT_SLOT)', slotNumber)
   .option('--server <name>', "this server's name in the map (default $FLOTILLA_SERVER, else the host name)")
   .option('--run-dir <dir>', "directory of the portal's ipc sockets (default the map's run_dir)")
   .argument('[command...]', 'the program and its arguments, after -- (default $FLOTILLA_COMPONENT_<STREAM>)')
@@ -27,10 +27,10 @@ const program = new Command('portal-exec')
   .addHelpText(
     'after',
     `
-Environment (what the flotilla-component-INSTANCE@STREAM.SLOT unit sets):
+Environment (the flotilla-component-INSTANCE@STREAM.SLOT unit sets them):
   FLOTILLA_MAP                 the map file, when --map is not given
   FLOTILLA_SERVER              this server's name in the map, when --server is not given
-  FLOTILLA_SLOT                STREAM.SLOT, when --stream and --slot are not given
+  FLOTILLA_UNIT_SLOT           STREAM.SLOT, when --stream and --slot are not given
   FLOTILLA_COMPONENT_<STREAM>  the program to run when none follows --, split at spaces; the
                                stream's name in upper case, "-" as "_" (FLOTILLA_COMPONENT_CLICKS)
   FLOTILLA_LOG_LEVEL           trace, debug, info (default), warn, error
@@ -51,13 +51,13 @@ function slotNumber(text: string): number {
   return n;
 }
 
-/** --stream and --slot, else $FLOTILLA_SLOT ("clicks.0", as the component unit's instance names it). */
+/** --stream and --slot, else $FLOTILLA_UNIT_SLOT ("clicks.0", as the component unit's instance names it). */
 function slotOf(stream: string | undefined, slot: number | undefined, env: string | undefined): { stream: string; slot: number } {
   if (stream !== undefined && slot !== undefined) return { stream, slot };
   const m = env ? /^(.+)\.(\d+)$/.exec(env) : null;
   if (stream === undefined && slot === undefined && m) return { stream: m[1]!, slot: Number(m[2]) };
-  if (env && !m) throw new FlotillaError('CONFIG_INVALID', `FLOTILLA_SLOT="${env}": must be STREAM.SLOT, like clicks.0`);
-  throw new FlotillaError('CONFIG_INVALID', 'give --stream and --slot, or set FLOTILLA_SLOT=STREAM.SLOT');
+  if (env && !m) throw new FlotillaError('CONFIG_INVALID', `FLOTILLA_UNIT_SLOT="${env}": must be STREAM.SLOT, like clicks.0`);
+  throw new FlotillaError('CONFIG_INVALID', 'give --stream and --slot, or set FLOTILLA_UNIT_SLOT=STREAM.SLOT');
 }
 
 /** The program of a stream's components from $FLOTILLA_COMPONENT_<STREAM>, split at spaces. */
@@ -71,7 +71,7 @@ function commandOf(stream: string, env: NodeJS.ProcessEnv): string[] {
 async function main(): Promise<void> {
   program.parse();
   const o = program.opts<{ map: string; stream?: string; slot?: number; server?: string; runDir?: string }>();
-  const { stream, slot } = slotOf(o.stream, o.slot, process.env.FLOTILLA_SLOT);
+  const { stream, slot } = slotOf(o.stream, o.slot, process.env.FLOTILLA_UNIT_SLOT);
   const command = program.args.length > 0 ? program.args : commandOf(stream, process.env);
   const keeper = new MapKeeper(resolve(o.map));
   const map = keeper.map;

@@ -48,7 +48,7 @@ for (const unit of SERVICES) {
   });
 
   test(`${unit}: notify with a watchdog, LimitNOFILE, a run dir under /run, part of its instance`, () => {
-    const s = unitSettings(dir, unit, 'prod');
+    const s = unitSettings(dir, unit);
     assert.ok(bins.includes(s.exec[1]!), `ExecStart ${s.exec.join(' ')} runs none of ${bins.join(', ')}`);
     assert.equal(s.get('Type'), 'notify');
     assert.equal(s.get('NotifyAccess'), 'main', 'notifications come from the main process itself, no helper process');
@@ -62,17 +62,17 @@ for (const unit of SERVICES) {
 }
 
 test('the target starts the agent; portals drain up to 20 s, so stop waits 30 s', () => {
-  assert.ok(unitSettings(dir, 'flotilla@prod.target', 'prod').all('Wants').includes('flotilla-agent@prod.service'));
-  assert.equal(unitSettings(dir, 'flotilla-portal-prod@clicks.service', 'prod').get('TimeoutStopSec'), '30s');
-  assert.equal(unitSettings(dir, 'flotilla-agent@prod.service', 'prod').get('ExecReload'), '/bin/kill -HUP $MAINPID');
+  assert.ok(unitSettings(dir, 'flotilla@prod.target').all('Wants').includes('flotilla-agent@prod.service'));
+  assert.equal(unitSettings(dir, 'flotilla-portal-prod@clicks.service').get('TimeoutStopSec'), '30s');
+  assert.equal(unitSettings(dir, 'flotilla-agent@prod.service').get('ExecReload'), '/bin/kill -HUP $MAINPID');
 });
 
 test('a second instance gets its own units: another env file, run dir and state dir', () => {
   const other = mkdtempSync(join(tmpdir(), 'flt-units-'));
   installUnits(join(ROOT, 'systemd'), other, 'dev');
   copyFileSync(join(dir, 'flotilla-portal-prod@.service'), join(other, 'flotilla-portal-prod@.service'));
-  const dev = unitSettings(other, 'flotilla-portal-dev@clicks.service', 'dev');
-  const prod = unitSettings(other, 'flotilla-portal-prod@clicks.service', 'prod');
+  const dev = unitSettings(other, 'flotilla-portal-dev@clicks.service');
+  const prod = unitSettings(other, 'flotilla-portal-prod@clicks.service');
   assert.deepEqual(dev.environmentFiles, ['/etc/flotilla/dev.env']);
   assert.equal(dev.get('RuntimeDirectory'), 'flotilla/dev');
   assert.equal(dev.get('StateDirectory'), 'flotilla/dev');

@@ -26,7 +26,7 @@ export interface UnitSettings {
 }
 
 /** Reads unit `name` (e.g. flotilla-portal-prod@clicks.service) from `dir`, as systemd would resolve it. */
-export function unitSettings(dir: string, name: string, _instance?: string): UnitSettings {
+export function unitSettings(dir: string, name: string): UnitSettings {
   const m = /^([^@]+)@([^.]*(?:\.[^.]+)*?)\.(service|target)$/.exec(name);
   if (!m) throw new Error(`not a template instance: ${name}`);
   const [, prefix, inst, type] = m as unknown as [string, string, string, string];
