@@ -5,7 +5,7 @@
  */
 import { hostname } from 'node:os';
 import { FlotillaError } from '../src/errors';
-import type { Logger } from '../src/log';
+import { stderrIsJournal, type Logger } from '../src/log';
 import type { FlotillaMap } from '../src/map/types';
 import { systemdNotifier, type Notifier } from './notify';
 
@@ -23,8 +23,10 @@ export function whichServer(map: FlotillaMap, given: string | undefined): string
 
 /** Prints an error for a person (and its code for a script) and exits. */
 export function die(err: unknown, exitCode = 1): never {
-  if (err instanceof FlotillaError) process.stderr.write(`error: ${err.message} [${err.code}]\n`);
-  else process.stderr.write(`error: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+  // In the journal, at priority "err" (the line's <3>), so journalctl -p err shows it.
+  const lead = stderrIsJournal() ? '<3>' : '';
+  if (err instanceof FlotillaError) process.stderr.write(`${lead}error: ${err.message} [${err.code}]\n`);
+  else process.stderr.write(`${lead}error: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
   process.exit(exitCode);
 }
 
