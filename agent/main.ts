@@ -54,7 +54,7 @@ async function main(): Promise<void> {
     stop: () => agent.stop(),
     reload: () => {
       const r = agent.reload();
-      return r.outcome === 'applied' ? `epoch ${r.epoch} in force (was ${r.from})` : r.outcome === 'unchanged' ? `map unchanged, epoch ${r.epoch}` : `edit rejected, epoch ${r.epoch} stays in force`;
+      return r.outcome === 'applied' ? `epoch ${r.epoch} taken (was ${r.from})` : r.outcome === 'unchanged' ? `map unchanged, epoch ${r.epoch}` : `edit rejected, epoch ${r.epoch} stays in force`;
     },
     status: () => {
       const st = agent.status();

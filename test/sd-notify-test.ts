@@ -105,8 +105,11 @@ test('SIGHUP makes the agent read its map again and stay up; a portal ignores it
 
   writeFileSync(file, stringify({ ...map, epoch: 2 }));
   agent.child.kill('SIGHUP');
-  await waitFor(() => `the agent's reload (${agent.out()})`, () => /SIGHUP, reload: epoch 2 in force \(was 1\)/.test(agent.out()), 15_000);
-  assert.match(n.messages.find((m) => m.text.startsWith('READY=1') && m.text.includes('epoch 2'))?.text ?? '', /STATUS=epoch 2; clicks/);
+  await waitFor(() => `the agent's reload (${agent.out()})`, () => /SIGHUP, reload: epoch 2 taken \(was 1\)/.test(agent.out()), 15_000);
+  assert.equal(n.messages[1]?.text, 'RELOADING=1');
+  assert.match(n.messages[2]?.text ?? '', /^READY=1\nSTATUS=epoch 1; clicks /);
+  // The switch to epoch 2 follows; the next STATUS line (every 5 s) says so.
+  await waitFor(() => `STATUS with epoch 2 (${JSON.stringify(texts(n.messages))})`, () => n.messages.some((m) => m.text.startsWith('STATUS=epoch 2; clicks ')), 15_000);
 
   portal.child.kill('SIGHUP');
   await waitFor(() => `the portal's note (${portal.out()})`, () => portal.out().includes('SIGHUP ignored'), 10_000);
