@@ -15,7 +15,7 @@
  */
 import { fstatSync } from 'node:fs';
 import pino from 'pino';
-import pretty from 'pino-pretty';
+import type PinoPretty from 'pino-pretty';
 
 export type Logger = pino.Logger;
 
@@ -60,7 +60,11 @@ function journalStream(): pino.MultiStreamRes {
 
 function destination(format: LogFormat): pino.DestinationStream {
   if (format === 'journal') return journalStream();
-  if (format === 'pretty') return pretty({ destination: 2, sync: true, colorize: process.stderr.isTTY, translateTime: 'SYS:HH:MM:ss.l', ignore: 'hostname' });
+  if (format === 'pretty') {
+    // Loaded only for a terminal: daemons under systemd never need it.
+    const pretty = require('pino-pretty') as typeof PinoPretty;
+    return pretty({ destination: 2, sync: true, colorize: process.stderr.isTTY, translateTime: 'SYS:HH:MM:ss.l', ignore: 'hostname' });
+  }
   return pino.destination({ fd: 2, sync: true });
 }
 
