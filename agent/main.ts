@@ -5,7 +5,7 @@
  */
 import { Command, InvalidArgumentError } from 'commander';
 import { Agent, DEFAULT_WATCH_MS } from '../src/agent/agent';
-import { DAEMON_ENVIRONMENT_HELP, die, runDaemon, whichServer } from '../daemon/process';
+import { DAEMON_ENVIRONMENT_HELP, die, runDaemon, warnPrivateTmp, whichServer } from '../daemon/process';
 import { packageVersion } from '../daemon/version';
 import { createLogger } from '../src/log';
 import { loadMap } from '../src/map/load';
@@ -45,8 +45,10 @@ async function main(): Promise<void> {
   program.parse();
   const o = program.opts<{ map: string; server?: string; runDir?: string; bind?: string; holdLimit?: string; watch: number }>();
   process.umask(0o007); // sockets for the service's user and group only
-  const server = whichServer(loadMap(o.map), o.server);
+  const map = loadMap(o.map);
+  const server = whichServer(map, o.server);
   const log = createLogger('agent', { server });
+  warnPrivateTmp(log, o.runDir ?? map.runDir);
   const holdLimitMs = o.holdLimit === undefined ? undefined : Math.round(Number(o.holdLimit) * 1000);
   const agent = new Agent({ mapFile: o.map, server, runDir: o.runDir, bindHost: o.bind, watchMs: o.watch, log, ...(holdLimitMs === undefined ? {} : { holdLimitMs }) });
   await runDaemon('agent', log, {

@@ -30,6 +30,16 @@ export function die(err: unknown, exitCode = 1): never {
   process.exit(exitCode);
 }
 
+/**
+ * Under systemd each unit has a /tmp of its own (PrivateTmp=yes), so sockets in a run directory
+ * under /tmp are seen by no other unit: the agent would report every portal missing. Says so in
+ * the log, with the way out, instead of leaving it to be found.
+ */
+export function warnPrivateTmp(log: Logger, runDir: string, env: NodeJS.ProcessEnv = process.env): void {
+  if (!env.INVOCATION_ID || !/^\/(var\/)?tmp(\/|$)/.test(runDir)) return;
+  log.warn({ runDir }, `run directory ${runDir} is under /tmp, which is private to each systemd unit: the other units of the instance will not see its sockets; leave run_dir out of the map (default /run/flotilla/<instance>)`);
+}
+
 /** The environment every daemon reads, as its --help lists it. */
 export const DAEMON_ENVIRONMENT_HELP = `Environment:
   FLOTILLA_MAP          the map file, when --map is not given

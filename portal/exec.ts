@@ -11,7 +11,7 @@ import { FlotillaError } from '../src/errors';
 import { createLogger } from '../src/log';
 import { MapKeeper } from '../src/map/keeper';
 import { serverOf, slotCount, streamOf } from '../src/map/lookup';
-import { die, runDaemon, whichServer } from '../daemon/process';
+import { die, runDaemon, warnPrivateTmp, whichServer } from '../daemon/process';
 import { packageVersion } from '../daemon/version';
 
 const program = new Command('portal-exec')
@@ -79,6 +79,7 @@ async function main(): Promise<void> {
   const slots = slotCount(serverOf(map, server), streamOf(map, stream));
   if (slot >= slots) throw new FlotillaError('CONFIG_INVALID', `--slot ${slot}: stream ${stream} has slots 0 to ${slots - 1} on server ${server}`);
   const log = createLogger('portal-exec', { stream, slot, server });
+  warnPrivateTmp(log, o.runDir ?? map.runDir);
   const exec = new ExecComponent({ map: keeper, server, stream, slot, runDir: o.runDir, command, log });
   await runDaemon(`portal-exec ${stream}/${slot}`, log, exec);
 }

@@ -7,7 +7,7 @@ import { Command } from 'commander';
 import { MapKeeper } from '../src/map/keeper';
 import { createLogger } from '../src/log';
 import { Portal } from '../src/portal/portal';
-import { DAEMON_ENVIRONMENT_HELP, die, runDaemon, whichServer } from '../daemon/process';
+import { DAEMON_ENVIRONMENT_HELP, die, runDaemon, warnPrivateTmp, whichServer } from '../daemon/process';
 import { packageVersion } from '../daemon/version';
 
 const program = new Command('flotilla-portal')
@@ -43,6 +43,7 @@ async function main(): Promise<void> {
   const keeper = new MapKeeper(o.map); // read again at each epoch switch
   const server = whichServer(keeper.map, o.server);
   const log = createLogger('portal', { stream: o.stream, server });
+  warnPrivateTmp(log, o.runDir ?? keeper.map.runDir);
   const portal = new Portal({ map: keeper, server, stream: o.stream, runDir: o.runDir, bindHost: o.bind, spoolDir: o.spoolDir, stopDrainMs: o.stopDrainMs, log });
   await runDaemon(`portal ${o.stream}`, log, {
     start: () => portal.start(),

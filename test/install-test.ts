@@ -18,6 +18,7 @@ import { DgramSocket } from 'node-unix-socket';
 import { stringify } from 'yaml';
 import { waitFor } from './support/deploy';
 import { freePorts } from './support/ports';
+import { clicksMap } from './support/flows';
 
 const ROOT = join(__dirname, '..', '..');
 const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { name: string; version: string; bin: Record<string, string> };
@@ -74,13 +75,7 @@ test('the installed agent starts, tells NOTIFY_SOCKET it is ready, and answers t
   const map = join(work, 'map.yaml');
   writeFileSync(
     map,
-    stringify({
-      instance: 'installed',
-      epoch: 1,
-      run_dir: join(work, 'run'),
-      servers: [{ name: 'local', host: '127.0.0.1', agent_port: agentPort }],
-      streams: [{ name: 'clicks', key: 'user', port, schema: { type: 'record', name: 'C', fields: [{ name: 'user', type: 'string' }] } }],
-    }),
+    stringify(clicksMap({ instance: 'installed', runDir: join(work, 'run'), agentPort: agentPort!, port: port! })),
   );
   const notify = new DgramSocket();
   const got: string[] = [];

@@ -1,10 +1,11 @@
 /**
  * The directories a daemon writes are checked at start (src/dirs.ts): a run directory is made
  * 0770 and a spool directory 0750, one loosened since is put back, and one that belongs to
- * another user is refused with DIR_UNSAFE, naming it, by a real agent and a real portal.
+ * another user is refused with DIR_UNSAFE, naming it, by a real agent and a real portal. Under
+ * systemd, a run directory under /tmp (private to each unit) is warned of.
  */
 import { strict as assert } from 'node:assert';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, chownSync, mkdirSync, mkdtempSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,8 +14,9 @@ import { stringify } from 'yaml';
 import { FlotillaError } from '../src/errors';
 import { ensureOwnDir, RUN_DIR_MODE, SPOOL_DIR_MODE } from '../src/dirs';
 import { ensureRunDir } from '../src/protocol/endpoints';
-import { DIST } from './support/deploy';
+import { DIST, waitFor } from './support/deploy';
 import { freePorts } from './support/ports';
+import { clicksMap } from './support/flows';
 
 const dir = mkdtempSync(join(tmpdir(), 'flt-dirs-'));
 const modeOf = (p: string) => statSync(p).mode & 0o777;
@@ -71,17 +73,29 @@ test('an agent and a portal refuse to start on a run directory of another user: 
   const file = join(dir, 'map.yaml');
   writeFileSync(
     file,
-    stringify({
-      instance: 'dirs',
-      epoch: 1,
-      run_dir: run,
-      servers: [{ name: 'local', host: '127.0.0.1', agent_port: agentPort }],
-      streams: [{ name: 'clicks', key: 'user', port, schema: { type: 'record', name: 'C', fields: [{ name: 'user', type: 'string' }] } }],
-    }),
+    stringify(clicksMap({ instance: 'dirs', runDir: run, agentPort: agentPort!, port: port! })),
   );
   for (const args of [['agent/main.js'], ['portal/main.js', '--stream', 'clicks']]) {
     const r = spawnSync(process.execPath, [join(DIST, args[0]!), '--map', file, '--server', 'local', ...args.slice(1)], { encoding: 'utf8', timeout: 20_000 });
     assert.equal(r.status, 1, r.stderr);
     assert.match(r.stderr, new RegExp(`error: the run directory ${run} belongs to uid ${NOBODY}, not to this process's user \\(uid 0\\).*\\[DIR_UNSAFE\\]`));
+  }
+});
+
+test('under systemd, an agent with its run directory under /tmp says that other units will not see it', { skip: !dir.startsWith('/tmp/') && 'the temp dir is not under /tmp' }, async () => {
+  const [agentPort, port] = await freePorts(2);
+  const file = join(dir, 'tmp-map.yaml');
+  writeFileSync(
+    file,
+    stringify(clicksMap({ instance: 'tmpwarn', runDir: join(dir, 'tmp-run'), agentPort: agentPort!, port: port! })),
+  );
+  const agent = spawn(process.execPath, [join(DIST, 'agent', 'main.js'), '--map', file, '--server', 'local'], { env: { ...process.env, INVOCATION_ID: 'f00d' }, stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  agent.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  try {
+    await waitFor(() => `the warning (stderr: ${stderr})`, () => stderr.includes('is under /tmp, which is private to each systemd unit'), 15_000);
+    assert.match(stderr, /"level":40/);
+  } finally {
+    agent.kill('SIGKILL');
   }
 });

@@ -18,6 +18,7 @@ import { DgramSocket } from 'node-unix-socket';
 import { stringify } from 'yaml';
 import { DIST, waitFor } from './support/deploy';
 import { freePorts } from './support/ports';
+import { clicksMap } from './support/flows';
 import { portalctl } from './support/cli';
 
 const dir = mkdtempSync(join(tmpdir(), 'flt-notify-'));
@@ -86,14 +87,7 @@ test('a hung event loop stops the watchdog pings', async () => {
 
 test('SIGHUP makes the agent read its map again and stay up; a portal ignores it and stays up', async () => {
   const [agentPort, port] = await freePorts(2);
-  const map = {
-    instance: 'hup',
-    epoch: 1,
-    heartbeat_ms: 200,
-    run_dir: join(dir, 'run'),
-    servers: [{ name: 'local', host: '127.0.0.1', agent_port: agentPort }],
-    streams: [{ name: 'clicks', key: 'user', port, slots: 1, schema: { type: 'record', name: 'C', fields: [{ name: 'user', type: 'string' }] } }],
-  };
+  const map = clicksMap({ instance: 'hup', runDir: join(dir, 'run'), agentPort: agentPort!, port: port!, slots: 1 });
   const file = join(dir, 'map.yaml');
   writeFileSync(file, stringify(map));
   const n = notifySocket('agent');

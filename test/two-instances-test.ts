@@ -24,6 +24,7 @@ import { Sender } from '../src/sender/sender';
 import { DIST, waitFor } from './support/deploy';
 import { topLevelKeys } from './support/json-keys';
 import { freePorts } from './support/ports';
+import { clicksMap } from './support/flows';
 import { installUnits, readEnvFile, unitSettings } from './support/units';
 
 const ROOT = join(DIST, '..');
@@ -98,14 +99,7 @@ before(async () => {
     const map = join(root, 'etc', 'flotilla', `${instance}.yaml`);
     writeFileSync(
       map,
-      stringify({
-        instance,
-        epoch: 1,
-        heartbeat_ms: 200,
-        run_dir: runDir,
-        servers: [{ name: 'local', host: '127.0.0.1', agent_port: agentPort }],
-        streams: [{ name: 'clicks', key: 'user', port, slots: SLOTS, schema: { type: 'record', name: 'Click', fields: [{ name: 'user', type: 'string' }] } }],
-      }),
+      stringify(clicksMap({ instance, runDir, agentPort: agentPort!, port: port!, slots: SLOTS })),
     );
     writeFileSync(join(root, 'etc', 'flotilla', `${instance}.env`), `FLOTILLA_MAP=${map}\nFLOTILLA_SERVER=local\nFLOTILLA_COMPONENT_CLICKS=python3 ${join(root, 'sink.py')}\n`);
     startUnit(`flotilla-agent@${instance}.service`, instance);
