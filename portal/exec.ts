@@ -81,7 +81,11 @@ async function main(): Promise<void> {
   const log = createLogger('portal-exec', { stream, slot, server });
   warnPrivateTmp(log, o.runDir ?? map.runDir);
   const exec = new ExecComponent({ map: keeper, server, stream, slot, runDir: o.runDir, command, log });
-  await runDaemon(`portal-exec ${stream}/${slot}`, log, exec);
+  await runDaemon(`portal-exec ${stream}/${slot}`, log, {
+    start: () => exec.start(),
+    stop: () => exec.stop(),
+    status: () => `slot ${slot} of ${stream}, epoch ${keeper.map.epoch}: ${command.join(' ')}`,
+  });
 }
 
 main().catch((err: unknown) => die(err));
