@@ -77,10 +77,18 @@ export async function runDaemon(name: string, log: Logger, daemon: Daemon): Prom
   process.on('SIGHUP', () => reload());
   await daemon.start();
   const notifier: Notifier = systemdNotifier((err) => log.warn({ err }, `${name}: cannot notify systemd: ${err.message}`));
-  notifier.ready(daemon.status?.());
+  // A status line is news for systemctl status, never a reason to crash.
+  const statusLine = (): string | undefined => {
+    try {
+      return daemon.status?.();
+    } catch (err) {
+      return `status unavailable: ${err instanceof Error ? err.message : String(err)}`;
+    }
+  };
+  notifier.ready(statusLine());
   let statusTimer: NodeJS.Timeout | null = null;
   if (daemon.status && process.env.NOTIFY_SOCKET) {
-    statusTimer = setInterval(() => notifier.status(daemon.status!()), STATUS_INTERVAL_MS);
+    statusTimer = setInterval(() => notifier.status(statusLine()!), STATUS_INTERVAL_MS);
     statusTimer.unref();
   }
   let reloading = false;
@@ -100,7 +108,7 @@ export async function runDaemon(name: string, log: Logger, daemon: Daemon): Prom
       )
       .finally(() => {
         reloading = false;
-        notifier.ready(daemon.status?.());
+        notifier.ready(statusLine());
       });
   };
   const stop = (signal: string) => {
