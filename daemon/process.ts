@@ -72,9 +72,16 @@ export interface Daemon {
  * failed.
  */
 export async function runDaemon(name: string, log: Logger, daemon: Daemon): Promise<void> {
-  // Until start has finished, SIGHUP must not kill the process (its default action).
+  // The handlers are in place before start: a signal's default action would end the process
+  // at once. SIGHUP while starting is ignored; SIGTERM or SIGINT stops it once started.
   let reload = () => log.warn(`${name}: SIGHUP while starting, ignored`);
+  let stopAsked: string | null = null;
+  let stop = (signal: string) => {
+    stopAsked ??= signal;
+  };
   process.on('SIGHUP', () => reload());
+  process.once('SIGTERM', () => stop('SIGTERM'));
+  process.once('SIGINT', () => stop('SIGINT'));
   await daemon.start();
   const notifier: Notifier = systemdNotifier((err) => log.warn({ err }, `${name}: cannot notify systemd: ${err.message}`));
   // A status line is news for systemctl status, never a reason to crash.
@@ -111,7 +118,7 @@ export async function runDaemon(name: string, log: Logger, daemon: Daemon): Prom
         notifier.ready(statusLine());
       });
   };
-  const stop = (signal: string) => {
+  stop = (signal: string) => {
     log.info(`${name}: ${signal}, stopping`);
     notifier.stopping();
     if (statusTimer) clearInterval(statusTimer);
@@ -127,6 +134,5 @@ export async function runDaemon(name: string, log: Logger, daemon: Daemon): Prom
       },
     );
   };
-  process.once('SIGTERM', () => stop('SIGTERM'));
-  process.once('SIGINT', () => stop('SIGINT'));
+  if (stopAsked) stop(stopAsked);
 }
