@@ -3,11 +3,12 @@
  * flotilla-agent: the control plane of one server. Wiring and lifecycle only; the logic is
  * src/agent/.
  */
-import { Command } from 'commander';
-import { Agent } from '../src/agent/agent';
-import { AgentHttp } from './http';
+import { Command, InvalidArgumentError } from 'commander';
+import { Agent, DEFAULT_WATCH_MS } from '../src/agent/agent';
 import { DEFAULT_HOST_SAMPLE_MS } from '../src/agent/host-health';
-import { die, runDaemon, whichServer } from '../daemon/process';
+import { AgentHttp } from './http';
+import { DAEMON_ENVIRONMENT_HELP, die, runDaemon, warnPrivateTmp, whichServer } from '../daemon/process';
+import { packageVersion } from '../daemon/version';
 import { createLogger } from '../src/log';
 import { loadMap } from '../src/map/load';
 
@@ -15,27 +16,49 @@ const program = new Command('flotilla-agent')
   .description(
     "Run this server's control plane: collect the portals' beacons, pause and resume them for portalctl, hold the map in force and check every edit of the map file.",
   )
+  .version(packageVersion(), '-V, --version')
   .requiredOption('-m, --map <file>', 'map file (YAML or JSON)', process.env.FLOTILLA_MAP)
   .option('--server <name>', "this server's name in the map (default $FLOTILLA_SERVER, else the host name)")
   .option('--run-dir <dir>', "directory for ipc sockets (default the map's run_dir)")
   .option('--bind <host>', "address of the TCP control socket (default the server's host in the map)")
   .option('--hold-limit <seconds>', 'a hold of buckets waiting longer than this for their old owner is shown as stuck (default 120)', process.env.FLOTILLA_HOLD_LIMIT)
   .option('--host-sample-ms <ms>', `how often the host's memory, load, disks and processes are sampled, in ms (0: never)`, String(DEFAULT_HOST_SAMPLE_MS))
-  .addHelpText('after', '\nExample:\n  flotilla-agent --map /etc/flotilla/map.yaml --server alpha\n')
+  .option('--watch <ms>', 'how often to check the map file for an edit, in ms; 0: only on SIGHUP or portalctl reload', (v) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError('must be a whole number of ms, 0 or more');
+    return n;
+  }, DEFAULT_WATCH_MS)
+  .addHelpText(
+    'after',
+    `
+${DAEMON_ENVIRONMENT_HELP}
+
+Signals:
+  SIGHUP                read the map file again (as portalctl reload does); an invalid edit is
+                        logged and the map in force stays
+  SIGTERM, SIGINT       stop
+
+Example:
+  flotilla-agent --map /etc/flotilla/map.yaml --server alpha
+`,
+  )
   .showHelpAfterError();
 
 async function main(): Promise<void> {
   program.parse();
-  const o = program.opts<{ map: string; server?: string; runDir?: string; bind?: string; holdLimit?: string; hostSampleMs: string }>();
+  const o = program.opts<{ map: string; server?: string; runDir?: string; bind?: string; holdLimit?: string; hostSampleMs: string; watch: number }>();
   process.umask(0o007); // sockets for the service's user and group only
-  const server = whichServer(loadMap(o.map), o.server);
+  const map = loadMap(o.map);
+  const server = whichServer(map, o.server);
   const log = createLogger('agent', { server });
+  warnPrivateTmp(log, o.runDir ?? map.runDir);
   const holdLimitMs = o.holdLimit === undefined ? undefined : Math.round(Number(o.holdLimit) * 1000);
   const agent = new Agent({
     mapFile: o.map,
     server,
     runDir: o.runDir,
     bindHost: o.bind,
+    watchMs: o.watch,
     log,
     hostSampleMs: Number(o.hostSampleMs),
     ...(holdLimitMs === undefined ? {} : { holdLimitMs }),
@@ -57,6 +80,15 @@ async function main(): Promise<void> {
     async stop() {
       await http?.close();
       await agent.stop();
+    },
+    reload: () => {
+      const r = agent.reload();
+      return r.outcome === 'applied' ? `epoch ${r.epoch} taken (was ${r.from})` : r.outcome === 'unchanged' ? `map unchanged, epoch ${r.epoch}` : `edit rejected, epoch ${r.epoch} stays in force`;
+    },
+    status: () => {
+      const st = agent.status();
+      const states = st.streams.map((s) => `${s.stream} ${s.paused ? 'paused' : s.state}`).join(', ');
+      return `epoch ${st.epoch}${st.mapErrors ? ' (an edit of the map was rejected)' : ''}; ${states}`;
     },
   });
 }

@@ -1,11 +1,12 @@
 /**
- * `portalctl map check|lookup|diff`: what a map says, for people (default) and scripts (--json).
- * Exit status: 0 when the map is valid (and, for diff, the edit is allowed), 1 otherwise.
+ * `portalctl map check|lookup|diff|schema`: what a map says, for people (default) and scripts
+ * (--json). Exit status: 0 when the map is valid (and, for diff, the edit is allowed), 1 otherwise.
  */
 import type { Command } from 'commander';
 import { FlotillaError, MapInvalidError } from '../src/errors';
 import { type FlotillaMap } from '../src/map/types';
 import { loadMap } from '../src/map/load';
+import { MAP_SCHEMA } from '../src/map/schema';
 import { portalPort, streamOf } from '../src/map/lookup';
 import { routeKey } from '../src/map/route';
 import { diffMaps } from '../src/map/diff';
@@ -46,7 +47,7 @@ export function addMapCommands(program: Command): void {
 
   map
     .command('check')
-    .description('validate a map file; print every problem as path: message')
+    .description('validate a map file; print every problem of every check as path: message (line N); --json gives path, line and message as fields')
     .argument('<file>', 'map file (YAML or JSON)')
     .option('--json', 'print the result as JSON')
     .action((file: string, o: JsonFlag) => {
@@ -70,6 +71,13 @@ export function addMapCommands(program: Command): void {
           .join(', ');
         print(`  ${s.name}: key ${s.keyField}, ${s.buckets} buckets (${shares})`);
       }
+    });
+
+  map
+    .command('schema')
+    .description("print the map's JSON Schema (the package ships it as config/map.schema.json, for editors)")
+    .action(() => {
+      printJson(MAP_SCHEMA);
     });
 
   map

@@ -5,6 +5,7 @@
  */
 import { Command, CommanderError } from 'commander';
 import { die } from '../daemon/process';
+import { packageVersion } from '../daemon/version';
 import { addControlCommands } from './control-commands';
 import { addMapCommands } from './map-commands';
 import { addWeightCommands } from './weights-commands';
@@ -13,6 +14,7 @@ const program = new Command('portalctl')
   .description(
     "Operate Flotilla: pause, resume and watch the portals through each server's agent; inspect map files and look keys up.",
   )
+  .version(packageVersion(), '-V, --version')
   .showHelpAfterError()
   .exitOverride()
   .addHelpText(
@@ -29,7 +31,13 @@ Examples:
   portalctl map lookup config/demo.yaml clicks user-42
   portalctl map diff /etc/flotilla/map.yaml map.new.yaml --json
   portalctl weights --suggest                   weights for the map from the measured rates (nothing changed)
-  portalctl buckets --hot                       the heaviest buckets and their owners`,
+  portalctl buckets --hot                       the heaviest buckets and their owners
+  portalctl map schema > map.schema.json        the map's JSON Schema, for an editor
+
+Environment:
+  FLOTILLA_MAP      the map file, when --map is not given
+
+Exit status: 0 done; 1 a problem (printed on stderr, or as JSON with --json); 2 a usage error.`,
   );
 
 addControlCommands(program);

@@ -9,11 +9,16 @@
  * the rest and prints a summary line. Exit 0 when nothing was lost or refused.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream, mkdirSync } from 'node:fs';
+import { createWriteStream, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
+import { parseDocument } from 'yaml';
 import { stopChildren } from '../daemon/children';
 import { die } from '../daemon/process';
+import { packageVersion } from '../daemon/version';
+import { FlotillaError } from '../src/errors';
 import { portalStats } from '../src/portal/client';
 import { loadMap } from '../src/map/load';
 import { portalPort, serverOf, slotCount } from '../src/map/lookup';
@@ -21,6 +26,12 @@ import type { PortalStats } from '../src/portal/portal';
 
 const ROOT = join(__dirname, '..', '..');
 const DIST = join(ROOT, 'dist');
+
+const portBase = (v: string) => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1024 || n > 65000) throw new InvalidArgumentError('must be a port number from 1024 to 65000');
+  return n;
+};
 
 const positive = (v: string) => {
   const n = Number(v);
@@ -30,10 +41,21 @@ const positive = (v: string) => {
 
 const program = new Command('demo')
   .description('Run a one-host Flotilla deployment (two streams, two hops) with live rates.')
+  .version(packageVersion(), '-V, --version')
   .option('--seconds <n>', 'run this long, print a summary and exit (default: until Ctrl-C)', positive)
   .option('--rate <n>', 'records per second the producer sends (default: as fast as flow control allows)', positive)
   .option('--map <file>', 'map file', join(ROOT, 'config', 'demo.yaml'))
   .option('--server <name>', 'server of the map to run', 'local')
+  .option('--port-base <port>', "run on ports from this one up (the agent's, then each stream's, then the rest), with a run dir of its own, so two demos can run side by side", portBase)
+  .addHelpText(
+    'after',
+    `
+Examples:
+  npm run demo                                   the shipped map (config/demo.yaml), until Ctrl-C
+  npm run demo -- --seconds 10 --rate 20000      ten seconds at 20,000 clicks/s, then a summary
+  npm run demo -- --port-base 9400               on ports 9400 and up (another demo has 7400)
+  npm run demo -- --map my-demo.yaml             your own map (it needs streams clicks and pages)`,
+  )
   .showHelpAfterError();
 
 interface Options {
@@ -41,6 +63,46 @@ interface Options {
   rate?: number;
   map: string;
   server: string;
+  portBase?: number;
+}
+
+/**
+ * The map moved to ports from `base` up: every server's agent_port is `base`, each stream's
+ * port follows in map order (servers' per-stream overrides dropped), any other *_port field
+ * after; the run dir gets the base in its name. Written next to nothing else, in a temp dir.
+ */
+function movePorts(file: string, base: number): string {
+  const doc = parseDocument(readFileSync(file, 'utf8'));
+  const raw = doc.toJS() as { run_dir?: string; instance: string; servers: Record<string, unknown>[]; streams: Record<string, unknown>[] };
+  let next = base + 1;
+  raw.streams.forEach((s) => (s.port = next++));
+  for (const server of raw.servers) {
+    delete server.ports;
+    for (const key of Object.keys(server).filter((k) => k.endsWith('_port')).sort()) server[key] = key === 'agent_port' ? base : next++;
+  }
+  raw.run_dir = `${raw.run_dir ?? join(tmpdir(), `flotilla-${raw.instance}`)}-${base}`;
+  const out = join(mkdtempSync(join(tmpdir(), 'flotilla-demo-map-')), 'demo.yaml');
+  doc.contents = doc.createNode(raw) as typeof doc.contents;
+  writeFileSync(out, doc.toString());
+  return out;
+}
+
+/** Throws BIND_FAILED naming the first of `ports` that something on this host already listens on. */
+async function checkPortsFree(ports: { host: string; port: number; what: string }[]): Promise<void> {
+  for (const p of ports) {
+    await new Promise<void>((resolve, reject) => {
+      const probe = createServer();
+      probe.once('error', (err: NodeJS.ErrnoException) =>
+        reject(
+          new FlotillaError(
+            'BIND_FAILED',
+            `${p.what} cannot listen on ${p.host}:${p.port}: ${err.code === 'EADDRINUSE' ? 'the address is in use (another demo, or another program); pick other ports with --port-base, e.g. --port-base 9400' : err.message}`,
+          ),
+        ),
+      );
+      probe.listen(p.port, p.host, () => probe.close(() => resolve()));
+    });
+  }
 }
 
 const fmt = (n: number) => Math.round(n).toLocaleString('en-US');
@@ -49,12 +111,16 @@ const pad = (s: string, n: number) => s.padStart(n);
 async function main(): Promise<void> {
   program.parse();
   const o = program.opts<Options>();
+  if (o.portBase !== undefined) o.map = movePorts(o.map, o.portBase);
   const map = loadMap(o.map);
   const server = serverOf(map, o.server);
   const streams = ['clicks', 'pages'];
   for (const name of streams) {
     if (!map.streams.some((s) => s.name === name)) throw new Error(`the demo needs a stream "${name}" in ${o.map}`);
   }
+  const listeners = streams.map((s) => ({ host: server.host, port: portalPort(server, map.streams.find((x) => x.name === s)!), what: `the ${s} portal` }));
+  if (server.agentPort !== undefined) listeners.unshift({ host: server.host, port: server.agentPort, what: 'the agent' });
+  await checkPortsFree(listeners);
   const runDir = map.runDir;
   mkdirSync(runDir, { recursive: true });
   const logFile = join(runDir, 'demo.log');
@@ -98,9 +164,12 @@ async function main(): Promise<void> {
   // Whatever happens to the demo, its processes do not outlive it.
   process.once('exit', () => children.forEach((c) => c.exitCode === null && c.signalCode === null && c.kill('SIGKILL')));
 
-  const where = streams.map((s) => `${s} on ${server.host}:${portalPort(server, map.streams.find((x) => x.name === s)!)}`).join(', ');
-  console.log(`flotilla demo: map ${relative(process.cwd(), o.map) || o.map} (epoch ${map.epoch}), server ${server.name}`);
-  console.log(`  portals: ${where}; logs in ${logFile}`);
+  const shown = relative(process.cwd(), o.map).startsWith('..') ? o.map : relative(process.cwd(), o.map) || o.map;
+  console.log(`flotilla demo: map ${shown} (instance ${map.instance}, epoch ${map.epoch}), server ${server.name}`);
+  console.log(`  listening: ${listeners.map((l) => `${l.what.replace(/^the /, '')} ${l.host}:${l.port}`).join(', ')}`);
+  const http = (server as unknown as { httpPort?: number }).httpPort;
+  if (http !== undefined) console.log(`  status page: http://${server.host}:${http}/   metrics: http://${server.host}:${http}/metrics`);
+  console.log(`  run dir ${runDir}; logs in ${logFile}`);
 
   launch('agent', [join(DIST, 'agent', 'main.js'), '--map', o.map, '--server', server.name]);
   for (const s of streams) launch(`${s} portal`, [join(DIST, 'portal', 'main.js'), '--map', o.map, '--server', server.name, '--stream', s]);
@@ -113,7 +182,7 @@ async function main(): Promise<void> {
   }
   await waitReady(runDir, streams, (s) => slotCount(server, map.streams.find((x) => x.name === s)!));
   console.log(`  ${children.length} processes up; producer sending clicks${o.rate ? ` at ${fmt(o.rate)}/s` : ''}; ${o.seconds ? `running ${o.seconds} s` : 'Ctrl-C stops'}`);
-  console.log(`  in another terminal: node dist/agent/portalctl.js status --map ${relative(process.cwd(), o.map) || o.map} (or pause --wait, resume)\n`);
+  console.log(`  in another terminal: node dist/agent/portalctl.js status --map ${shown} (or pause --wait, resume)\n`);
 
   let producerReport = '';
   const producerArgs = [join(DIST, 'examples', 'producer.js'), '--map', o.map];

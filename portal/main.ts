@@ -7,10 +7,12 @@ import { Command } from 'commander';
 import { MapKeeper } from '../src/map/keeper';
 import { createLogger } from '../src/log';
 import { Portal } from '../src/portal/portal';
-import { die, runDaemon, whichServer } from '../daemon/process';
+import { DAEMON_ENVIRONMENT_HELP, die, runDaemon, warnPrivateTmp, whichServer } from '../daemon/process';
+import { packageVersion } from '../daemon/version';
 
 const program = new Command('flotilla-portal')
   .description('Serve one stream on this server: take batches on its TCP port, route each record by key to a local component slot.')
+  .version(packageVersion(), '-V, --version')
   .requiredOption('-m, --map <file>', 'map file (YAML or JSON)', process.env.FLOTILLA_MAP)
   .requiredOption('-s, --stream <name>', 'stream this portal serves')
   .option('--server <name>', "this server's name in the map (default $FLOTILLA_SERVER, else the host name)")
@@ -18,7 +20,20 @@ const program = new Command('flotilla-portal')
   .option('--bind <host>', "address to listen on (default the server's host in the map)")
   .option('--spool-dir <dir>', "base directory of the stream's spool (default the stream's spool.dir in the map)")
   .option('--stop-drain-ms <ms>', "on SIGTERM, how long to let accepted records finish before exiting anyway (default the map's stop_drain_ms, 20000)", Number)
-  .addHelpText('after', '\nExample:\n  flotilla-portal --map /etc/flotilla/map.yaml --server alpha --stream clicks\n')
+  .addHelpText(
+    'after',
+    `
+${DAEMON_ENVIRONMENT_HELP}
+
+Signals:
+  SIGHUP                ignored (logged): a portal takes a new map from its agent at an epoch
+                        switch, so reload the agent (systemctl reload flotilla-agent@INSTANCE)
+  SIGTERM, SIGINT       stop
+
+Example:
+  flotilla-portal --map /etc/flotilla/map.yaml --server alpha --stream clicks
+`,
+  )
   .showHelpAfterError();
 
 async function main(): Promise<void> {
@@ -28,8 +43,17 @@ async function main(): Promise<void> {
   const keeper = new MapKeeper(o.map); // read again at each epoch switch
   const server = whichServer(keeper.map, o.server);
   const log = createLogger('portal', { stream: o.stream, server });
+  warnPrivateTmp(log, o.runDir ?? keeper.map.runDir);
   const portal = new Portal({ map: keeper, server, stream: o.stream, runDir: o.runDir, bindHost: o.bind, spoolDir: o.spoolDir, stopDrainMs: o.stopDrainMs, log });
-  await runDaemon(`portal ${o.stream}`, log, portal);
+  await runDaemon(`portal ${o.stream}`, log, {
+    start: () => portal.start(),
+    stop: () => portal.stop(),
+    status: () => {
+      const st = portal.stats();
+      const live = st.slots.filter((x) => x.connected).length;
+      return `epoch ${st.epoch}, ${st.paused ? 'paused' : 'running'}; ${Math.round(st.rates.inPerSec)} in/s, ${Math.round(st.rates.outPerSec)} out/s, ${st.queuedRecords} queued; ${live}/${st.slots.length} slots connected`;
+    },
+  });
 }
 
 main().catch((err: unknown) => die(err));

@@ -47,6 +47,10 @@ export const ERROR_CODES = [
   'RELEASE_MISMATCH',
   /** A map edit the running system cannot take (records would be stranded, or a restart is needed). */
   'EDIT_REFUSED',
+  /** A run or spool directory that is not a directory, or belongs to another user. */
+  'DIR_UNSAFE',
+  /** A socket could not listen on its address (in use, not this host's, not permitted). */
+  'BIND_FAILED',
 ] as const;
 export type ErrorCode = (typeof ERROR_CODES)[number];
 
@@ -77,7 +81,10 @@ export class FlotillaError extends Error {
 /** One problem found in a map file, at a JSON-pointer-like path (`streams[0].port`). */
 export interface MapProblem {
   path: string;
+  /** For a person; ends with "(line N)" when the problem has a line. */
   message: string;
+  /** The line of the file the problem is on (1-based), when it has one. */
+  line?: number;
 }
 
 /** The map file failed validation; `problems` lists every problem found, not just the first. */

@@ -66,7 +66,7 @@ function startAgent(s: Name): void {
   agents.set(s, d.startComponent(join(DIST, 'agent', 'main.js'), ['--map', fileOf(s), '--server', s, '--run-dir', d.runDirOf(s), '--hold-limit', '2'], s));
 }
 function startPortal(s: Name): void {
-  portals.set(s, d.startComponent(join(DIST, 'portal', 'main.js'), ['--map', fileOf(s), '--server', s, '--stream', 'orders', '--run-dir', d.runDirOf(s)], s));
+  portals.set(s, d.startComponent(join(DIST, 'portal', 'main.js'), ['--map', fileOf(s), '--server', s, '--stream', 'orders', '--run-dir', d.runDirOf(s), '--spool-dir', join(d.dir, 'spool')], s));
 }
 function startRecorders(s: Name): void {
   const args = (slot: number) => ['--map', fileOf(s), '--server', s, '--stream', 'orders', '--slot', String(slot), '--run-dir', d.runDirOf(s), '--out', d.outOf('orders', slot, s), '--delay-ms', '5'];

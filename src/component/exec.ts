@@ -111,7 +111,7 @@ export class ExecComponent {
     });
     child.on('error', (err) => o.log.warn({ err: err.message }, `portal-exec ${o.stream}/${o.slot}: ${err.message}`));
     child.on('exit', (code, signal) => this.onExit(code, signal));
-    o.log.info({ command: o.command, pid: child.pid }, `portal-exec ${o.stream}/${o.slot}: running ${o.command.join(' ')} (pid ${child.pid})`);
+    o.log.info({ command: o.command, child_pid: child.pid }, `portal-exec ${o.stream}/${o.slot}: running ${o.command.join(' ')} (pid ${child.pid})`);
     this.component.start();
     this.component.finished.catch((err: unknown) => {
       o.log.error({ err }, `portal-exec ${o.stream}/${o.slot}: component failed; exiting so the delivery is given again`);

@@ -29,6 +29,8 @@ const KEY_TYPES = new Set(['string', 'int', 'long']);
 
 const ajv = new Ajv({ allErrors: true, strict: true, allowUnionTypes: true });
 const validateSchema = ajv.compile(MAP_SCHEMA);
+const validateServer = ajv.compile(MAP_SCHEMA.properties.servers.items);
+const validateStream = ajv.compile(MAP_SCHEMA.properties.streams.items);
 
 /** Reads and validates a map file (YAML or JSON, chosen by content). Throws MapInvalidError. */
 export function loadMap(file: string): FlotillaMap {
@@ -41,23 +43,39 @@ export function loadMap(file: string): FlotillaMap {
   return parseMap(text, file);
 }
 
-/** Validates map text. `file` names it in errors and anchors relative schema paths. */
+/**
+ * Validates map text. `file` names it in errors and anchors relative schema paths. Every stage
+ * runs, so one error lists every problem at once: the schema's, and the rules a schema cannot
+ * state (names unique, ports free, keys in the Avro schema) for each server and stream whose own
+ * shape passed. Only a file that does not parse as YAML stops at its syntax errors.
+ */
 export function parseMap(text: string, file = '<map>'): FlotillaMap {
   const lines = new LineCounter();
   const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false });
   if (doc.errors.length > 0) {
     throw new MapInvalidError(
       file,
-      doc.errors.map((e) => ({ path: `line ${lines.linePos(e.pos[0]).line}`, message: e.message.split('\n')[0]! })),
+      doc.errors.map((e) => {
+        const line = lines.linePos(e.pos[0]).line;
+        return { path: `line ${line}`, message: e.message.split('\n')[0]!, line };
+      }),
     );
   }
   const raw: unknown = doc.toJS();
   const at = (segs: (string | number)[]) => lineOf(doc, lines, segs);
 
-  if (!validateSchema(raw)) {
-    throw new MapInvalidError(file, schemaProblems(validateSchema.errors ?? [], at));
-  }
-  return { ...resolveMap(raw as RawMap, file, at), digest: mapDigest(raw), text };
+  const schemaOk = validateSchema(raw);
+  const problems = schemaOk ? [] : schemaProblems(validateSchema.errors ?? [], at);
+  const map = isRecord(raw) ? resolveMap(raw as unknown as RawMap, file, at, problems, schemaOk) : null;
+  if (problems.length > 0 || !map) throw new MapInvalidError(file, problems);
+  return { ...map, digest: mapDigest(raw), text };
+}
+
+const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** Which items of an array passed their own part of the schema (a non-array has none). */
+function passing(items: unknown, validate: (v: unknown) => boolean): boolean[] {
+  return Array.isArray(items) ? items.map((v) => validate(v)) : [];
 }
 
 interface RawServer {
@@ -99,12 +117,33 @@ interface RawMap {
   streams: RawStream[];
 }
 
-type LineOf = (segs: (string | number)[]) => string;
+type LineOf = (segs: (string | number)[]) => number | undefined;
 
-function resolveMap(raw: RawMap, file: string, at: LineOf): Omit<FlotillaMap, 'digest' | 'text'> {
-  const problems: MapProblem[] = [];
-  const problem = (segs: (string | number)[], message: string) =>
-    problems.push({ path: pathOf(segs), message: message + at(segs) });
+/** A problem at `segs`, with its line as a field and at the end of its message. */
+function problemAt(segs: (string | number)[], message: string, at: LineOf): MapProblem {
+  const line = at(segs);
+  return line === undefined ? { path: pathOf(segs), message } : { path: pathOf(segs), message: `${message} (line ${line})`, line };
+}
+
+/**
+ * The rules a schema cannot state, checked on the servers and streams whose own shape is valid
+ * (`complete`: the whole file passed the schema); adds to `problems`, and returns the map when
+ * the file passed the schema and nothing was found here.
+ */
+function resolveMap(whole: RawMap, file: string, at: LineOf, problems: MapProblem[], complete: boolean): Omit<FlotillaMap, 'digest' | 'text'> | null {
+  const found = problems.length;
+  const problem = (segs: (string | number)[], message: string) => problems.push(problemAt(segs, message, at));
+  // Items that failed their schema are left out (their indices kept, for the paths).
+  const serverOk = passing(whole.servers, validateServer);
+  const streamOk = passing(whole.streams, validateStream);
+  const raw: RawMap = {
+    ...whole,
+    instance: typeof whole.instance === 'string' ? whole.instance : 'instance',
+    servers: serverOk.map((ok, i) => (ok ? whole.servers[i]! : null)).filter((s): s is RawServer => s !== null),
+    streams: streamOk.map((ok, i) => (ok ? whole.streams[i]! : null)).filter((s): s is RawStream => s !== null),
+  };
+  const serverIndex = serverOk.flatMap((ok, i) => (ok ? [i] : []));
+  const streamIndex = streamOk.flatMap((ok, i) => (ok ? [i] : []));
 
   const servers: MapServer[] = raw.servers.map((s) => ({
     name: s.name,
@@ -116,16 +155,17 @@ function resolveMap(raw: RawMap, file: string, at: LineOf): Omit<FlotillaMap, 'd
     ports: s.ports ?? {},
     slots: s.slots ?? {},
   }));
-  if (servers.every((s) => s.weight === 0)) problems.push({ path: 'servers', message: 'at least one server needs a weight above 0' + at(['servers']) });
+  if (servers.length > 0 && servers.length === serverOk.length && servers.every((s) => s.weight === 0)) problem(['servers'], 'at least one server needs a weight above 0');
   duplicates(raw.servers.map((s) => s.name)).forEach((i) =>
-    problem(['servers', i, 'name'], `duplicate server name "${raw.servers[i]!.name}"`),
+    problem(['servers', serverIndex[i]!, 'name'], `duplicate server name "${raw.servers[i]!.name}"`),
   );
   duplicates(raw.streams.map((s) => s.name)).forEach((i) =>
-    problem(['streams', i, 'name'], `duplicate stream name "${raw.streams[i]!.name}"`),
+    problem(['streams', streamIndex[i]!, 'name'], `duplicate stream name "${raw.streams[i]!.name}"`),
   );
 
-  const streamNames = new Set(raw.streams.map((s) => s.name));
-  raw.servers.forEach((s, i) => {
+  const streamNames = new Set(passing(whole.streams, (v) => isRecord(v) && typeof v.name === 'string').flatMap((ok, i) => (ok ? [(whole.streams[i] as RawStream).name] : [])));
+  raw.servers.forEach((s, k) => {
+    const i = serverIndex[k]!;
     for (const field of ['ports', 'slots'] as const) {
       for (const name of Object.keys(s[field] ?? {})) {
         if (!streamNames.has(name)) problem(['servers', i, field, name], `no stream named "${name}" in streams`);
@@ -135,7 +175,8 @@ function resolveMap(raw: RawMap, file: string, at: LineOf): Omit<FlotillaMap, 'd
 
   const baseDir = dirname(resolve(file));
   const streams: MapStream[] = [];
-  raw.streams.forEach((s, i) => {
+  raw.streams.forEach((s, k) => {
+    const i = streamIndex[k]!;
     let schema: object;
     if (typeof s.schema === 'string') {
       const schemaFile = resolve(baseDir, s.schema);
@@ -197,13 +238,15 @@ function resolveMap(raw: RawMap, file: string, at: LineOf): Omit<FlotillaMap, 'd
       type,
       schema,
       spool,
-      owner: servers.some((x) => x.weight > 0) ? placeBuckets(s.name, buckets, servers) : new Uint16Array(buckets),
+      // Placing buckets is the costly step: only for a map that may be taken.
+      owner: complete && servers.some((x) => x.weight > 0) ? placeBuckets(s.name, buckets, servers) : new Uint16Array(buckets),
     });
   });
 
   // Two listeners on one host and port cannot both bind.
   const listeners = new Map<string, string>();
-  raw.servers.forEach((s, i) => {
+  raw.servers.forEach((s, k) => {
+    const i = serverIndex[k]!;
     const claim = (segs: (string | number)[], port: number, what: string) => {
       const where = `${s.host}:${port}`;
       const other = listeners.get(where);
@@ -212,14 +255,15 @@ function resolveMap(raw: RawMap, file: string, at: LineOf): Omit<FlotillaMap, 'd
     };
     if (s.agent_port !== undefined) claim(['servers', i, 'agent_port'], s.agent_port, `the agent of ${s.name}`);
     if (s.http_port !== undefined) claim(['servers', i, 'http_port'], s.http_port, `the HTTP server of ${s.name}'s agent`);
-    raw.streams.forEach((st, j) => {
+    raw.streams.forEach((st, l) => {
+      const j = streamIndex[l]!;
       const override = s.ports?.[st.name];
       const segs = override !== undefined ? ['servers', i, 'ports', st.name] : ['streams', j, 'port'];
       claim(segs, override ?? st.port, `the ${st.name} portal of ${s.name}`);
     });
   });
 
-  if (problems.length > 0) throw new MapInvalidError(file, problems);
+  if (!complete || problems.length > found) return null;
   return {
     file,
     instance: raw.instance,
@@ -289,15 +333,16 @@ function schemaProblems(errors: ErrorObject[], at: LineOf): MapProblem[] {
     const line = `${path}: ${message}`;
     if (seen.has(line)) continue;
     seen.add(line);
-    problems.push({ path, message: message + at(segs) });
+    problems.push(problemAt(segs, message, at));
   }
   return problems;
 }
 
-function lineOf(doc: Document, lines: LineCounter, segs: (string | number)[]): string {
+/** The line of the deepest node of `segs` that the file has (a missing field: its parent's). */
+function lineOf(doc: Document, lines: LineCounter, segs: (string | number)[]): number | undefined {
   for (let n = segs.length; n > 0; n--) {
     const node = doc.getIn(segs.slice(0, n), true) as { range?: [number, number, number] } | undefined;
-    if (node && typeof node === 'object' && node.range) return ` (line ${lines.linePos(node.range[0]).line})`;
+    if (node && typeof node === 'object' && node.range) return lines.linePos(node.range[0]).line;
   }
-  return '';
+  return undefined;
 }

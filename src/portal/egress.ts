@@ -169,7 +169,7 @@ export class Egress {
       return this.causes.count('COMPONENT_BAD_SLOT', `a component asked for slot ${String(hello.slot)}; this portal has slots 0-${this.slots.length - 1}`);
     }
     if (!slot.register(routingId, typeof hello.pid === 'number' ? hello.pid : 0)) return;
-    this.log.info({ slot: slot.index, pid: slot.pid }, `portal ${this.host.stream}: slot ${slot.index} ready (pid ${slot.pid})`);
+    this.log.info({ slot: slot.index, slot_pid: slot.pid }, `portal ${this.host.stream}: slot ${slot.index} ready (pid ${slot.pid})`);
     this.pump(slot);
     this.events.onReady(slot);
   }

@@ -187,7 +187,7 @@ export class Health {
           `portal ${stream}: slot ${slot.index} (pid ${slot.pid}) is dead: silent for ${now - slot.heardAt} ms; its ${slot.queuedRecords + slot.inflightRecords} records wait for it${spooled ? ', and new ones go to the spool' : ''}`,
         );
       } else if (slot.lastState === 'dead' && state !== 'dead' && state !== 'missing') {
-        this.log.info({ slot: slot.index, pid: slot.pid }, `portal ${stream}: slot ${slot.index} (pid ${slot.pid}) is heard from again`);
+        this.log.info({ slot: slot.index, slot_pid: slot.pid }, `portal ${stream}: slot ${slot.index} (pid ${slot.pid}) is heard from again`);
       }
       slot.lastState = state;
     }

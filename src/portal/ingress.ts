@@ -31,6 +31,7 @@
 import { channel } from 'node:diagnostics_channel';
 import * as zmq from 'zeromq';
 import type { WireErrorCode } from '../errors';
+import { bindNamed } from '../transport/bind';
 import type { CauseCounter, Logger } from '../log';
 import { RecordIndex } from '../protocol/envelope';
 import { decodeHeader, encodeHeader, FORWARD_IDENTITY, type Header, MessageType, VERSION } from '../protocol/wire';
@@ -105,7 +106,7 @@ export class Ingress {
 
   /** Binds the TCP endpoint; returns the port bound. */
   async bind(endpoint: string, fallbackPort: number): Promise<number> {
-    await this.socket.bind(endpoint);
+    await bindNamed(this.socket, endpoint, 'the portal');
     return Number(/:(\d+)$/.exec(this.socket.lastEndpoint ?? '')?.[1] ?? fallbackPort);
   }
 

@@ -3,9 +3,9 @@
  * so two instances on one host never meet. Linux limits a socket path to 107 bytes; a longer
  * one is an error that names the path, not a silent truncation.
  */
-import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { FlotillaError } from '../errors';
+import { ensureOwnDir, RUN_DIR_MODE } from '../dirs';
 
 export const MAX_IPC_PATH = 107;
 
@@ -29,9 +29,12 @@ export function controlEndpoint(runDir: string, stream: string): string {
   return ipc(join(resolve(runDir), `${stream}.ctl.ipc`));
 }
 
-/** Creates the run directory, readable only by the service's user and group. */
+/**
+ * Creates the run directory, or puts it back to its mode (0770: the service's user and group
+ * only); refuses one owned by another user (DIR_UNSAFE).
+ */
 export function ensureRunDir(runDir: string): void {
-  mkdirSync(runDir, { recursive: true, mode: 0o770 });
+  ensureOwnDir(runDir, RUN_DIR_MODE, 'run directory');
 }
 
 /** Where portals send their beacons: the agent's PULL socket. */

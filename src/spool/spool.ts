@@ -20,7 +20,8 @@
  * torn or corrupt tail is cut off (counted and logged), and reading starts again at `done`, so
  * after a crash replay starts where processing stopped.
  */
-import { closeSync, mkdirSync, openSync, writeSync } from 'node:fs';
+import { closeSync, openSync, writeSync } from 'node:fs';
+import { ensureOwnDir, SPOOL_DIR_MODE } from '../dirs';
 import { join } from 'node:path';
 import type { Logger } from '../log';
 import type { FsyncPolicy, SpoolSettings } from '../map/types';
@@ -104,7 +105,7 @@ export class Spool {
 
   /** Opens the spool: checks every segment, cuts torn tails, and starts reading at the cursor. */
   open(): void {
-    mkdirSync(this.dir, { recursive: true, mode: 0o750 });
+    ensureOwnDir(this.dir, SPOOL_DIR_MODE, 'spool directory');
     const loaded = this.cursor.load();
     this.positions.loadDone(loaded.gen, loaded.off);
     if (loaded.invalid) this.count('SPOOL_CURSOR_INVALID', `${this.cursor.file} has no valid copy; replaying every record in the spool`);

@@ -12,6 +12,7 @@
 import { chmodSync } from 'node:fs';
 import * as zmq from 'zeromq';
 import { FlotillaError } from '../errors';
+import { bindNamed } from './bind';
 import type { Logger } from '../log';
 import { errorReply } from '../protocol/control';
 import { Outbox } from './outbox';
@@ -47,13 +48,13 @@ export class ControlServer {
    */
   async bindIpc(endpoint: string, running: () => FlotillaError): Promise<void> {
     await refuseIfRunning(endpoint, running);
-    await this.socket.bind(endpoint);
+    await bindNamed(this.socket, endpoint, 'the control server');
     chmodSync(endpoint.slice('ipc://'.length), 0o660);
   }
 
   /** Binds another endpoint (TCP); returns where it listens (the port the OS chose for `:*`). */
   async bind(endpoint: string): Promise<string> {
-    await this.socket.bind(endpoint);
+    await bindNamed(this.socket, endpoint, 'the control server');
     return this.socket.lastEndpoint ?? endpoint;
   }
 

@@ -86,7 +86,11 @@ export function deploy(mapObject: Record<string, unknown>, opts: DeployOptions =
     logs,
     runDirOf: (server = map.servers[0]!.name) => join(runDir, server),
     startPortal(stream, server = map.servers[0]!.name) {
-      return launch([join(DIST, 'portal', 'main.js'), '--map', mapFile, '--server', server, '--stream', stream, '--run-dir', d.runDirOf(server)], server);
+      // A spool the map does not place goes to this deployment's dir, not the machine-wide
+      // default (/var/lib/flotilla/<instance>/spool), where another run's records would wait.
+      const placed = (mapObject.streams as { name: string; spool?: { dir?: string } }[] | undefined)?.some((s) => s.name === stream && s.spool?.dir !== undefined);
+      const spool = placed ? [] : ['--spool-dir', join(dir, 'spool')];
+      return launch([join(DIST, 'portal', 'main.js'), '--map', mapFile, '--server', server, '--stream', stream, '--run-dir', d.runDirOf(server), ...spool], server);
     },
     outOf: (stream, slot, server = map.servers[0]!.name) => join(dir, `${server}-${stream}-${slot}.log`),
     startRecorder(stream, slot, opts = {}) {

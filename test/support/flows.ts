@@ -29,6 +29,21 @@ export function twoStreamMap(ports: number[], extra: Record<string, unknown> = {
   };
 }
 
+/**
+ * A one-server map (server `local` on 127.0.0.1 with an agent port) with one stream, `clicks`,
+ * keyed by `user`: what the operations tests (units, install, signals, directories) run.
+ */
+export function clicksMap(o: { instance: string; runDir: string; agentPort: number; port: number; slots?: number }): Record<string, unknown> {
+  return {
+    instance: o.instance,
+    epoch: 1,
+    heartbeat_ms: 200,
+    run_dir: o.runDir,
+    servers: [{ name: 'local', host: '127.0.0.1', agent_port: o.agentPort }],
+    streams: [{ name: 'clicks', key: 'user', port: o.port, slots: o.slots ?? 4, schema: { type: 'record', name: 'Click', fields: [{ name: 'user', type: 'string' }] } }],
+  };
+}
+
 /** A one-server map with stream `orders` (4 slots, 64 buckets, 200 ms heartbeats) whose spool is set by `spool`. */
 export function spoolMap(port: number, spool: Record<string, unknown>, extra: Record<string, unknown> = {}): Record<string, unknown> {
   return {
