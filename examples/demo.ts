@@ -120,6 +120,7 @@ async function main(): Promise<void> {
   }
   const listeners = streams.map((s) => ({ host: server.host, port: portalPort(server, map.streams.find((x) => x.name === s)!), what: `the ${s} portal` }));
   if (server.agentPort !== undefined) listeners.unshift({ host: server.host, port: server.agentPort, what: 'the agent' });
+  if (server.httpPort !== undefined) listeners.push({ host: server.httpHost, port: server.httpPort, what: "the agent's HTTP server" });
   await checkPortsFree(listeners);
   const runDir = map.runDir;
   mkdirSync(runDir, { recursive: true });
@@ -167,8 +168,10 @@ async function main(): Promise<void> {
   const shown = relative(process.cwd(), o.map).startsWith('..') ? o.map : relative(process.cwd(), o.map) || o.map;
   console.log(`flotilla demo: map ${shown} (instance ${map.instance}, epoch ${map.epoch}), server ${server.name}`);
   console.log(`  listening: ${listeners.map((l) => `${l.what.replace(/^the /, '')} ${l.host}:${l.port}`).join(', ')}`);
-  const http = (server as unknown as { httpPort?: number }).httpPort;
-  if (http !== undefined) console.log(`  status page: http://${server.host}:${http}/   metrics: http://${server.host}:${http}/metrics`);
+  if (server.httpPort !== undefined) {
+    const url = `http://${server.httpHost}:${server.httpPort}/`;
+    console.log(`  status page: ${url}   metrics: ${url}metrics   health: ${url}healthz`);
+  }
   console.log(`  run dir ${runDir}; logs in ${logFile}`);
 
   launch('agent', [join(DIST, 'agent', 'main.js'), '--map', o.map, '--server', server.name]);
