@@ -87,7 +87,8 @@ test('/metrics counts the records sent, per stream and per slot, with processing
     samples(m, 'flotilla_portal_records_out_total', { stream: 'orders' })[0]?.value === ORDERS &&
     samples(m, 'flotilla_spool_records', { stream: 'events' })[0]?.value === EVENTS &&
     samples(m, 'flotilla_portal_state', { stream: 'orders', state: 'idle' })[0]?.value === 1 &&
-    samples(m, 'flotilla_host_warnings', { code: 'SPOOL_DISK_LOW' })[0]?.value === 1,
+    samples(m, 'flotilla_host_warnings', { code: 'SPOOL_DISK_LOW' })[0]?.value === 1 &&
+    samples(m, 'flotilla_host_process_rss_bytes', { role: 'portal' }).length === 2, // sampled once both portals beaconed
   );
   const orders = { stream: 'orders' };
   assert.equal(value(m, 'flotilla_portal_records_in_total', orders), ORDERS);
