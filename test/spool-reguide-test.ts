@@ -75,6 +75,12 @@ test('after a map change, spooled records of buckets that moved are forwarded to
       },
       20_000,
     );
+    // The switch is done once both portals run epoch 2; the handover (forward, drain, release) follows.
+    await waitFor('alpha to forward its spool and beta to release what it held', async () => {
+      const a = await stats('alpha');
+      const b = await agentStatus(localAgent(dep.runDirOf('beta')));
+      return a.spool!.records === 0 && b.handovers.length === 0 && (await stats('beta')).holds.length === 0;
+    });
     const alpha = await stats('alpha');
     assert.ok(alpha.recordsForwarded > 2 * KEYS, `alpha forwarded ${alpha.recordsForwarded} spooled records`);
     assert.equal(alpha.spool!.records, 0, 'alpha\'s spool is empty');
