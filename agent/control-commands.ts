@@ -52,7 +52,7 @@ function fail(...messages: string[]): void {
   process.exitCode = 1;
 }
 
-const errorText = (err: unknown) => (err instanceof FlotillaError ? `${err.message} [${err.code}]` : String((err as Error).message ?? err));
+export const errorText = (err: unknown) => (err instanceof FlotillaError ? `${err.message} [${err.code}]` : String((err as Error).message ?? err));
 
 /**
  * The map's run directory and agents. A map just edited into something invalid still names
@@ -79,7 +79,7 @@ function mapHints(file: string): MapHints {
 }
 
 /** The agents a command talks to: every one (--cluster), one server's (--server), or this server's. */
-function targetsOf(o: TargetFlags): AgentTarget[] {
+export function targetsOf(o: TargetFlags): AgentTarget[] {
   const file = o.map ?? process.env.FLOTILLA_MAP ?? DEFAULT_MAP_FILE;
   if (o.cluster) {
     const targets = mapHints(file).servers.map(remoteAgent).filter((t): t is AgentTarget => t !== null);
@@ -100,7 +100,7 @@ function targetsOf(o: TargetFlags): AgentTarget[] {
 type Outcome<T> = { ok: true; target: AgentTarget; value: T } | { ok: false; target: AgentTarget; value?: undefined; error: unknown };
 
 /** Runs `fn` against every target in parallel; a failure is kept with its target, not thrown. */
-function gather<T>(targets: AgentTarget[], fn: (t: AgentTarget) => Promise<T>): Promise<Outcome<T>[]> {
+export function gather<T>(targets: AgentTarget[], fn: (t: AgentTarget) => Promise<T>): Promise<Outcome<T>[]> {
   return Promise.all(
     targets.map((target) =>
       fn(target).then(

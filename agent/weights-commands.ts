@@ -5,29 +5,19 @@
  * is an edit of the map, the operator's.
  */
 import { type Command, InvalidArgumentError } from 'commander';
-import { askAgent, remoteAgent } from '../src/agent/client';
-import { FlotillaError } from '../src/errors';
+import { askAgent } from '../src/agent/client';
 import { loadMap } from '../src/map/load';
-import type { FlotillaMap } from '../src/map/types';
 import { bucketLoads, suggestWeights, type WeightSuggestion } from '../src/map/weights';
 import type { LoadReport } from '../src/protocol/control';
-import { DEFAULT_MAP_FILE } from './control-commands';
+import { DEFAULT_MAP_FILE, errorText, gather, targetsOf } from './control-commands';
 
 const print = (s: string) => process.stdout.write(s + '\n');
 
 /** Every agent's load reports; an agent that does not answer is named on stderr. */
-async function gatherLoads(map: FlotillaMap): Promise<LoadReport[]> {
-  const targets = map.servers.map(remoteAgent).filter((t) => t !== null);
-  if (targets.length === 0) throw new FlotillaError('CONFIG_INVALID', `no server in ${map.file} has an agent_port; the portals' rates are asked of every agent over TCP`);
-  const replies = await Promise.all(
-    targets.map((t) =>
-      askAgent(t, { cmd: 'load' }).catch((err: unknown) => {
-        process.stderr.write(`warning: ${(err as Error).message}; its load is left out\n`);
-        return null;
-      }),
-    ),
-  );
-  return replies.flatMap((r) => r?.streams ?? []);
+async function gatherLoads(file: string): Promise<LoadReport[]> {
+  const replies = await gather(targetsOf({ map: file, cluster: true }), (t) => askAgent(t, { cmd: 'load' }));
+  for (const r of replies) if (!r.ok) process.stderr.write(`warning: ${errorText(r.error)}; its load is left out\n`);
+  return replies.flatMap((r) => r.value?.streams ?? []);
 }
 
 const pct = (u: number | null) => (u === null ? '-' : `${Math.round(u * 100)}%`);
@@ -58,8 +48,8 @@ export function addWeightCommands(program: Command): void {
     .option('--json', 'print the suggestion as JSON')
     .addHelpText('after', '\nExample:\n  portalctl weights --suggest --map /etc/flotilla/map.yaml\n')
     .action(async (o: { map?: string; json?: boolean }) => {
-      const map = loadMap(o.map ?? process.env.FLOTILLA_MAP ?? DEFAULT_MAP_FILE);
-      const s = suggestWeights(map, await gatherLoads(map));
+      const file = o.map ?? process.env.FLOTILLA_MAP ?? DEFAULT_MAP_FILE;
+      const s = suggestWeights(loadMap(file), await gatherLoads(file));
       if (o.json) print(JSON.stringify(s, null, 2));
       else printSuggestion(s);
     });
@@ -72,8 +62,8 @@ export function addWeightCommands(program: Command): void {
     .option('--json', 'print the list as JSON')
     .addHelpText('after', '\nExample:\n  portalctl buckets --hot --top 20\n')
     .action(async (o: { map?: string; json?: boolean; top: number }) => {
-      const map = loadMap(o.map ?? process.env.FLOTILLA_MAP ?? DEFAULT_MAP_FILE);
-      const hot = bucketLoads(map, await gatherLoads(map)).slice(0, o.top);
+      const file = o.map ?? process.env.FLOTILLA_MAP ?? DEFAULT_MAP_FILE;
+      const hot = bucketLoads(loadMap(file), await gatherLoads(file)).slice(0, o.top);
       if (o.json) {
         print(JSON.stringify(hot, null, 2));
         return;

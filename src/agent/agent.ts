@@ -98,6 +98,7 @@ export class Agent {
       target: () => this.keeper.map,
       previous: () => this.before,
       note: (b) => this.book.note(b),
+      lastBeacons: () => this.liveBeacons(Date.now()),
     });
     const processes = () => this.status().streams.flatMap((s) => processesOf(s.stream, s.state === 'dead' ? null : s.beacon));
     this.host =
@@ -191,11 +192,16 @@ export class Agent {
 
   /** The lowest epoch of the live portals here; the map's when none is live. */
   private runningEpoch(now: number): number {
-    const epochs = this.map.streams
+    const epochs = this.liveBeacons(now).map((b) => b.epoch);
+    return epochs.length > 0 ? Math.min(...epochs) : this.map.epoch;
+  }
+
+  /** The last beacon of each portal here that is neither dead nor missing. */
+  private liveBeacons(now: number): PortalBeacon[] {
+    return this.map.streams
       .map((s) => this.book.status(s.name, now, this.map.heartbeatMs))
       .filter((s) => s.beacon !== null && s.state !== 'dead' && s.state !== 'missing')
-      .map((s) => s.beacon!.epoch);
-    return epochs.length > 0 ? Math.min(...epochs) : this.map.epoch;
+      .map((s) => s.beacon!);
   }
 
   /** Records in each stream's spool here, as the portals' last beacons said. */

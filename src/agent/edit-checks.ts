@@ -15,8 +15,11 @@
 import type { MapProblem } from '../errors';
 import { slotCount } from '../map/lookup';
 import type { FlotillaMap } from '../map/types';
-import { planSwitch } from '../portal/switch-plan';
+import { heartbeatChange, planSwitch } from '../portal/switch-plan';
 import type { Peers } from './peers';
+
+/** What the operator does for a change that needs a restart. */
+const RESTART = 'stop those units, edit the map, start them again';
 
 /** What is spooled here, per stream (from the portals' beacons). */
 export type Spooled = Record<string, number>;
@@ -53,12 +56,8 @@ export function runningEditProblems(current: FlotillaMap, next: FlotillaMap, sel
       message: `server ${server.name} joins the map owning buckets at once (${owned.map((x) => `${x.buckets} of ${x.stream}`).join(', ')}); add it with weight: 0 first, start its agent and portals, then raise its weight in a later epoch`,
     });
   });
-  if (next.heartbeatMs !== current.heartbeatMs) {
-    problems.push({
-      path: 'heartbeat_ms',
-      message: `heartbeat_ms changes (${current.heartbeatMs} -> ${next.heartbeatMs}); that needs a restart of every agent, portal and component of instance ${next.instance}: stop those units, edit the map, start them again`,
-    });
-  }
+  const heartbeat = heartbeatChange(current, next);
+  if (heartbeat) problems.push({ path: 'heartbeat_ms', message: `${heartbeat}: ${RESTART}` });
   for (const s of current.streams) {
     const j = next.streams.findIndex((x) => x.name === s.name);
     if (j < 0 || next.streams[j]!.buckets !== s.buckets) continue; // the keeper names a bucket count change
@@ -68,7 +67,7 @@ export function runningEditProblems(current: FlotillaMap, next: FlotillaMap, sel
         planSwitch(current, s, server.name, slotCount(server, s), next);
       } catch (err) {
         const message = (err as Error).message;
-        if (!problems.some((p) => p.message.startsWith(message))) problems.push({ path: `streams[${j}]`, message: `${message}: stop those units, edit the map, start them again` });
+        if (!problems.some((p) => p.message.startsWith(message))) problems.push({ path: `streams[${j}]`, message: `${message}: ${RESTART}` });
       }
     }
   }

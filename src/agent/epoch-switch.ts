@@ -47,6 +47,8 @@ export interface SwitchHost {
   previous(): FlotillaMap;
   /** Files a fresh beacon in the agent's book. */
   note(beacon: PortalBeacon): void;
+  /** The last beacon of each live portal here, from the book. */
+  lastBeacons(): PortalBeacon[];
 }
 
 export class EpochSwitcher {
@@ -62,8 +64,12 @@ export class EpochSwitcher {
   async round(): Promise<boolean> {
     const h = this.host;
     const target = h.target();
-    const beacons = await freshBeacons(h.runDir, target.streams.map((s) => s.name), h.portalTimeoutMs);
-    for (const b of beacons) h.note(b);
+    // Nothing open and the portals' periodic beacons say so: no need to ask them again.
+    const known = h.lastBeacons();
+    const open = this.status?.epoch !== target.epoch || !this.status.done || this.handovers.length > 0;
+    const quiet = !open && known.every((b) => b.epoch >= target.epoch && (b.holds ?? []).length === 0);
+    const beacons = quiet ? known : await freshBeacons(h.runDir, target.streams.map((s) => s.name), h.portalTimeoutMs);
+    if (!quiet) for (const b of beacons) h.note(b);
     const lagging = beacons.filter((b) => b.epoch < target.epoch);
     const now = Date.now();
     if (lagging.length > 0 || now - this.peersAt > PEER_REFRESH_MS) {

@@ -10,7 +10,7 @@ import type { Logger } from '../log';
 import type { FlotillaMap } from '../map/types';
 import { portalRequest } from '../portal/client';
 import type { PortalBeacon } from '../protocol/beacons';
-import type { LoadReport, PauseReply, StreamResult } from '../protocol/control';
+import type { LoadReport, PauseReply, PortalReplies, PortalRequest, StreamResult } from '../protocol/control';
 import { isBeacon } from './beacons';
 
 /** Pauses (or resumes) the portals of `streams` (default every stream of `map`). */
@@ -48,21 +48,17 @@ export async function pausePortals(
 
 /** Asks the portal of each of `streams` for its current beacon; those that answer in time. */
 export async function freshBeacons(runDir: string, streams: readonly string[], timeoutMs: number): Promise<PortalBeacon[]> {
-  const beacons = await Promise.all(
-    streams.map(async (stream) => {
-      try {
-        const reply = await portalRequest(runDir, stream, { cmd: 'beacon' }, timeoutMs);
-        return isBeacon(reply) ? reply : null;
-      } catch {
-        return null; // no answer: the periodic beacons (or their absence) tell
-      }
-    }),
-  );
-  return beacons.filter((b): b is PortalBeacon => b !== null);
+  // No answer: the periodic beacons (or their absence) tell.
+  return (await askEachPortal(runDir, streams, { cmd: 'beacon' }, timeoutMs)).filter(isBeacon);
 }
 
 /** Each portal's load report (those that answer). */
-export async function portalLoads(runDir: string, streams: readonly string[], timeoutMs: number): Promise<LoadReport[]> {
-  const reports = await Promise.all(streams.map((stream) => portalRequest(runDir, stream, { cmd: 'load' }, timeoutMs).catch(() => null)));
-  return reports.filter((r): r is LoadReport => r !== null);
+export function portalLoads(runDir: string, streams: readonly string[], timeoutMs: number): Promise<LoadReport[]> {
+  return askEachPortal(runDir, streams, { cmd: 'load' }, timeoutMs);
+}
+
+/** Sends `request` to the portal of each of `streams` at once; the replies of those that answer in time. */
+async function askEachPortal<R extends PortalRequest>(runDir: string, streams: readonly string[], request: R, timeoutMs: number): Promise<PortalReplies[R['cmd']][]> {
+  const replies = await Promise.all(streams.map((stream) => portalRequest(runDir, stream, request, timeoutMs).catch(() => null)));
+  return replies.filter((r): r is Awaited<PortalReplies[R['cmd']]> => r !== null);
 }

@@ -70,6 +70,11 @@ export class Health {
     this.beacons.close();
   }
 
+  /** Milliseconds since the portal started serving. */
+  uptimeMs(now = Date.now()): number {
+    return now - this.startedAt;
+  }
+
   /** How long a component may be silent before its slot is dead. */
   deadMs(): number {
     return DEAD_AFTER_BEATS * this.host.routing.map.heartbeatMs;
@@ -85,7 +90,7 @@ export class Health {
       epoch: h.routing.epoch,
       digest: h.routing.map.digest,
       port: h.port(),
-      uptimeMs: now - this.startedAt,
+      uptimeMs: this.uptimeMs(now),
       holds: h.holds(),
       ...h.counters,
       recordsForwarded: h.forwarded(),

@@ -74,7 +74,6 @@ export class Portal implements PortalControl {
   private readonly epochs: Epochs;
   private readonly handover: HandoverFile | null;
   private closed = false;
-  private readonly startedAt = Date.now();
   /** stop() has begun: nothing new is taken, the spool is not read (as while paused). */
   private stopping = false;
   /** Paused, or stopping: no spooled record is delivered, and new ones go to the spool. */
@@ -326,7 +325,7 @@ export class Portal implements PortalControl {
       server: this.o.server,
       stream: r.stream.name,
       epoch: r.epoch,
-      sinceMs: Date.now() - this.startedAt,
+      sinceMs: this.health.uptimeMs(),
       buckets: Array.from(r.bucketRecords),
       slots: this.egress.slots.map((s) => ({ slot: s.index, processed: s.processed, busyMs: Math.round(s.busyMs) })),
     };

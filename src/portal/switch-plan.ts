@@ -38,9 +38,8 @@ export function planSwitch(before: FlotillaMap, stream: MapStream, server: strin
   if (wasServer && portalPort(wasServer, stream) !== port) {
     throw new FlotillaError('MAP_INVALID', `stream ${after.name} moves its port on ${server} (${portalPort(wasServer, stream)} -> ${port}); that needs a restart of flotilla-portal@${after.name} on ${server}`);
   }
-  if (next.heartbeatMs !== before.heartbeatMs) {
-    throw new FlotillaError('MAP_INVALID', `heartbeat_ms changes (${before.heartbeatMs} -> ${next.heartbeatMs}); that needs a restart of every agent, portal and component of instance ${next.instance}`);
-  }
+  const heartbeat = heartbeatChange(before, next);
+  if (heartbeat) throw new FlotillaError('MAP_INVALID', heartbeat);
   let outgoing = 0;
   const incoming = new Map<string, number[]>();
   for (let b = 0; b < after.buckets; b++) {
@@ -53,4 +52,10 @@ export function planSwitch(before: FlotillaMap, stream: MapStream, server: strin
     }
   }
   return { map: next, stream: after, self, outgoing, incoming };
+}
+
+/** Why `next` cannot be switched to live because its heartbeat differs; null if it does not. */
+export function heartbeatChange(before: FlotillaMap, next: FlotillaMap): string | null {
+  if (next.heartbeatMs === before.heartbeatMs) return null;
+  return `heartbeat_ms changes (${before.heartbeatMs} -> ${next.heartbeatMs}); that needs a restart of every agent, portal and component of instance ${next.instance}`;
 }
