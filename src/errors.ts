@@ -51,6 +51,13 @@ export const ERROR_CODES = [
   'DIR_UNSAFE',
   /** A socket could not listen on its address (in use, not this host's, not permitted). */
   'BIND_FAILED',
+  // ---- the management bus (portalctl configure; docs/components.md, "Configuration") ----
+  /** A configuration version that is not above the stream's current one (two configures raced). */
+  'CONFIG_STALE',
+  /** A component rejected a configuration (its reason is in the message). */
+  'CONFIG_REJECTED',
+  /** A live component did not answer a configuration in time. */
+  'CONFIG_NOT_TAKEN',
 ] as const;
 export type ErrorCode = (typeof ERROR_CODES)[number];
 

@@ -5,6 +5,7 @@
  *   agent / portalctl --PortalRequest (ipc)--> ControlServer --handlePortalRequest--> Portal
  */
 import { type PortalReplies, parsePortalRequest, type ReleaseRequest } from '../protocol/control';
+import type { StreamConfigs } from '../protocol/configure';
 
 /** What the control socket may ask of a portal. */
 export interface PortalControl {
@@ -15,6 +16,7 @@ export interface PortalControl {
   drained(): PortalReplies['drained'];
   load(): PortalReplies['load'];
   release(request: ReleaseRequest): PortalReplies['release'];
+  configure(configs: StreamConfigs): PortalReplies['configure'];
 }
 
 /** Answers one control request (JSON, not yet checked); throws a FlotillaError to refuse it. */
@@ -39,5 +41,7 @@ export function handlePortalRequest(portal: PortalControl, raw: unknown): Portal
       return portal.load();
     case 'release':
       return portal.release(req);
+    case 'configure':
+      return portal.configure(req.configs);
   }
 }

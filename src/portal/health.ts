@@ -32,6 +32,8 @@ export interface HealthHost {
   holds(): HoldView[];
   /** Batches refused as flow control (PAUSED, RESEND), counted apart from errors. */
   flowRefusals(): Readonly<Record<string, number>>;
+  /** The newest configuration version the agent gave the portal (configs.ts). */
+  configVersion?(): number;
   /** Periodic work to do before each beacon (read back, forward). */
   tick(): void;
 }
@@ -144,6 +146,7 @@ export class Health {
       slots,
       ...(h.spool ? { spool: this.spoolBeacon(h.spool) } : {}),
       at: now,
+      configVersion: h.configVersion?.() ?? 0,
     };
   }
 

@@ -32,7 +32,7 @@ import { Spool } from '../spool/spool';
 import { ControlServer } from '../transport/control-server';
 import { handlePortalRequest, type PortalControl } from './control';
 import { newCounters } from './counters';
-import type { Delivery, InBatch } from './slot';
+import type { Delivery, InBatch, Slot } from './slot';
 import { drain, STOP_LINGER_MS } from './drain';
 import { Egress } from './egress';
 import { Epochs } from './epochs';
@@ -45,6 +45,7 @@ import { PauseState } from './pause';
 import { Replay } from './replay';
 import { type BatchPlan, cutLanes, Routing } from './router';
 import { Staging } from './staging';
+import { PortalConfigs, type StreamConfigs } from './configs';
 
 export { DEFAULT_MAX_QUEUED_RECORDS, DEFAULT_SLOT_WINDOW, type PortalOptions } from './options';
 export type { PortalStats } from '../protocol/control';
@@ -73,6 +74,8 @@ export class Portal implements PortalControl {
   private readonly control: ControlServer;
   private readonly epochs: Epochs;
   private readonly handover: HandoverFile | null;
+  /** The management bus: the stream's configurations and each slot's (configs.ts). */
+  private readonly configs: PortalConfigs;
   private closed = false;
   /** stop() has begun: nothing new is taken, the spool is not read (as while paused). */
   private stopping = false;
@@ -107,10 +110,14 @@ export class Portal implements PortalControl {
         onDone: (d) => this.onDone(d),
         onReady: (slot) => this.replay?.feed(slot),
         onHeartbeat: (slot) => slot.spooling && slot.pending.length === 0 && this.replay?.feed(slot),
+        onRegistered: (slot) => this.configs.onReady(slot),
+        onConfigured: (slot, body) => this.configs.onConfigured(slot, body),
       },
       this.causes,
       this.log,
     );
+    const tell = (slot: Slot, frames: Buffer[]) => this.egress.tell(slot, frames);
+    this.configs = new PortalConfigs({ stream: stream.name, slots: this.egress.slots, epoch: () => this.routing.epoch, tell, count: (c, e) => this.causes.count(c, e) }, this.log);
     this.spool = this.openSpool();
     const egress = this.egress;
     if (this.spool) {
@@ -184,6 +191,7 @@ export class Portal implements PortalControl {
         forwarded: () => this.forwarder?.forwarded ?? 0,
         holds: () => this.epochs.holdViews(),
         flowRefusals: () => this.ingress.flowCounts,
+        configVersion: () => this.configs.version,
         tick: () => {
           this.feedSpooling(true);
           this.forwarder?.start();
@@ -339,6 +347,11 @@ export class Portal implements PortalControl {
   /** An old owner has drained the buckets it gave this server: process them now. */
   release(request: ReleaseRequest): { ok: true; released: number } {
     return this.epochs.release(request);
+  }
+
+  /** The stream's configurations from the agent (the management bus): each live slot is sent its own. */
+  configure(configs: StreamConfigs): { ok: true; version: number } {
+    return this.configs.set(configs);
   }
 
   // ---- the steps' call-backs --------------------------------------------------------------

@@ -15,6 +15,7 @@ import type { MapRejection } from '../map/keeper';
 import type { SpoolStats } from '../spool/spool';
 import type { HoldView, PortalBeacon, SlotView } from './beacons';
 import type { HostHealth } from './host';
+import { type ConfigureReply, type ConfigureRequest, parseConfigureRequest, parsePortalConfigure, type PortalConfigureRequest, type StreamConfigs } from './configure';
 
 export type { HoldView } from './beacons';
 
@@ -33,7 +34,9 @@ export type PortalRequest =
   | { cmd: 'drained' }
   /** Records per bucket and each slot's busy time, since the portal started. */
   | { cmd: 'load' }
-  | ReleaseRequest;
+  | ReleaseRequest
+  /** Management bus (configure.ts): from its agent, the stream's configurations for its components. */
+  | PortalConfigureRequest;
 
 /** What a portal has measured of its load since it started (weights.ts reads it). */
 export interface LoadReport {
@@ -65,7 +68,7 @@ export interface DrainedReply {
 }
 
 /** The portal's commands, as `parsePortalRequest` lists them in an error. */
-export const PORTAL_COMMANDS = ['ping', 'stats', 'beacon', 'pause', 'resume', 'switch', 'drained', 'load', 'release'] as const;
+export const PORTAL_COMMANDS = ['ping', 'stats', 'beacon', 'pause', 'resume', 'switch', 'drained', 'load', 'release', 'configure'] as const;
 
 /** A portal's pause state after `pause` or `resume`. */
 export interface PausedReply {
@@ -93,6 +96,7 @@ export interface PortalReplies {
   drained: DrainedReply;
   load: LoadReport;
   release: { ok: true; released: number };
+  configure: { ok: true; version: number };
 }
 
 /** What a portal's `stats` returns; the demo and tests read it. */
@@ -142,10 +146,11 @@ export type AgentRequest =
    * From an operator: end the hold of `stream`'s buckets taken from `from` without waiting for
    * `from` to say it has drained them (it is gone for good, or was removed from the map).
    */
-  | { cmd: 'release'; stream: string; from: string };
+  | { cmd: 'release'; stream: string; from: string }
+  | ConfigureRequest | { cmd: 'configs' }; // the management bus (configure.ts): configure a stream's components; the configurations kept
 
 /** The agent's commands, as `parseAgentRequest` lists them in an error. */
-export const AGENT_COMMANDS = ['ping', 'status', 'pause', 'resume', 'reload', 'map', 'load', 'drained', 'release'] as const;
+export const AGENT_COMMANDS = ['ping', 'status', 'pause', 'resume', 'reload', 'map', 'load', 'drained', 'release', 'configure', 'configs'] as const;
 
 /** What an agent says of its map to another agent (`map`), to agree before buckets move. */
 export interface MapInfo {
@@ -181,6 +186,7 @@ export interface AgentReplies {
   load: { server: string; streams: LoadReport[] };
   drained: HandoverReply;
   release: PortalReplies['release'] & { server: string };
+  configure: ConfigureReply; configs: { server: string; streams: StreamConfigs[] };
 }
 
 /** A portal as its agent sees it: running (taking records), paused, idle, dead (beacons stopped) or missing (never heard). */
@@ -225,8 +231,9 @@ export interface AgentStatus {
   handovers: HandoverStatus[];
   /** The host's memory, load, disks and processes, sampled by the agent (absent before the first sample). */
   host?: HostHealth;
+  /** The configurations the agent keeps, per stream that has one (the management bus). */
+  configs?: StreamConfigs[];
 }
-
 
 /** One stream on this server in an epoch switch. */
 export interface StreamSwitch {
@@ -338,6 +345,8 @@ export function parsePortalRequest(v: unknown): PortalRequest {
       return { cmd: 'switch', epoch: epoch(o, 'switch') };
     case 'release':
       return { cmd: 'release', from: name(o, 'from', 'release'), epoch: epoch(o, 'release'), digest: digest(o, 'release'), buckets: buckets(o, 'release') };
+    case 'configure':
+      return parsePortalConfigure(o);
     default:
       throw unknownCommand(o.cmd, PORTAL_COMMANDS);
   }
@@ -351,6 +360,7 @@ export function parseAgentRequest(v: unknown): AgentRequest {
     case 'reload':
     case 'map':
     case 'load':
+    case 'configs':
       return { cmd: o.cmd };
     case 'status':
       return { cmd: 'status', fresh: o.fresh === true };
@@ -364,6 +374,8 @@ export function parseAgentRequest(v: unknown): AgentRequest {
       return { cmd: 'drained', stream: name(o, 'stream', 'drained', 'a stream name'), epoch: epoch(o, 'drained'), digest: digest(o, 'drained') };
     case 'release':
       return { cmd: 'release', stream: name(o, 'stream', 'release', 'a stream name'), from: name(o, 'from', 'release') };
+    case 'configure':
+      return parseConfigureRequest(o);
     default:
       throw unknownCommand(o.cmd, AGENT_COMMANDS);
   }
