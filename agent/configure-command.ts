@@ -10,11 +10,11 @@ import { readFileSync } from 'node:fs';
 import { type Command, CommanderError, InvalidArgumentError } from 'commander';
 import { askAgent, type AgentTarget } from '../src/agent/client';
 import { FlotillaError } from '../src/errors';
-import { type Config, type ConfigureReply, parseSetValue } from '../src/protocol/configure';
+import { type Config, type ConfigureReply, DEFAULT_CONFIGURE_WAIT_MS, parseSetValue } from '../src/protocol/configure';
 import { errorText, gather, type TargetFlags, targetsOf, withTargetOptions } from './control-commands';
 
 /** How long configure waits for the components' answers unless --timeout says, s. */
-export const DEFAULT_CONFIGURE_TIMEOUT_S = 10;
+export const DEFAULT_CONFIGURE_TIMEOUT_S = DEFAULT_CONFIGURE_WAIT_MS / 1000;
 /** Beyond the components' wait: time for the agent's own steps and the reply. */
 const AGENT_MARGIN_MS = 5000;
 

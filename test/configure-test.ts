@@ -31,6 +31,8 @@ let d: Deployment;
 /** The component process of each slot now (the supervisor below replaces one that dies). */
 const procs: ChildProcess[] = [];
 let supervising = true;
+/** Stop the senders of the tests (run by `after`). */
+const halts: (() => void)[] = [];
 
 interface ConfigLine {
   pid: number;
@@ -58,9 +60,14 @@ const portalctl = (args: string[]) => portalctlAsync([...args, '--map', d.mapFil
 function keepSending(sender: Sender, keys: number, prefix: string): { sent: Sent; stop: () => Promise<void> } {
   const sent: Sent = new Map();
   let running = true;
+  // A test that fails midway leaves this to `after`, which must not wait for it.
+  halts.push(() => {
+    running = false;
+    sender.close();
+  });
   const loop = (async () => {
     for (let round = 0; running; round++) {
-      for (let k = 0; k < keys; k++) {
+      for (let k = 0; k < keys && running; k++) {
         if (!sender.send('orders', { key: `${prefix}${k}`, seq: round })) await sender.writable();
         sent.set(`${prefix}${k}`, round + 1);
       }
@@ -94,6 +101,7 @@ before(async () => {
 });
 
 after(async () => {
+  for (const halt of halts) halt();
   supervising = false;
   await d.stop();
   if (process.env.FLOTILLA_TEST_LOGS) process.stderr.write(d.logs.join(''));

@@ -13,11 +13,8 @@ import { serverOf, slotCount, streamOf } from '../map/lookup';
 import type { FlotillaMap } from '../map/types';
 import { portalRequest } from '../portal/client';
 import type { PortalBeacon, SlotView } from '../protocol/beacons';
-import type { ConfigureReply, ConfigureRequest, SlotConfigResult } from '../protocol/configure';
+import { type ConfigureReply, type ConfigureRequest, DEFAULT_CONFIGURE_WAIT_MS, type SlotConfigResult } from '../protocol/configure';
 import type { ConfigStore } from './config-store';
-
-/** How long `configure` waits for the live components' answers unless the request says. */
-export const DEFAULT_CONFIGURE_WAIT_MS = 10_000;
 
 /** What configuring needs of the agent. */
 export interface ConfigureHost {

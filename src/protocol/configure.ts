@@ -16,6 +16,9 @@ export const MAX_CONFIG_BYTES = 16 * 1024;
 /** Largest a stream's configurations may grow (stream-wide and every slot's, as JSON). */
 export const MAX_STREAM_CONFIG_BYTES = 48 * 1024;
 
+/** How long an agent's `configure` waits for the live components' answers unless the request says, ms. */
+export const DEFAULT_CONFIGURE_WAIT_MS = 10_000;
+
 /** A configuration: any JSON object. */
 export type Config = Record<string, unknown>;
 
