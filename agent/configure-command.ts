@@ -124,7 +124,7 @@ Examples:
 /** Prints what one server's components did with the version (`human`: the lines for people); failures on stderr. */
 function report(r: ConfigureReply, human: boolean, timeoutS: number): void {
   const where = `${r.server}: ${r.stream}`;
-  if (r.error !== undefined) return fail(`${where} configuration version ${r.version} not confirmed: ${r.error}`);
+  if (r.unconfirmed !== undefined) return fail(`${where} configuration version ${r.version} not confirmed: ${r.unconfirmed}`);
   const taken = r.slots.filter((s) => s.outcome === 'taken').map((s) => s.slot);
   if (human) print(`${where} configuration version ${r.version}${r.slot === null ? '' : ` (slot ${r.slot})`}: ${JSON.stringify(r.config)}`);
   if (human && taken.length > 0) print(`${where} taken by slot${taken.length === 1 ? '' : 's'} ${taken.join(' ')}`);

@@ -12,7 +12,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import type { ConfigureReply } from '../src/protocol/configure';
-import { deploy, DIST, portalctlAsync, startAgent, waitAgent, type Deployment } from './support/deploy';
+import { deploy, DIST, portalctlAsync, startAgent, waitAgent, waitFor, type Deployment } from './support/deploy';
 import { RECORD_SCHEMA } from './support/flows';
 import { freePorts } from './support/ports';
 
@@ -72,6 +72,21 @@ test('--server configures that server only; --cluster gives every server one ver
   );
   assert.deepEqual(versionsOf('alpha'), [3]);
   assert.deepEqual(versionsOf('beta'), [1, 2, 3]);
+});
+
+test('a server whose portal is down is named, exit 1; its portal gets the version when it starts, and its component too', async () => {
+  const portal = d.procs.find((p) => p.spawnargs.includes('--stream') && p.spawnargs.includes('beta') && p.spawnargs.some((a) => a.endsWith(join('portal', 'main.js'))))!;
+  const gone = new Promise((resolve) => portal.once('exit', resolve));
+  portal.kill('SIGTERM');
+  await gone;
+  const r = await portalctlAsync(['configure', 'orders', '--cluster', '--set', 'mode=partial', '--map', d.mapFile]);
+  assert.equal(r.status, 1, r.stdout);
+  assert.match(r.stdout, /^alpha: orders taken by slot 0$/m);
+  assert.match(r.stderr, /^error: beta: orders configuration version 4 not confirmed: .*orders portal.*; version 4 is kept and given to the portal when it answers \[PORTAL_UNREACHABLE\]$/m);
+  d.startPortal('orders', 'beta');
+  // The agent sees the new portal's beacons (version 0) and gives it version 4; the portal gives it to its component.
+  await waitFor('beta\'s component to take version 4', () => versionsOf('beta').includes(4), 20_000);
+  assert.deepEqual(versionsOf('beta'), [1, 2, 3, 4]);
 });
 
 function writeConf(v: unknown): string {

@@ -43,8 +43,8 @@ export async function configureStream(h: ConfigureHost, req: ConfigureRequest): 
   try {
     await portalRequest(h.runDir, req.stream, { cmd: 'configure', configs }, h.portalTimeoutMs);
   } catch (err) {
-    const why = err instanceof Error ? err.message : String(err);
-    return { ...reply, error: `${why}; version ${entry.version} is kept and given to the portal when it answers` };
+    const code = err instanceof FlotillaError ? ` [${err.code}]` : '';
+    return { ...reply, unconfirmed: `${err instanceof Error ? err.message : String(err)}; version ${entry.version} is kept and given to the portal when it answers${code}` };
   }
   const wanted = req.slot === undefined ? Array.from({ length: slots }, (_, i) => i) : [req.slot];
   const deadline = Date.now() + (req.timeoutMs ?? DEFAULT_CONFIGURE_WAIT_MS);
@@ -56,7 +56,7 @@ export async function configureStream(h: ConfigureHost, req: ConfigureRequest): 
       views = (await portalRequest(h.runDir, req.stream, { cmd: 'stats' }, h.portalTimeoutMs)).slots;
     } catch (err) {
       if (!last) continue;
-      return { ...reply, error: `${err instanceof Error ? err.message : String(err)}; version ${entry.version} is kept` };
+      return { ...reply, unconfirmed: `${err instanceof Error ? err.message : String(err)}; version ${entry.version} is kept` };
     }
     const results = wanted.map((n) => slotResult(views[n], n, entry.version, last));
     if (last || results.every((r) => r !== null)) {

@@ -127,8 +127,11 @@ export interface ConfigureReply {
   config: Config;
   ok: boolean;
   slots: SlotConfigResult[];
-  /** Why it could not be confirmed at all (the portal did not answer); the version is kept all the same. */
-  error?: string;
+  /**
+   * Why it could not be confirmed at all (the portal did not answer); the version is kept all the
+   * same. (Not `error`: a reply with a string `error` is an error reply.)
+   */
+  unconfirmed?: string;
 }
 
 /** To a portal: the stream's configurations, from its agent. */
