@@ -13,7 +13,7 @@ import { serverOf, slotCount, streamOf } from '../map/lookup';
 import type { FlotillaMap } from '../map/types';
 import { portalRequest } from '../portal/client';
 import type { PortalBeacon, SlotView } from '../protocol/beacons';
-import { type ConfigureReply, type ConfigureRequest, DEFAULT_CONFIGURE_WAIT_MS, type SlotConfigResult } from '../protocol/configure';
+import { type ConfigureReply, type ConfigureRequest, DEFAULT_CONFIGURE_WAIT_MS, type SlotConfigResult, type StreamConfigs } from '../protocol/configure';
 import type { ConfigStore } from './config-store';
 
 /** What configuring needs of the agent. */
@@ -79,6 +79,11 @@ function slotResult(v: SlotView | undefined, n: number, version: number, last: b
   return last ? { ...base, outcome: 'not-taken' } : null;
 }
 
+/** When the newest of a stream's configurations was set (ms since the Unix epoch). */
+function newestAt(c: StreamConfigs): number {
+  return Math.max(c.all?.at ?? 0, ...Object.values(c.slots).map((e) => e.at));
+}
+
 /**
  * Gives a live portal whose beacon shows another configuration version than the one kept (a
  * portal that restarted, or missed a push) the stream's configurations again.
@@ -92,7 +97,8 @@ export class ConfigPusher {
   check(beacons: readonly PortalBeacon[]): void {
     for (const b of beacons) {
       const configs = this.h.store.get(b.stream);
-      if (!configs || b.configVersion === configs.version || this.pushing.has(b.stream)) continue;
+      // A beacon made before the version was set cannot show it yet: only a later one that does not is behind.
+      if (!configs || b.configVersion === configs.version || b.at <= newestAt(configs) || this.pushing.has(b.stream)) continue;
       this.pushing.add(b.stream);
       this.h.log.info({ stream: b.stream, version: configs.version, portal: b.configVersion ?? 0 }, `portal ${b.stream} (pid ${b.pid}) has configuration version ${b.configVersion ?? 0}; giving it ${configs.version}`);
       portalRequest(this.h.runDir, b.stream, { cmd: 'configure', configs }, this.h.portalTimeoutMs)

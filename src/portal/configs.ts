@@ -10,6 +10,7 @@
  * them (the SDK reads it as it arrives, docs/protocol.md "Configurations"). A slot is sent each
  * version once per registration; a component that registers again is sent its version again.
  */
+import { FlotillaError } from '../errors';
 import type { Logger } from '../log';
 import { type ConfigureBody, effectiveConfig, parseConfiguredBody, type StreamConfigs } from '../protocol/configure';
 import { encodeHeader, MessageType } from '../protocol/wire';
@@ -48,7 +49,7 @@ export class PortalConfigs {
 
   /** The agent's configurations of the stream: every live slot whose version changed is sent it. */
   set(configs: StreamConfigs): { ok: true; version: number } {
-    if (configs.stream !== this.host.stream) return { ok: true, version: this.version }; // not ours: ignored
+    if (configs.stream !== this.host.stream) throw new FlotillaError('BAD_REQUEST', `configure: configurations of ${configs.stream} sent to the portal of ${this.host.stream}`);
     this.configs = configs;
     for (const slot of this.host.slots) this.offer(slot);
     this.log.info({ stream: configs.stream, version: configs.version }, `portal ${configs.stream}: configuration version ${configs.version} from the agent`);
