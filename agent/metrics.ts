@@ -56,6 +56,7 @@ const FAMILIES: [string, MetricType, string, (st: AgentStatus) => Value[]][] = [
     perSlot(st).filter(([, x]) => x.silentMs >= 0).map(([s, x]) => slotValue(s, x.slot, x.silentMs / 1000))],
   ['flotilla_slot_stuck_seconds', 'gauge', 'Seconds the slot has finished nothing while records are in flight to it (0 when none are).', (st) => perSlot(st).map(([s, x]) => slotValue(s, x.slot, (x.stuckMs ?? 0) / 1000))],
   ['flotilla_slot_registrations_total', 'counter', 'Times a component registered for the slot (a restart registers again).', (st) => perSlot(st).map(([s, x]) => slotValue(s, x.slot, (x as Partial<SlotView>).registrations ?? 0))],
+  ['flotilla_slot_config_version', 'gauge', "The configuration version the slot's component runs (the management bus; 0: none).", (st) => perSlot(st).map(([s, x]) => slotValue(s, x.slot, x.config?.running ?? 0))],
   ['flotilla_slot_processing_seconds', 'histogram', 'Time from DELIVER to DONE per delivery (a batch of records) to the slot.', processingHistogram],
   ['flotilla_spool_records', 'gauge', "Records in the stream's spool on this server.", (st) => perSpool(st, (sp) => sp.records)],
   ['flotilla_spool_bytes', 'gauge', "Bytes in the stream's spool.", (st) => perSpool(st, (sp) => sp.bytes)],

@@ -21,6 +21,7 @@ import { deploy, DIST, type Deployment, portalctlAsync, startAgent, waitAgent, w
 import { RECORD_SCHEMA } from './support/flows';
 import { freePorts } from './support/ports';
 import { assertExactlyOnceInOrder, checkRecords, type Sent } from './support/records';
+import { scrape, value } from './support/scrape';
 
 const HEARTBEAT_MS = 1000;
 const SLOTS = 4;
@@ -31,6 +32,7 @@ let d: Deployment;
 /** The component process of each slot now (the supervisor below replaces one that dies). */
 const procs: ChildProcess[] = [];
 let supervising = true;
+let metricsUrl = '';
 /** Stop the senders of the tests (run by `after`). */
 const halts: (() => void)[] = [];
 
@@ -85,12 +87,13 @@ function keepSending(sender: Sender, keys: number, prefix: string): { sent: Sent
 }
 
 before(async () => {
-  const [port, agentPort] = await freePorts(2);
+  const [port, agentPort, httpPort] = await freePorts(3);
+  metricsUrl = `http://127.0.0.1:${httpPort}/metrics`;
   d = deploy({
     instance: 'test',
     epoch: 1,
     heartbeat_ms: HEARTBEAT_MS,
-    servers: [{ name: 'solo', host: '127.0.0.1', agent_port: agentPort }],
+    servers: [{ name: 'solo', host: '127.0.0.1', agent_port: agentPort, http_port: httpPort }],
     streams: [{ name: 'orders', key: 'key', port, buckets: 64, slots: SLOTS, schema: RECORD_SCHEMA('Order') }],
   });
   startAgent(d);
@@ -132,6 +135,8 @@ test('a configuration reaches every live component within one heartbeat, beside 
   assertExactlyOnceInOrder(d.map, 'orders', Array.from({ length: SLOTS }, (_, s) => d.outOf('orders', s)), flow.sent, { only: (k) => k.startsWith('a') });
   const status = await portalctl(['status']);
   assert.match(status.stdout, new RegExp(`configuration orders: version ${version}; slots 0 1 2 3 run their version`));
+  const m = await scrape(metricsUrl);
+  for (let s = 0; s < SLOTS; s++) assert.equal(value(m, 'flotilla_slot_config_version', { stream: 'orders', slot: s }), version);
 });
 
 test('a component killed with SIGKILL and restarted gets the current version when it registers, before its first record', async () => {
