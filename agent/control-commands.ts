@@ -11,14 +11,13 @@ import type { PauseReply, ReloadReply } from '../src/protocol/control';
 import { type AgentTarget, agentPause, agentReload, agentResume, agentStatus, askAgent, describeAgent, localAgent, remoteAgent } from '../src/agent/client';
 import { FlotillaError } from '../src/errors';
 import { DEFAULT_HEARTBEAT_MS } from '../src/map/types';
-import { loadMap } from '../src/map/load';
+import { DEFAULT_MAP_FILE, readMap } from './map-source';
 import { handoverLines } from './handover-view';
 import { describeNotIdle, formatStatus, notIdle, type NotIdle } from './status-view';
 import { HEALTH_EXIT, healthExit, problemsOf } from '../src/agent/problems';
 import { runTop } from './top';
 
-/** Where the map is when neither --map nor $FLOTILLA_MAP says. */
-export const DEFAULT_MAP_FILE = '/etc/flotilla/map.yaml';
+export { DEFAULT_MAP_FILE } from './map-source';
 /** How long `pause --wait` waits for idle unless --timeout says. */
 export const DEFAULT_WAIT_S = 30;
 /** An agent forwards a pause to its portals in parallel and waits up to a second for them; allow for that. */
@@ -60,7 +59,7 @@ export const errorText = (err: unknown) => (err instanceof FlotillaError ? `${er
  */
 function mapHints(file: string): MapHints {
   try {
-    const m = loadMap(file);
+    const m = readMap(file);
     return { runDir: m.runDir, servers: m.servers };
   } catch (err) {
     let raw: { instance?: unknown; run_dir?: unknown; servers?: unknown };

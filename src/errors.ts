@@ -51,6 +51,11 @@ export const ERROR_CODES = [
   'DIR_UNSAFE',
   /** A socket could not listen on its address (in use, not this host's, not permitted). */
   'BIND_FAILED',
+  // --- maps in etcd (map store, `portalctl map apply`)
+  /** A map apply lost its compare-and-swap: someone wrote the map in force since it was read. */
+  'MAP_STALE',
+  /** The map's store (etcd) cannot be reached. */
+  'STORE_UNREACHABLE',
 ] as const;
 export type ErrorCode = (typeof ERROR_CODES)[number];
 
