@@ -11,7 +11,9 @@ import type { PauseReply, ReloadReply } from '../src/protocol/control';
 import { type AgentTarget, agentPause, agentReload, agentResume, agentStatus, askAgent, describeAgent, localAgent, remoteAgent } from '../src/agent/client';
 import { FlotillaError } from '../src/errors';
 import { DEFAULT_HEARTBEAT_MS } from '../src/map/types';
-import { DEFAULT_MAP_FILE, readMap } from './map-source';
+import { DEFAULT_MAP_FILE, readMap, sourceOf } from './map-source';
+import { clusterStatus } from './cluster-view';
+import { isEtcdSource } from '../src/map/store';
 import { handoverLines } from './handover-view';
 import { describeNotIdle, formatStatus, notIdle, type NotIdle } from './status-view';
 import { HEALTH_EXIT, healthExit, problemsOf } from '../src/agent/problems';
@@ -158,6 +160,8 @@ Examples:
 `,
     )
     .action(async (o: TargetFlags & { slots?: boolean }) => {
+      // An etcd map: the cluster from the store, no agent asked (cluster-view.ts).
+      if (o.cluster && isEtcdSource(sourceOf(o.map))) return clusterStatus(sourceOf(o.map), o.json);
       const results = await gather(targetsOf(o), (t) => agentStatus(t));
       if (o.json) printJsonResults(results, o.cluster);
       else {

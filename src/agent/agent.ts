@@ -291,7 +291,7 @@ export class Agent {
         return answerDrained(this.o.server, this.map, this.runDir, req, this.o.portalTimeoutMs);
       case 'release': {
         if (!this.map.streams.some((s) => s.name === req.stream)) throw new FlotillaError('UNKNOWN_STREAM', `no stream "${req.stream}" in the map in force`);
-        const r = await forceRelease(this.runDir, req.stream, req.from, this.o.portalTimeoutMs, this.log);
+        const r = await forceRelease(this.runDir, req.stream, req.from, this.o.portalTimeoutMs, this.log, this.plane.handovers);
         this.schedule(0);
         return { ...r, server: this.o.server };
       }

@@ -193,7 +193,7 @@ export async function answerDrained(server: string, map: FlotillaMap, runDir: st
  * processes the held buckets at once. Records the old owner still had are then its to lose or
  * to process twice: docs/operations.md says when this is safe.
  */
-export async function forceRelease(runDir: string, stream: string, from: string, timeoutMs: number, log: Logger): Promise<{ ok: true; released: number }> {
+export async function forceRelease(runDir: string, stream: string, from: string, timeoutMs: number, log: Logger, handovers?: HandoverStore): Promise<{ ok: true; released: number }> {
   const beacon = await portalRequest(runDir, stream, { cmd: 'beacon' }, timeoutMs);
   const hold = (beacon.holds ?? []).find((x) => x.from === from);
   if (!hold) {
@@ -201,6 +201,7 @@ export async function forceRelease(runDir: string, stream: string, from: string,
     throw new FlotillaError('BAD_REQUEST', `the ${stream} portal holds nothing for ${from}${held.length > 0 ? ` (it holds buckets for ${held.join(', ')})` : ''}`);
   }
   const r = await portalRequest(runDir, stream, { cmd: 'release', from, epoch: hold.epoch, digest: beacon.digest, buckets: hold.buckets }, timeoutMs);
+  await handovers?.released({ from, stream, epoch: hold.epoch, digest: beacon.digest, buckets: hold.buckets, forced: true }).catch((err: unknown) => log.warn({ stream, from }, `the release record could not be written (${String(err)})`));
   log.warn({ stream, from, epoch: hold.epoch, buckets: hold.buckets.length, records: r.released }, `operator ended the hold of ${hold.buckets.length} ${stream} buckets from ${from} without its word (after ${Math.round(hold.waitingMs / 1000)} s)`);
   return r;
 }

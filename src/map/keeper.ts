@@ -8,7 +8,7 @@
  * edit is taken or the file is put back.
  */
 import { type ErrorCode, FlotillaError, MapInvalidError, type MapProblem } from '../errors';
-import type { MapStore } from './store';
+import { isEtcdSource, type MapStore } from './store';
 import { FileMapStore } from './store-file';
 import { type FlotillaMap } from './types';
 import { parseMap } from './load';
@@ -55,6 +55,9 @@ export class MapKeeper {
     readonly server: string | null = null,
     private readonly role = 'process',
   ) {
+    if (typeof source === 'string' && isEtcdSource(source)) {
+      throw new FlotillaError('CONFIG_INVALID', `${source}: an etcd map is opened with openMap() first (it connects and reads the map): new Sender({ map: await openMap('${source}') })`);
+    }
     if (typeof source === 'string' || isStore(source)) {
       this.store = typeof source === 'string' ? new FileMapStore(source) : source;
       this.file = this.store.source;

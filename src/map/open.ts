@@ -48,3 +48,8 @@ export async function openMap(source: string, o: OpenMapOptions = {}): Promise<M
   }
   return keeper;
 }
+
+/** What a component or sender takes as `map`: a file path as given (read by the SDK), or a keeper of an etcd map (opened here). */
+export async function mapSource(source: string, o: OpenMapOptions = {}): Promise<string | MapKeeper> {
+  return isEtcdSource(source) ? openMap(source, o) : source;
+}

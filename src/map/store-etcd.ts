@@ -52,6 +52,9 @@ export async function writeMap(client: Etcd3, keys: EtcdKeys, record: MapRecord,
   return res.succeeded;
 }
 
+/** The store's error before its first read. */
+const NOT_READ = 'not read yet';
+
 export interface EtcdStoreOptions {
   log?: Logger;
   pollMs?: number;
@@ -77,7 +80,7 @@ export class EtcdMapStore implements MapStore {
   ) {
     this.client = etcdClient(parsed);
     this.keys = new EtcdKeys(parsed.prefix);
-    this.health = { kind: 'etcd', source, connected: false, error: 'not read yet', since: Date.now() };
+    this.health = { kind: 'etcd', source, connected: false, error: NOT_READ, since: Date.now() };
   }
 
   /**
@@ -152,11 +155,14 @@ export class EtcdMapStore implements MapStore {
 
   private setHealth(connected: boolean, error: string | null): void {
     const h = this.health;
-    if (h.connected === connected && (connected || h.error !== null)) return;
     const was = h.connected;
-    Object.assign(h, { connected, error, since: Date.now() });
-    if (connected && !was && this.text !== null) this.log?.info({ source: this.source }, `etcd ${this.source} answers again; following its map`);
-    if (!connected && (was || this.text === null)) this.log?.warn({ source: this.source, err: error }, `etcd ${this.source} does not answer (${error}); running on the map in force (epoch ${this.epoch ?? 'none'})`);
+    const first = h.error === NOT_READ;
+    h.error = error;
+    if (was === connected && !first) return;
+    h.connected = connected;
+    h.since = Date.now();
+    if (connected && !was && !first) this.log?.info({ source: this.source }, `etcd ${this.source} answers again; following its map`);
+    if (!connected) this.log?.warn({ source: this.source, err: error }, `etcd ${this.source} does not answer (${error}); running on the map in force (epoch ${this.epoch ?? 'none'})`);
   }
 
   async close(): Promise<void> {
