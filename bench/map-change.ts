@@ -6,8 +6,8 @@
  *       does (planApply + commitApply); t1: every agent's switch done, every portal at the new
  *       epoch, no handover left. map_change_ms = t1 - t0 (median of RUNS, alternating edits).
  *   unmoved_throughput_ratio: records/s acknowledged of keys whose bucket does not move, during
- *       [t0, t1] against the same length of time just before t0 (a closed-loop sender of those
- *       keys only; another sender keeps the moved buckets busy).
+ *       [t0, t1] against the same length of time just before t0. Two senders offer RATE records/s
+ *       together, paced, one the keys of unmoved buckets, the other the keys of moved ones.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
@@ -32,6 +32,10 @@ const RUNS = 5;
 const HEARTBEAT_MS = 250;
 const BUCKETS = 1024;
 const PREFIX = 'flotilla/bench';
+/** Records per second offered, all keys together (as the pause-resume bench). */
+const RATE = 20_000;
+/** Pause between one change's end and the next measurement. */
+const SETTLE_MS = 1500;
 const WEIGHTS = [
   [1, 1, 1],
   [2, 2, 1],
@@ -97,17 +101,21 @@ export async function runMapChange(dir: string): Promise<MapChangeResult> {
     const unmoved = new Sender({ map: await openMap(url), log: undefined });
     const moved = new Sender({ map: await openMap(url), log: undefined });
     senders.push(unmoved, moved);
+    // Paced, as a steady flow is: records/s of each sender in proportion to its keys.
     const loop = (sender: Sender, keyList: string[]) =>
       (async () => {
+        const rate = (RATE * keyList.length) / all.length;
+        const started = Date.now();
         let n = 0;
         while (sending) {
-          for (let i = 0; i < 2000; i++, n++) sender.send('bench', { key: keyList[n % keyList.length]!, n });
+          const due = Math.floor(((Date.now() - started) / 1000) * rate);
+          for (; n < due; n++) sender.send('bench', { key: keyList[n % keyList.length]!, n });
           await sender.writable();
-          await new Promise((r) => setImmediate(r));
+          await new Promise((r) => setTimeout(r, 2));
         }
       })();
     loops.push(loop(unmoved, unmovedKeys), loop(moved, movedKeys));
-    await until('records flowing', async () => unmoved.stats.acked > 50_000);
+    await until('records flowing', async () => unmoved.stats.acked > RATE / 2);
     const agents = SERVERS.map((s) => localAgent(serverRunDir(s)));
     const runsMs: number[] = [];
     const ratios: number[] = [];
@@ -115,7 +123,9 @@ export async function runMapChange(dir: string): Promise<MapChangeResult> {
     for (let i = 0; i < RUNS; i++) {
       epoch++;
       const w = WEIGHTS[(epoch - 1) % 2]!;
-      // The rate before: a window as long as the last change (at least 1 s).
+      // Let the last change's moved records settle, then the rate before: a window as long as
+      // the last change (at least 1 s).
+      await new Promise((r) => setTimeout(r, SETTLE_MS));
       const windowMs = Math.max(1000, runsMs.at(-1) ?? 1000);
       const a0 = unmoved.stats.acked;
       await new Promise((r) => setTimeout(r, windowMs));

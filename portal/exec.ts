@@ -29,7 +29,7 @@ const program = new Command('portal-exec')
     'after',
     `
 Environment (the flotilla-component-INSTANCE@STREAM.SLOT unit sets them):
-  FLOTILLA_MAP                 the map file, when --map is not given
+  FLOTILLA_MAP                 the map file (or etcd://HOST:PORT[,...]/PREFIX), when --map is not given
   FLOTILLA_SERVER              this server's name in the map, when --server is not given
   FLOTILLA_UNIT_SLOT           STREAM.SLOT, when --stream and --slot are not given
   FLOTILLA_COMPONENT_<STREAM>  the program to run when none follows --, split at spaces; the
