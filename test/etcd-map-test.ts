@@ -162,7 +162,7 @@ before(async () => {
   switched.push(parsed(mapOf(1, {})));
   sender = new Sender({ map: await openMap(url), lingerMs: 1 });
   load = new RoundLoad(sender, 'orders', 200, 5);
-  await flows(2000, 'records flowing to the three servers');
+  await flows(1000, 'records flowing to the three servers');
 });
 
 after(async () => {
@@ -187,7 +187,7 @@ test('a map applied with portalctl reaches the three servers and moves exactly t
   assert.match(r.stdout, new RegExp(`orders: ${predicted.streams[0]!.moved} of ${BUCKETS} buckets move`));
   const since = Date.now();
   await switchedAll(next, 'epoch 2 on the three servers');
-  await flows(3000, 'traffic under epoch 2');
+  await flows(1500, 'traffic under epoch 2');
   const [before, now] = switched.slice(-2) as [FlotillaMap, FlotillaMap];
   const moved = new Set<number>();
   for (let b = 0; b < BUCKETS; b++) if (ownerOf(before, b) !== ownerOf(now, b)) moved.add(b);

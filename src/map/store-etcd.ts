@@ -38,7 +38,22 @@ export async function readMapRecord(client: Etcd3, keys: EtcdKeys): Promise<{ re
   const res = await client.get(keys.map).exec();
   const kv = res.kvs[0];
   if (!kv) return { record: null, revision: '0' };
-  return { record: JSON.parse(kv.value.toString('utf8')) as MapRecord, revision: kv.mod_revision };
+  return { record: recordOf(kv.value.toString('utf8')), revision: kv.mod_revision };
+}
+
+/**
+ * The record in a map key's value. A value that is not a MapRecord (written by hand, not by
+ * `map apply`) is kept as text, so the keeper rejects it as it would a broken file and the map in
+ * force stays.
+ */
+function recordOf(value: string): MapRecord {
+  try {
+    const r = JSON.parse(value) as MapRecord;
+    if (typeof r.text === 'string' && typeof r.epoch === 'number') return r;
+  } catch {
+    // not JSON: below
+  }
+  return { epoch: -1, digest: '', text: value, appliedAt: 0 };
 }
 
 /**
@@ -141,13 +156,7 @@ export class EtcdMapStore implements MapStore {
       .then((w) => {
         if (this.closed) return void w.cancel();
         this.watcher = w;
-        w.on('put', (kv) => {
-          try {
-            this.take(JSON.parse(kv.value.toString('utf8')) as MapRecord);
-          } catch {
-            // not JSON: the keeper would reject it; the poll reads it again
-          }
-        });
+        w.on('put', (kv) => this.take(recordOf(kv.value.toString('utf8'))));
         w.on('error', () => undefined); // the poll tells the health; the watch reconnects itself
       })
       .catch(() => undefined); // etcd down at the start of the watch: the poll carries on
