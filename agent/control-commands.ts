@@ -11,14 +11,15 @@ import type { PauseReply, ReloadReply } from '../src/protocol/control';
 import { type AgentTarget, agentPause, agentReload, agentResume, agentStatus, askAgent, describeAgent, localAgent, remoteAgent } from '../src/agent/client';
 import { FlotillaError } from '../src/errors';
 import { DEFAULT_HEARTBEAT_MS } from '../src/map/types';
-import { loadMap } from '../src/map/load';
+import { DEFAULT_MAP_FILE, readMap, sourceOf } from './map-source';
+import { clusterStatus } from './cluster-view';
+import { isEtcdSource } from '../src/map/store';
 import { handoverLines } from './handover-view';
 import { describeNotIdle, formatStatus, notIdle, type NotIdle } from './status-view';
 import { HEALTH_EXIT, healthExit, problemsOf } from '../src/agent/problems';
 import { runTop } from './top';
 
-/** Where the map is when neither --map nor $FLOTILLA_MAP says. */
-export const DEFAULT_MAP_FILE = '/etc/flotilla/map.yaml';
+export { DEFAULT_MAP_FILE } from './map-source';
 /** How long `pause --wait` waits for idle unless --timeout says. */
 export const DEFAULT_WAIT_S = 30;
 /** An agent forwards a pause to its portals in parallel and waits up to a second for them; allow for that. */
@@ -60,7 +61,7 @@ export const errorText = (err: unknown) => (err instanceof FlotillaError ? `${er
  */
 function mapHints(file: string): MapHints {
   try {
-    const m = loadMap(file);
+    const m = readMap(file);
     return { runDir: m.runDir, servers: m.servers };
   } catch (err) {
     let raw: { instance?: unknown; run_dir?: unknown; servers?: unknown };
@@ -159,6 +160,8 @@ Examples:
 `,
     )
     .action(async (o: TargetFlags & { slots?: boolean }) => {
+      // An etcd map: the cluster from the store, no agent asked (cluster-view.ts).
+      if (o.cluster && isEtcdSource(sourceOf(o.map))) return clusterStatus(sourceOf(o.map), o.json);
       const results = await gather(targetsOf(o), (t) => agentStatus(t));
       if (o.json) printJsonResults(results, o.cluster);
       else {

@@ -10,14 +10,15 @@ import { AgentHttp } from './http';
 import { DAEMON_ENVIRONMENT_HELP, die, runDaemon, warnPrivateTmp, whichServer } from '../daemon/process';
 import { packageVersion } from '../daemon/version';
 import { createLogger } from '../src/log';
-import { loadMap } from '../src/map/load';
+import { parseMap } from '../src/map/load';
+import { openMapStore } from '../src/map/open';
 
 const program = new Command('flotilla-agent')
   .description(
     "Run this server's control plane: collect the portals' beacons, pause and resume them for portalctl, hold the map in force and check every edit of the map file.",
   )
   .version(packageVersion(), '-V, --version')
-  .requiredOption('-m, --map <file>', 'map file (YAML or JSON)', process.env.FLOTILLA_MAP)
+  .requiredOption('-m, --map <file|etcd-url>', 'map file (YAML or JSON), or etcd://HOST:PORT[,HOST:PORT...]/PREFIX', process.env.FLOTILLA_MAP)
   .option('--server <name>', "this server's name in the map (default $FLOTILLA_SERVER, else the host name)")
   .option('--run-dir <dir>', "directory for ipc sockets (default the map's run_dir)")
   .option('--bind <host>', "address of the TCP control socket (default the server's host in the map)")
@@ -48,13 +49,16 @@ async function main(): Promise<void> {
   program.parse();
   const o = program.opts<{ map: string; server?: string; runDir?: string; bind?: string; holdLimit?: string; hostSampleMs: string; watch: number }>();
   process.umask(0o007); // sockets for the service's user and group only
-  const map = loadMap(o.map);
+  const store = await openMapStore(o.map);
+  const map = parseMap(store.read(), store.source);
   const server = whichServer(map, o.server);
   const log = createLogger('agent', { server });
+  store.log = log;
   warnPrivateTmp(log, o.runDir ?? map.runDir);
   const holdLimitMs = o.holdLimit === undefined ? undefined : Math.round(Number(o.holdLimit) * 1000);
   const agent = new Agent({
     mapFile: o.map,
+    store,
     server,
     runDir: o.runDir,
     bindHost: o.bind,

@@ -9,7 +9,7 @@ import { loadMap } from '../src/map/load';
 import { MAP_SCHEMA } from '../src/map/schema';
 import { portalPort, streamOf } from '../src/map/lookup';
 import { routeKey } from '../src/map/route';
-import { diffMaps } from '../src/map/diff';
+import { diffMaps, type MapDiff } from '../src/map/diff';
 
 interface JsonFlag {
   json?: boolean;
@@ -40,6 +40,19 @@ function ownership(map: FlotillaMap): Record<string, Record<string, number>> {
     out[s.name] = counts;
   }
   return out;
+}
+
+/** What an edit moves, per stream, for a person (map diff, map apply). */
+export function printDiff(d: MapDiff): void {
+  print(`epoch ${d.fromEpoch} -> ${d.toEpoch}`);
+  for (const s of d.streams) {
+    if (s.change === 'added' || s.change === 'removed') {
+      print(`  ${s.stream}: stream ${s.change}`);
+      continue;
+    }
+    print(`  ${s.stream}: ${s.moved} of ${s.buckets} buckets move${s.moved === 0 ? '' : ':'}`);
+    for (const mv of s.moves) print(`    ${mv.from} -> ${mv.to}: ${mv.buckets}`);
+  }
 }
 
 export function addMapCommands(program: Command): void {
@@ -116,15 +129,7 @@ export function addMapCommands(program: Command): void {
       const d = diffMaps(loadOrExit(oldFile, o.json), loadOrExit(newFile, o.json));
       if (o.json) printJson(d);
       else {
-        print(`epoch ${d.fromEpoch} -> ${d.toEpoch}`);
-        for (const s of d.streams) {
-          if (s.change === 'added' || s.change === 'removed') {
-            print(`  ${s.stream}: stream ${s.change}`);
-            continue;
-          }
-          print(`  ${s.stream}: ${s.moved} of ${s.buckets} buckets move${s.moved === 0 ? '' : ':'}`);
-          for (const mv of s.moves) print(`    ${mv.from} -> ${mv.to}: ${mv.buckets}`);
-        }
+        printDiff(d);
         for (const p of d.problems) process.stderr.write(`problem: ${p}\n`);
       }
       if (d.problems.length > 0) process.exitCode = 1;

@@ -8,6 +8,8 @@ import { die } from '../daemon/process';
 import { packageVersion } from '../daemon/version';
 import { addControlCommands } from './control-commands';
 import { addMapCommands } from './map-commands';
+import { preloadHook } from './map-source';
+import { addMapStoreCommands } from './map-store-commands';
 import { addWeightCommands } from './weights-commands';
 import { addConfigureCommand } from './configure-command';
 
@@ -35,15 +37,21 @@ Examples:
   portalctl buckets --hot                       the heaviest buckets and their owners
   portalctl map schema > map.schema.json        the map's JSON Schema, for an editor
   portalctl configure search --set cache=false  give the stream's running components a configuration
+  portalctl map apply map.yaml --map etcd://10.0.0.5:2379/flotilla   write the next epoch into etcd (diff shown)
+  portalctl map edit --map etcd://10.0.0.5:2379/flotilla             $EDITOR on the map in force in etcd
+  portalctl status --cluster --map etcd://10.0.0.5:2379/flotilla     every server from etcd: leases, epochs, handovers
 
 Environment:
-  FLOTILLA_MAP      the map file, when --map is not given
+  FLOTILLA_MAP      the map file (or etcd://HOST:PORT[,...]/PREFIX), when --map is not given
 
 Exit status: 0 done; 1 a problem (printed on stderr, or as JSON with --json); 2 a usage error.`,
   );
 
 addControlCommands(program);
 addMapCommands(program);
+// --- maps in etcd: map apply/get/edit, and an etcd --map read before any command
+addMapStoreCommands(program.commands.find((c) => c.name() === 'map')!);
+preloadHook(program);
 addWeightCommands(program);
 addConfigureCommand(program);
 

@@ -96,6 +96,10 @@ export function formatStatus(st: AgentStatus, opts: { slots?: boolean } = {}): s
   );
   const problems = problemsOf(st);
   for (const p of problems) lines.push(`  ${p.severity === 'error' ? 'PROBLEM' : 'warning'}: ${p.message}`);
+  // --- map store (etcd maps)
+  if (st.mapStore && !st.mapStore.connected) {
+    lines.push(`  warning: ${st.mapStore.source} does not answer for ${Math.round((Date.now() - st.mapStore.since) / 1000)} s (${st.mapStore.error}); running on epoch ${st.mapEpoch}, handovers wait until it is back`);
+  }
   const rows = [['STREAM', 'STATE', 'IDLE', 'EPOCH', 'IN/S', 'OUT/S', 'QUEUED', 'INFLIGHT', 'SPOOL', 'SLOTS'], ...st.streams.map(row)];
   lines.push(...table(rows).map((l) => `  ${l}`));
   if (st.mapErrors) {

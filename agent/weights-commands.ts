@@ -6,7 +6,7 @@
  */
 import { type Command, InvalidArgumentError } from 'commander';
 import { askAgent } from '../src/agent/client';
-import { loadMap } from '../src/map/load';
+import { readMap } from './map-source';
 import { bucketLoads, suggestWeights, type WeightSuggestion } from '../src/map/weights';
 import type { LoadReport } from '../src/protocol/control';
 import { DEFAULT_MAP_FILE, errorText, gather, targetsOf } from './control-commands';
@@ -49,7 +49,7 @@ export function addWeightCommands(program: Command): void {
     .addHelpText('after', '\nExample:\n  portalctl weights --suggest --map /etc/flotilla/map.yaml\n')
     .action(async (o: { map?: string; json?: boolean }) => {
       const file = o.map ?? process.env.FLOTILLA_MAP ?? DEFAULT_MAP_FILE;
-      const s = suggestWeights(loadMap(file), await gatherLoads(file));
+      const s = suggestWeights(readMap(file), await gatherLoads(file));
       if (o.json) print(JSON.stringify(s, null, 2));
       else printSuggestion(s);
     });
@@ -63,7 +63,7 @@ export function addWeightCommands(program: Command): void {
     .addHelpText('after', '\nExample:\n  portalctl buckets --hot --top 20\n')
     .action(async (o: { map?: string; json?: boolean; top: number }) => {
       const file = o.map ?? process.env.FLOTILLA_MAP ?? DEFAULT_MAP_FILE;
-      const hot = bucketLoads(loadMap(file), await gatherLoads(file)).slice(0, o.top);
+      const hot = bucketLoads(readMap(file), await gatherLoads(file)).slice(0, o.top);
       if (o.json) {
         print(JSON.stringify(hot, null, 2));
         return;

@@ -11,6 +11,7 @@ import { startDeployment } from './deployment';
 import { runLatency, runThroughput } from './flotilla-runs';
 import { calibrate } from './calibrate';
 import { runPauseResume } from './pause-resume';
+import { runMapChange } from './map-change';
 import { describeMachine } from './machine';
 import { parseOptions } from './options';
 import { ProcessGroup, peakRssMb } from './procs';
@@ -62,13 +63,18 @@ async function main(): Promise<void> {
     }
     progress('pause -> idle -> resume across three servers, 250 ms heartbeats');
     const pauseResume = await runPauseResume(dir);
+    let mapChange = null;
+    if (!o.skipMapChange) {
+      progress('a map change in etcd moving a quarter of the buckets across three servers, under load');
+      mapChange = await runMapChange(dir);
+    }
     let profile = null;
     if (profileDir) {
       const files = readdirSync(profileDir).filter((f) => f.endsWith('.cpuprofile') && f.includes(`.${d.portal.pid}.`));
       if (files[0]) profile = { file: join(profileDir, files[0]), ...summariseProfile(join(profileDir, files[0])) };
     }
     const totalSeconds = (performance.now() - startedAt) / 1000;
-    const results: Results = { throughput, spooled, latency, baseline, portalRssMb, pauseResume, machine, profile, totalSeconds };
+    const results: Results = { throughput, spooled, latency, baseline, portalRssMb, pauseResume, mapChange, machine, profile, totalSeconds };
     process.stdout.write(o.json ? JSON.stringify(toJson(results, o)) + '\n' : toText(results, o));
   } finally {
     await group.stopAll();

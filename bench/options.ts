@@ -21,6 +21,7 @@ export interface BenchOptions {
   /** Skip the zeromq.js baseline. */
   skipBaseline: boolean;
   skipSpool: boolean;
+  skipMapChange: boolean;
   /** Directory to write a V8 CPU profile of the portal into (node --cpu-prof), or null. */
   profileDir: string | null;
   /** Component slots of the bench stream: one sink process each. */
@@ -44,6 +45,7 @@ const HELP = `usage: npm run bench -- [options]
   --slots N              component slots of the stream, one sink process each (default 4)
   --skip-baseline        do not run the zeromq.js proxy baseline
   --skip-spool           do not run the throughput with the spool in mode always
+  --skip-map-change      do not run the map change with the map in etcd (needs the etcd binary)
   --profile DIR          write a CPU profile of the portal process into DIR
   --portal-flags='F ...' extra node flags for the portal (e.g. --portal-flags=--max-semi-space-size=16;
                          write the '=': a value starting with '-' is refused otherwise)
@@ -67,6 +69,7 @@ export function parseOptions(argv = process.argv.slice(2)): BenchOptions {
       'latency-linger-ms': { type: 'string', default: '2' },
       'skip-baseline': { type: 'boolean', default: false },
       'skip-spool': { type: 'boolean', default: false },
+      'skip-map-change': { type: 'boolean', default: false },
       slots: { type: 'string', default: '4' },
       profile: { type: 'string' },
       'portal-flags': { type: 'string', default: '' },
@@ -99,6 +102,7 @@ export function parseOptions(argv = process.argv.slice(2)): BenchOptions {
     latencyLingerMs: num('latency-linger-ms', 0),
     skipBaseline: values['skip-baseline']!,
     skipSpool: values['skip-spool']!,
+    skipMapChange: values['skip-map-change']!,
     profileDir: values.profile ?? null,
     slots: Math.floor(num('slots', 1)),
     portalFlags: words(values['portal-flags']!),

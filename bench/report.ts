@@ -2,6 +2,7 @@
 import type { LatencyResult, ThroughputResult } from './flotilla-runs';
 import type { Machine } from './machine';
 import type { PauseResumeResult } from './pause-resume';
+import type { MapChangeResult } from './map-change';
 import type { RateWindow } from './measure';
 import type { BenchOptions } from './options';
 import type { HotFunction } from './profile-summary';
@@ -16,6 +17,10 @@ export const TARGETS = {
   pause_resume_ms: 1000,
   /** spool_records_per_second / records_per_second, at least. */
   spool_ratio: 0.5,
+  /** A map change in etcd moving a quarter of the buckets, apply to the last handover released. */
+  map_change_ms: 2000,
+  /** Records/s of unmoved buckets during a map change against before it, at least. */
+  unmoved_throughput_ratio: 0.9,
 };
 
 export interface Results {
@@ -26,6 +31,8 @@ export interface Results {
   baseline: RateWindow | null;
   portalRssMb: number;
   pauseResume: PauseResumeResult;
+  /** A map change with the map in etcd; null when skipped. */
+  mapChange: MapChangeResult | null;
   machine: Machine;
   profile: { file: string; hot: HotFunction[]; idlePercent: number } | null;
   /** Wall time of the whole bench, seconds. */
@@ -64,6 +71,10 @@ export function toJson(r: Results, o: BenchOptions): Record<string, unknown> {
     portal_rss_mb: round(r.portalRssMb, 1),
     pause_resume_ms: round(r.pauseResume.pauseResumeMs, 1),
     pause_resume_runs_ms: r.pauseResume.runsMs,
+    map_change_ms: r.mapChange ? round(r.mapChange.mapChangeMs, 1) : null,
+    map_change_runs_ms: r.mapChange?.runsMs ?? null,
+    unmoved_throughput_ratio: r.mapChange?.unmovedThroughputRatio ?? null,
+    unmoved_throughput_ratios: r.mapChange?.ratios ?? null,
     portal_records_per_second: round(r.throughput.portalPerSecond),
     saturated_batch_p50_ms: round(r.throughput.batchP50Ms, 3),
     saturated_batch_p99_ms: round(r.throughput.batchP99Ms, 3),
@@ -133,6 +144,12 @@ export function toText(r: Results, o: BenchOptions): string {
     `  latency p99 at ${fmt(o.rate)}/s ${fmt(r.latency.p99Ms, 2).padStart(7)} ms          target < 5 ms: ${mark(r.latency.p99Ms < TARGETS.p99_ms)}`,
     `  portal peak RSS (VmHWM)  ${fmt(r.portalRssMb, 1).padStart(12)} MB          target < 200 MB: ${mark(r.portalRssMb < TARGETS.portal_rss_mb)}`,
     `  pause -> idle -> resume  ${fmt(r.pauseResume.pauseResumeMs, 1).padStart(12)} ms          target < 1 s: ${mark(r.pauseResume.pauseResumeMs < TARGETS.pause_resume_ms)} (3 servers, 250 ms heartbeats, median of ${r.pauseResume.runsMs.length})`,
+    ...(r.mapChange
+      ? [
+          `  map change (etcd)        ${fmt(r.mapChange.mapChangeMs, 1).padStart(12)} ms          target < 2 s: ${mark(r.mapChange.mapChangeMs < TARGETS.map_change_ms)} (${r.mapChange.movedBuckets} of 1024 buckets move, 3 servers, 250 ms heartbeats, median of ${r.mapChange.runsMs.length})`,
+          `  unmoved throughput ratio ${fmt(r.mapChange.unmovedThroughputRatio, 2).padStart(12)}             target >= 0.9: ${mark(r.mapChange.unmovedThroughputRatio >= TARGETS.unmoved_throughput_ratio)} (records/s of unmoved buckets during the change / before)`,
+        ]
+      : []),
     '',
     `  portal's own count over the throughput window: ${fmt(t.portalPerSecond)} records/s; batch ack p50/p99 under saturation ${fmt(t.batchP50Ms, 1)}/${fmt(t.batchP99Ms, 1)} ms`,
     `  latency run: ${fmt(r.latency.window.perSecond)} records/s achieved, p90 ${fmt(r.latency.p90Ms, 2)} ms, max ${fmt(r.latency.maxMs, 2)} ms, ${fmt(r.latency.samples)} records measured`,

@@ -42,7 +42,7 @@ export function warnPrivateTmp(log: Logger, runDir: string, env: NodeJS.ProcessE
 
 /** The environment every daemon reads, as its --help lists it. */
 export const DAEMON_ENVIRONMENT_HELP = `Environment:
-  FLOTILLA_MAP          the map file, when --map is not given
+  FLOTILLA_MAP          the map file (or etcd://HOST:PORT[,...]/PREFIX), when --map is not given
   FLOTILLA_SERVER       this server's name in the map, when --server is not given
   FLOTILLA_LOG_LEVEL    trace, debug, info (default), warn, error
   FLOTILLA_LOG_FORMAT   json or pretty (default: pretty on a terminal, json otherwise; under

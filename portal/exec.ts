@@ -9,7 +9,8 @@ import { Command, InvalidArgumentError } from 'commander';
 import { ExecComponent } from '../src/component/exec';
 import { FlotillaError } from '../src/errors';
 import { createLogger } from '../src/log';
-import { MapKeeper } from '../src/map/keeper';
+import { openMap } from '../src/map/open';
+import { isEtcdSource } from '../src/map/store';
 import { serverOf, slotCount, streamOf } from '../src/map/lookup';
 import { die, runDaemon, warnPrivateTmp, whichServer } from '../daemon/process';
 import { packageVersion } from '../daemon/version';
@@ -17,7 +18,7 @@ import { packageVersion } from '../daemon/version';
 const program = new Command('portal-exec')
   .description('Run a program as the component of one slot: records go to its stdin as JSON lines, it answers with ack and emit lines on stdout.')
   .version(packageVersion(), '-V, --version')
-  .requiredOption('-m, --map <file>', 'map file (YAML or JSON)', process.env.FLOTILLA_MAP)
+  .requiredOption('-m, --map <file|etcd-url>', 'map file (YAML or JSON), or etcd://HOST:PORT[,HOST:PORT...]/PREFIX', process.env.FLOTILLA_MAP)
   .option('-s, --stream <name>', 'stream whose slot this is (default from $FLOTILLA_UNIT_SLOT)')
   .option('--slot <n>', 'slot number, 0 to slots - 1 (default from $FLOTILLA_UNIT_SLOT)', slotNumber)
   .option('--server <name>', "this server's name in the map (default $FLOTILLA_SERVER, else the host name)")
@@ -28,7 +29,7 @@ const program = new Command('portal-exec')
     'after',
     `
 Environment (the flotilla-component-INSTANCE@STREAM.SLOT unit sets them):
-  FLOTILLA_MAP                 the map file, when --map is not given
+  FLOTILLA_MAP                 the map file (or etcd://HOST:PORT[,...]/PREFIX), when --map is not given
   FLOTILLA_SERVER              this server's name in the map, when --server is not given
   FLOTILLA_UNIT_SLOT           STREAM.SLOT, when --stream and --slot are not given
   FLOTILLA_COMPONENT_<STREAM>  the program to run when none follows --, split at spaces; the
@@ -73,7 +74,7 @@ async function main(): Promise<void> {
   const o = program.opts<{ map: string; stream?: string; slot?: number; server?: string; runDir?: string }>();
   const { stream, slot } = slotOf(o.stream, o.slot, process.env.FLOTILLA_UNIT_SLOT);
   const command = program.args.length > 0 ? program.args : commandOf(stream, process.env);
-  const keeper = new MapKeeper(resolve(o.map));
+  const keeper = await openMap(isEtcdSource(o.map) ? o.map : resolve(o.map));
   const map = keeper.map;
   const server = whichServer(map, o.server);
   const slots = slotCount(serverOf(map, server), streamOf(map, stream));

@@ -4,7 +4,7 @@
  * the routing logic is src/portal/.
  */
 import { Command } from 'commander';
-import { MapKeeper } from '../src/map/keeper';
+import { openMap } from '../src/map/open';
 import { createLogger } from '../src/log';
 import { Portal } from '../src/portal/portal';
 import { DAEMON_ENVIRONMENT_HELP, die, runDaemon, warnPrivateTmp, whichServer } from '../daemon/process';
@@ -13,7 +13,7 @@ import { packageVersion } from '../daemon/version';
 const program = new Command('flotilla-portal')
   .description('Serve one stream on this server: take batches on its TCP port, route each record by key to a local component slot.')
   .version(packageVersion(), '-V, --version')
-  .requiredOption('-m, --map <file>', 'map file (YAML or JSON)', process.env.FLOTILLA_MAP)
+  .requiredOption('-m, --map <file|etcd-url>', 'map file (YAML or JSON), or etcd://HOST:PORT[,HOST:PORT...]/PREFIX', process.env.FLOTILLA_MAP)
   .requiredOption('-s, --stream <name>', 'stream this portal serves')
   .option('--server <name>', "this server's name in the map (default $FLOTILLA_SERVER, else the host name)")
   .option('--run-dir <dir>', "directory for ipc sockets (default the map's run_dir)")
@@ -40,9 +40,10 @@ async function main(): Promise<void> {
   program.parse();
   const o = program.opts<{ map: string; stream: string; server?: string; runDir?: string; bind?: string; spoolDir?: string; stopDrainMs?: number }>();
   process.umask(0o007); // sockets and spool for the service's user and group only
-  const keeper = new MapKeeper(o.map); // read again at each epoch switch
+  const keeper = await openMap(o.map); // read again at each epoch switch (an etcd map: the newest seen)
   const server = whichServer(keeper.map, o.server);
   const log = createLogger('portal', { stream: o.stream, server });
+  if (keeper.store) keeper.store.log = log;
   warnPrivateTmp(log, o.runDir ?? keeper.map.runDir);
   const portal = new Portal({ map: keeper, server, stream: o.stream, runDir: o.runDir, bindHost: o.bind, spoolDir: o.spoolDir, stopDrainMs: o.stopDrainMs, log });
   await runDaemon(`portal ${o.stream}`, log, {

@@ -58,6 +58,11 @@ export const ERROR_CODES = [
   'CONFIG_REJECTED',
   /** A live component did not answer a configuration in time. */
   'CONFIG_NOT_TAKEN',
+  // --- maps in etcd (map store, `portalctl map apply`)
+  /** A map apply lost its compare-and-swap: someone wrote the map in force since it was read. */
+  'MAP_STALE',
+  /** The map's store (etcd) cannot be reached. */
+  'STORE_UNREACHABLE',
 ] as const;
 export type ErrorCode = (typeof ERROR_CODES)[number];
 

@@ -27,5 +27,7 @@ export { diffMaps, type MapDiff, type StreamDiff, type BucketMove } from './map/
 export { bucketOf, fnv1a32, slotOf } from './map/bucket';
 export { FlotillaError, MapInvalidError, WireError, ERROR_CODES, WIRE_ERROR_CODES, type ErrorCode, type WireErrorCode, type MapProblem } from './errors';
 export { MapKeeper } from './map/keeper';
+export { openMap, openMapStore, type OpenMapOptions } from './map/open';
+export { type MapStore, type StoreHealth } from './map/store';
 export { routeKey, type Route } from './map/route';
 export { createLogger, type Logger } from './log';

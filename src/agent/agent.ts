@@ -24,6 +24,8 @@ import { agentBeaconEndpoint, agentControlEndpoint, ensureRunDir } from '../prot
 import { ControlServer } from '../transport/control-server';
 import { BeaconBook } from './beacons';
 import { runningEditProblems } from './edit-checks';
+import { type ControlPlane, controlPlaneOf } from './control-plane';
+import type { MapStore } from '../map/store';
 import { answerDrained, BUSY_ROUND_MS, DEFAULT_HOLD_LIMIT_MS, EpochSwitcher, forceRelease } from './epoch-switch';
 import { Peers } from './peers';
 import { freshBeacons, pausePortals, portalLoads } from './portals';
@@ -40,6 +42,8 @@ const MAX_REQUEST_BYTES = 64 * 1024;
 
 export interface AgentOptions {
   mapFile: string;
+  /** The map's store, already open (map/open.ts); default the file `mapFile`. An etcd store is followed instead of watching a file. */
+  store?: MapStore;
   /** This server's name in the map. */
   server: string;
   /** Directory of the server's ipc sockets (default the map's run_dir). */
@@ -81,19 +85,22 @@ export class Agent {
   private readonly configs: ConfigureHost;
   private readonly pusher: ConfigPusher;
   private configTimer: NodeJS.Timeout | null = null;
+  private readonly plane: ControlPlane;
+  private publishError: string | null = null;
 
   constructor(opts: AgentOptions) {
     this.o = parseAgentOptions(opts);
-    this.keeper = new MapKeeper(opts.mapFile, opts.server, 'agent');
+    this.keeper = new MapKeeper(opts.store ?? opts.mapFile, opts.server, 'agent');
     this.runDir = opts.runDir ?? this.keeper.map.runDir;
     this.log = opts.log;
+    this.plane = controlPlaneOf(this.keeper.store, opts.server, this.runDir, this.o.portalTimeoutMs, this.log);
     this.causes = new CauseCounter(this.log, 'agent');
     const count = (cause: string, example: string) => this.causes.count(cause, example);
     this.book = new BeaconBook(opts.server, count);
     this.control = new ControlServer({ what: 'agent', log: this.log, count, maxRequestBytes: MAX_REQUEST_BYTES, handle: (request) => this.handle(request) });
     this.before = this.keeper.map;
     this.keeper.onChange((_next, before) => (this.before = before));
-    this.peers = new Peers(opts.server, this.o.portalTimeoutMs);
+    this.peers = new Peers(opts.server, this.o.portalTimeoutMs, this.plane.lookup);
     this.switcher = new EpochSwitcher({
       server: opts.server,
       runDir: this.runDir,
@@ -101,6 +108,7 @@ export class Agent {
       peers: this.peers,
       portalTimeoutMs: this.o.portalTimeoutMs,
       holdLimitMs: this.o.holdLimitMs,
+      handovers: this.plane.handovers,
       target: () => this.keeper.map,
       previous: () => this.before,
       note: (b) => this.book.note(b),
@@ -128,7 +136,10 @@ export class Agent {
     if (self.agentPort !== undefined) this.tcpEndpoint = await this.control.bind(`tcp://${this.o.bindHost ?? self.host}:${self.agentPort}`);
     this.control.start();
     this.host?.start();
-    if (this.o.watchMs > 0) {
+    if (this.keeper.store?.kind === 'etcd') {
+      this.keeper.store.onChange(() => !this.closed && this.reload());
+      this.reload();
+    } else if (this.o.watchMs > 0) {
       watchFile(this.o.mapFile, { interval: this.o.watchMs, persistent: false }, this.onMapFile);
       this.watching = true;
       // An edit made between the constructor's read and the watch: taken now.
@@ -151,6 +162,8 @@ export class Agent {
     if (this.roundTimer) clearTimeout(this.roundTimer);
     if (this.configTimer) clearInterval(this.configTimer);
     await this.rounding;
+    await this.plane.presence?.close();
+    await this.keeper.store?.close();
     this.causes.stop();
     this.host?.stop();
     this.book.close();
@@ -184,6 +197,7 @@ export class Agent {
       streams,
       ...(this.host?.latest ? { host: this.host.latest } : {}),
       configs: this.configs.store.all(),
+      ...(this.keeper.store ? { mapStore: { ...this.keeper.store.health } } : {}),
     };
   }
 
@@ -288,7 +302,7 @@ export class Agent {
         return answerDrained(this.o.server, this.map, this.runDir, req, this.o.portalTimeoutMs);
       case 'release': {
         if (!this.map.streams.some((s) => s.name === req.stream)) throw new FlotillaError('UNKNOWN_STREAM', `no stream "${req.stream}" in the map in force`);
-        const r = await forceRelease(this.runDir, req.stream, req.from, this.o.portalTimeoutMs, this.log);
+        const r = await forceRelease(this.runDir, req.stream, req.from, this.o.portalTimeoutMs, this.log, this.plane.handovers);
         this.schedule(0);
         return { ...r, server: this.o.server };
       }
@@ -312,11 +326,26 @@ export class Agent {
           this.log.error({ err: String(err) }, `epoch switch round failed: ${String(err)}`);
           return true;
         })
-        .then((open) => {
+        .then(async (open) => {
+          await this.publish();
           this.rounding = null;
           this.schedule(open ? BUSY_ROUND_MS : this.map.heartbeatMs);
         });
     }, ms);
+  }
+
+  /** Writes this agent's record under its lease (etcd maps); a failure is logged once until it succeeds again. */
+  private async publish(): Promise<void> {
+    if (!this.plane.presence) return;
+    try {
+      await this.plane.presence.publish(this.status(), this.mapInfo());
+      if (this.publishError) this.log.info(`etcd: the record of ${this.o.server} is written again`);
+      this.publishError = null;
+    } catch (err) {
+      const message = (err as Error).message;
+      if (this.publishError === null) this.log.warn({ err: message }, `etcd: cannot write the record of ${this.o.server} (${message}); running on epoch ${this.map.epoch}`);
+      this.publishError = message;
+    }
   }
 
   private readonly onMapFile = (curr: Stats, prev: Stats): void => {

@@ -23,7 +23,7 @@ import type { FlotillaMap } from '../map/types';
 import { portalRequest } from '../portal/client';
 import type { PortalBeacon } from '../protocol/beacons';
 import type { EpochSwitchStatus, HandoverReply, HandoverStatus } from '../protocol/control';
-import { askAgent, remoteAgent } from './client';
+import type { DrainWord, HandoverStore } from './handovers';
 import type { Peers } from './peers';
 import { freshBeacons } from './portals';
 
@@ -45,6 +45,8 @@ export interface SwitchHost {
   /** The newest valid map (the keeper's), and the one before it. */
   target(): FlotillaMap;
   previous(): FlotillaMap;
+  /** How drains are said and learnt (handovers.ts: by asking the agents, or through etcd). */
+  readonly handovers: HandoverStore;
   /** Files a fresh beacon in the agent's book. */
   note(beacon: PortalBeacon): void;
   /** The last beacon of each live portal here, from the book. */
@@ -77,6 +79,7 @@ export class EpochSwitcher {
       this.peersAt = Date.now();
     }
     if (lagging.length > 0 || this.status?.epoch !== target.epoch) await this.switchLagging(target, beacons, lagging);
+    await h.handovers.publish(beacons, target, h.previous()).catch((err: unknown) => h.log.warn({ err: String(err) }, `drain records not written: ${String(err)}`));
     await this.handOver(target, beacons);
     return lagging.length > 0 || this.handovers.length > 0;
   }
@@ -136,29 +139,23 @@ export class EpochSwitcher {
             stuck: hold.waitingMs > h.holdLimitMs,
             command: `portalctl release ${b.stream} --from ${hold.from} --server ${h.server}`,
           };
-          const server = target.servers.find((s) => s.name === hold.from) ?? h.previous().servers.find((s) => s.name === hold.from);
-          const agent = server ? remoteAgent(server) : null;
-          if (!agent) {
-            entry.reason = server ? `${hold.from} has no agent_port in the map, so it cannot be asked` : `${hold.from} is not in the map any more`;
-            out.push(entry);
-            return;
-          }
-          let reply: HandoverReply;
+          let word: DrainWord;
           try {
-            reply = await askAgent(agent, { cmd: 'drained', stream: b.stream, epoch: hold.epoch, digest: b.digest }, h.portalTimeoutMs);
+            word = await h.handovers.drained(hold.from, b.stream, hold.epoch, b.digest, [target, h.previous()]);
           } catch (err) {
-            entry.reason = `${hold.from} does not answer (${(err as Error).message})`;
-            out.push(entry);
-            return;
+            word = { drained: false, reason: `cannot learn whether ${hold.from} has drained (${(err as Error).message})` };
           }
-          if (!reply.drained) {
-            entry.reason = `${hold.from}: ${reply.reason ?? 'not drained yet'}`;
+          if (!word.drained) {
+            entry.reason = word.reason;
             out.push(entry);
             return;
           }
           try {
             const r = await portalRequest(h.runDir, b.stream, { cmd: 'release', from: hold.from, epoch: hold.epoch, digest: b.digest, buckets: hold.buckets }, h.portalTimeoutMs);
             h.log.info({ stream: b.stream, from: hold.from, epoch: hold.epoch, records: r.released }, `epoch ${hold.epoch}: ${hold.from} drained ${hold.buckets.length} buckets of ${b.stream}; released here`);
+            await h.handovers
+              .released({ from: hold.from, stream: b.stream, epoch: hold.epoch, digest: b.digest, buckets: hold.buckets, forced: false })
+              .catch((err: unknown) => h.log.warn({ stream: b.stream, from: hold.from }, `the release record could not be written (${String(err)})`));
           } catch (err) {
             entry.reason = `the release failed: ${(err as Error).message}`;
             out.push(entry);
@@ -196,7 +193,7 @@ export async function answerDrained(server: string, map: FlotillaMap, runDir: st
  * processes the held buckets at once. Records the old owner still had are then its to lose or
  * to process twice: docs/operations.md says when this is safe.
  */
-export async function forceRelease(runDir: string, stream: string, from: string, timeoutMs: number, log: Logger): Promise<{ ok: true; released: number }> {
+export async function forceRelease(runDir: string, stream: string, from: string, timeoutMs: number, log: Logger, handovers?: HandoverStore): Promise<{ ok: true; released: number }> {
   const beacon = await portalRequest(runDir, stream, { cmd: 'beacon' }, timeoutMs);
   const hold = (beacon.holds ?? []).find((x) => x.from === from);
   if (!hold) {
@@ -204,6 +201,7 @@ export async function forceRelease(runDir: string, stream: string, from: string,
     throw new FlotillaError('BAD_REQUEST', `the ${stream} portal holds nothing for ${from}${held.length > 0 ? ` (it holds buckets for ${held.join(', ')})` : ''}`);
   }
   const r = await portalRequest(runDir, stream, { cmd: 'release', from, epoch: hold.epoch, digest: beacon.digest, buckets: hold.buckets }, timeoutMs);
+  await handovers?.released({ from, stream, epoch: hold.epoch, digest: beacon.digest, buckets: hold.buckets, forced: true }).catch((err: unknown) => log.warn({ stream, from }, `the release record could not be written (${String(err)})`));
   log.warn({ stream, from, epoch: hold.epoch, buckets: hold.buckets.length, records: r.released }, `operator ended the hold of ${hold.buckets.length} ${stream} buckets from ${from} without its word (after ${Math.round(hold.waitingMs / 1000)} s)`);
   return r;
 }

@@ -28,18 +28,26 @@ export interface Agreement {
   conflicts: { server: string; digest: string }[];
 }
 
+/**
+ * Where the peers' word comes from instead of asking each agent: every server's MapInfo at once
+ * (etcd: the agents' records under their leases), or a string saying why a server has none.
+ */
+export type PeerLookup = (servers: string[]) => Promise<Map<string, MapInfo | string>>;
+
 export class Peers {
   private readonly book = new Map<string, Peer>();
 
   constructor(
     private readonly self: string,
     private readonly timeoutMs: number,
+    private readonly lookup: PeerLookup | null = null,
   ) {}
 
   /** Asks every other server of `maps` (with an agent_port) for its map, in parallel. */
   async refresh(maps: readonly FlotillaMap[]): Promise<void> {
     const servers = new Map<string, FlotillaMap['servers'][number]>();
     for (const m of maps) for (const s of m.servers) if (s.name !== this.self) servers.set(s.name, s);
+    if (this.lookup) return this.refreshFrom(this.lookup, [...servers.keys()]);
     await Promise.all(
       [...servers.values()].map(async (s) => {
         const peer = this.peer(s.name);
@@ -59,6 +67,28 @@ export class Peers {
         }
       }),
     );
+  }
+
+  /** Takes every server's word from `lookup` (one read for all); a server without one waits, with the reason. */
+  private async refreshFrom(lookup: PeerLookup, names: string[]): Promise<void> {
+    let found: Map<string, MapInfo | string>;
+    try {
+      found = await lookup(names);
+    } catch (err) {
+      found = new Map(names.map((n) => [n, `cannot be looked up (${(err as Error).message})`]));
+    }
+    for (const name of names) {
+      const peer = this.peer(name);
+      const info = found.get(name) ?? 'has no record';
+      if (typeof info === 'string') {
+        peer.error = info;
+        peer.waitingSince ||= Date.now();
+      } else {
+        peer.info = info;
+        peer.heardAt = Date.now();
+        peer.error = null;
+      }
+    }
   }
 
   /** What `server` last said, if it ever answered. */

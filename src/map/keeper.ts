@@ -7,8 +7,9 @@
  * stays, and the rejection (every problem as `path: message`) is kept for `status` until a later
  * edit is taken or the file is put back.
  */
-import { readFileSync } from 'node:fs';
 import { type ErrorCode, FlotillaError, MapInvalidError, type MapProblem } from '../errors';
+import { isEtcdSource, type MapStore } from './store';
+import { FileMapStore } from './store-file';
 import { type FlotillaMap } from './types';
 import { parseMap } from './load';
 import { diffMaps } from './diff';
@@ -39,8 +40,10 @@ export class MapKeeper {
   private rejected: MapRejection | null = null;
   private readonly listeners: MapListener[] = [];
 
-  /** The map file, read again on `reload`; null for a map given whole (which never changes). */
+  /** The map's source (a file, or an etcd:// URL), read again on `reload`; null for a map given whole (which never changes). */
   readonly file: string | null;
+  /** Where the map is read from (store.ts); null for a map given whole. */
+  readonly store: MapStore | null;
 
   /**
    * Holds `source`: a map file, read now (throws MAP_INVALID, MAP_UNREADABLE or UNKNOWN_SERVER
@@ -48,15 +51,19 @@ export class MapKeeper {
    * map it takes must name; `role` names the process in that problem ("this agent").
    */
   constructor(
-    source: string | FlotillaMap,
+    source: string | FlotillaMap | MapStore,
     readonly server: string | null = null,
     private readonly role = 'process',
   ) {
-    if (typeof source === 'string') {
-      const text = read(source);
-      this.file = source;
-      this.current = parseMap(text, source);
+    if (typeof source === 'string' && isEtcdSource(source)) {
+      throw new FlotillaError('CONFIG_INVALID', `${source}: an etcd map is opened with openMap() first (it connects and reads the map): new Sender({ map: await openMap('${source}') })`);
+    }
+    if (typeof source === 'string' || isStore(source)) {
+      this.store = typeof source === 'string' ? new FileMapStore(source) : source;
+      this.file = this.store.source;
+      this.current = parseMap(this.store.read(), this.file);
     } else {
+      this.store = null;
       this.file = null;
       this.current = source;
     }
@@ -65,7 +72,7 @@ export class MapKeeper {
   }
 
   /** `source` if it is a keeper already (shared), else a new keeper of it. */
-  static of(source: MapKeeper | FlotillaMap | string, server: string | null = null): MapKeeper {
+  static of(source: MapKeeper | FlotillaMap | MapStore | string, server: string | null = null): MapKeeper {
     return source instanceof MapKeeper ? source : new MapKeeper(source, server);
   }
 
@@ -95,10 +102,10 @@ export class MapKeeper {
   /** Reads the file again and takes it, keeps the map in force, or rejects the edit. */
   reload(check?: (next: FlotillaMap, current: FlotillaMap) => MapProblem[]): ReloadOutcome {
     const epoch = this.current.epoch;
-    if (this.file === null) return { type: 'unchanged', epoch };
+    if (this.file === null || this.store === null) return { type: 'unchanged', epoch };
     let text: string;
     try {
-      text = read(this.file);
+      text = this.store.read();
     } catch (err) {
       return this.reject((err as FlotillaError).code, null, [{ path: '(file)', message: (err as Error).message }]);
     }
@@ -150,12 +157,8 @@ export class MapKeeper {
   }
 }
 
-function read(file: string): string {
-  try {
-    return readFileSync(file, 'utf8');
-  } catch (err) {
-    throw new FlotillaError('MAP_UNREADABLE', `cannot read map ${file}: ${(err as Error).message}`, { cause: err });
-  }
+function isStore(source: FlotillaMap | MapStore): source is MapStore {
+  return typeof (source as MapStore).read === 'function';
 }
 
 /** The epoch a map text states, if it can be found at all. */

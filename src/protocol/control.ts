@@ -10,6 +10,7 @@
  * one of `ErrorCode`; clients parse it back into a FlotillaError with that code. Servers check
  * every field of a request here (`parsePortalRequest`, `parseAgentRequest`) before acting on it.
  */
+import type { StoreHealth } from '../map/store';
 import { type ErrorCode, FlotillaError } from '../errors';
 import type { MapRejection } from '../map/keeper';
 import type { SpoolStats } from '../spool/spool';
@@ -233,6 +234,9 @@ export interface AgentStatus {
   host?: HostHealth;
   /** The configurations the agent keeps, per stream that has one (the management bus). */
   configs?: StreamConfigs[];
+  // --- map store (etcd maps): whether the store answers; absent from agents without one.
+  /** Where the map comes from and whether it can be reached (an etcd map: false while etcd is lost). */
+  mapStore?: StoreHealth;
 }
 
 /** One stream on this server in an epoch switch. */

@@ -11,6 +11,8 @@ import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 
 export interface Hosts {
+  /** The test's own address on the bridge: what a service the test runs (etcd) listens on for the servers. */
+  gateway: string;
   /** The address of server `i` (its namespace's interface). */
   address(i: number): string;
   /** The command prefix that runs a program inside server `i`'s namespace. */
@@ -79,6 +81,7 @@ export function makeHosts(n: number): Hosts {
     throw new Error(`could not make ${n} network namespaces: ${(err as { stderr?: Buffer }).stderr?.toString() ?? String(err)}`);
   }
   return {
+    gateway: `${net}.1`,
     address: (i) => `${net}.${10 + i}`,
     prefix: (i) => ['ip', 'netns', 'exec', ns(i)],
     cut: (i) => ip('link', 'set', outer(i), 'down'),
@@ -91,6 +94,8 @@ export function makeHosts(n: number): Hosts {
 export interface ServerHosts {
   /** Whether the servers are separate hosts (network namespaces). */
   separate: boolean;
+  /** The test's address as the servers reach it (the bridge's; 127.0.0.1 on loopback). */
+  gateway: string;
   /** The address of the server named `name`. */
   address(name: string): string;
   /** For deploy(): the command prefix of each server's processes; undefined on loopback. */
@@ -99,12 +104,12 @@ export interface ServerHosts {
 }
 
 export function serverHosts(names: readonly string[]): ServerHosts {
-  if (!canMakeHosts()) return { separate: false, address: () => '127.0.0.1', prefixOf: undefined, remove: () => undefined };
+  if (!canMakeHosts()) return { separate: false, gateway: '127.0.0.1', address: () => '127.0.0.1', prefixOf: undefined, remove: () => undefined };
   const h = makeHosts(names.length);
   const index = (name: string) => {
     const i = names.indexOf(name);
     if (i < 0) throw new Error(`no host for server ${name}`);
     return i;
   };
-  return { separate: true, address: (name) => h.address(index(name)), prefixOf: (server) => h.prefix(index(server)), remove: () => h.remove() };
+  return { separate: true, gateway: h.gateway, address: (name) => h.address(index(name)), prefixOf: (server) => h.prefix(index(server)), remove: () => h.remove() };
 }
