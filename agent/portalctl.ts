@@ -8,6 +8,7 @@ import { die } from '../daemon/process';
 import { packageVersion } from '../daemon/version';
 import { addControlCommands } from './control-commands';
 import { addMapCommands } from './map-commands';
+import { addKeyCommands } from './keys-commands';
 import { addWeightCommands } from './weights-commands';
 
 const program = new Command('portalctl')
@@ -15,6 +16,11 @@ const program = new Command('portalctl')
     "Operate Flotilla: pause, resume and watch the portals through each server's agent; inspect map files and look keys up.",
   )
   .version(packageVersion(), '-V, --version')
+  .option('--key <file>', "this operator's secret key file, for a map with keys (default $FLOTILLA_KEY)")
+  .hook('preAction', (cmd) => {
+    const key = cmd.opts<{ key?: string }>().key;
+    if (key) process.env.FLOTILLA_KEY = key; // read when a TCP connection first needs it (src/transport/curve.ts)
+  })
   .showHelpAfterError()
   .exitOverride()
   .addHelpText(
@@ -33,9 +39,11 @@ Examples:
   portalctl weights --suggest                   weights for the map from the measured rates (nothing changed)
   portalctl buckets --hot                       the heaviest buckets and their owners
   portalctl map schema > map.schema.json        the map's JSON Schema, for an editor
+  portalctl keys generate alpha --dir /etc/flotilla/keys   a CURVE key pair: alpha.key (0600), alpha.pub
 
 Environment:
   FLOTILLA_MAP      the map file, when --map is not given
+  FLOTILLA_KEY      this operator's secret key file, when --key is not given (a map with keys)
 
 Exit status: 0 done; 1 a problem (printed on stderr, or as JSON with --json); 2 a usage error.`,
   );
@@ -43,6 +51,7 @@ Exit status: 0 done; 1 a problem (printed on stderr, or as JSON with --json); 2 
 addControlCommands(program);
 addMapCommands(program);
 addWeightCommands(program);
+addKeyCommands(program);
 
 program.parseAsync().catch((err: unknown) => {
   if (err instanceof CommanderError) process.exit(err.exitCode === 0 ? 0 : 2);

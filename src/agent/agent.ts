@@ -22,6 +22,8 @@ import type { PortalBeacon } from '../protocol/beacons';
 import { type AgentReplies, type AgentStatus, type MapInfo, parseAgentRequest, type PauseReply, type ReloadReply } from '../protocol/control';
 import { agentBeaconEndpoint, agentControlEndpoint, ensureRunDir } from '../protocol/endpoints';
 import { ControlServer } from '../transport/control-server';
+import { guardServer } from '../transport/curve';
+import type { ConnectionGuard } from '../transport/connections';
 import { BeaconBook } from './beacons';
 import { runningEditProblems } from './edit-checks';
 import { answerDrained, BUSY_ROUND_MS, DEFAULT_HOLD_LIMIT_MS, EpochSwitcher, forceRelease } from './epoch-switch';
@@ -75,6 +77,8 @@ export class Agent {
   private roundTimer: NodeJS.Timeout | null = null;
   private rounding: Promise<void> | null = null;
   private readonly host: HostSampler | null;
+  /** The TCP control socket's connection cap and CURVE handshakes (null: no agent_port). */
+  private guard: ConnectionGuard | null = null;
 
   constructor(opts: AgentOptions) {
     this.o = parseAgentOptions(opts);
@@ -117,7 +121,11 @@ export class Agent {
     await this.control.bindIpc(ctl, () => new FlotillaError('AGENT_ALREADY_RUNNING', `an agent already serves ${ctl}`));
     await this.book.bind(agentBeaconEndpoint(this.runDir), 0o660);
     const self = serverOf(this.map, this.o.server);
-    if (self.agentPort !== undefined) this.tcpEndpoint = await this.control.bind(`tcp://${this.o.bindHost ?? self.host}:${self.agentPort}`);
+    if (self.agentPort !== undefined) {
+      this.tcpEndpoint = await this.control.bind(`tcp://${this.o.bindHost ?? self.host}:${self.agentPort}`, async (socket) => {
+        this.guard = await guardServer(socket, () => this.map, 'agent', this.causes, this.log, 'agent');
+      });
+    }
     this.control.start();
     this.host?.start();
     if (this.o.watchMs > 0) {
@@ -144,6 +152,7 @@ export class Agent {
     this.causes.stop();
     this.host?.stop();
     this.book.close();
+    this.guard?.close();
     this.control.close();
   }
 
@@ -173,6 +182,8 @@ export class Agent {
       idle: streams.every((s) => s.idle),
       streams,
       ...(this.host?.latest ? { host: this.host.latest } : {}),
+      ...(this.guard ? { security: this.guard.status() } : {}),
+      errors: { ...this.causes.totals },
     };
   }
 

@@ -104,8 +104,9 @@ export class Ingress {
     this.out = new Outbox('portal:ingress', this.socket, (err) => causes.count('REPLY_FAILED', err.message));
   }
 
-  /** Binds the TCP endpoint; returns the port bound. */
-  async bind(endpoint: string, fallbackPort: number): Promise<number> {
+  /** Binds the TCP endpoint, after `prepare` (CURVE, src/transport/curve.ts) set the socket up; returns the port bound. */
+  async bind(endpoint: string, fallbackPort: number, prepare?: (socket: zmq.Router) => Promise<unknown>): Promise<number> {
+    await prepare?.(this.socket);
     await bindNamed(this.socket, endpoint, 'the portal');
     return Number(/:(\d+)$/.exec(this.socket.lastEndpoint ?? '')?.[1] ?? fallbackPort);
   }

@@ -11,6 +11,7 @@
  * every field of a request here (`parsePortalRequest`, `parseAgentRequest`) before acting on it.
  */
 import { type ErrorCode, FlotillaError } from '../errors';
+import type { SecurityStatus } from '../transport/connections';
 import type { MapRejection } from '../map/keeper';
 import type { SpoolStats } from '../spool/spool';
 import type { HoldView, PortalBeacon, SlotView } from './beacons';
@@ -120,6 +121,8 @@ export interface PortalStats {
   rates: { inPerSec: number; outPerSec: number };
   errors: Record<string, number>;
   slots: SlotView[];
+  /** The ingress's transport, connections and handshakes (docs/security.md); absent before it binds. */
+  security?: SecurityStatus;
 }
 
 // ---- the agent's control socket --------------------------------------------------------------
@@ -225,6 +228,10 @@ export interface AgentStatus {
   handovers: HandoverStatus[];
   /** The host's memory, load, disks and processes, sampled by the agent (absent before the first sample). */
   host?: HostHealth;
+  /** The TCP control port's transport, connections and handshakes (docs/security.md); absent without an agent_port. */
+  security?: SecurityStatus;
+  /** Failures by cause since start (KEY_REFUSED, HANDSHAKE_FAILED, CONNECTION_CAP, NOT_AUTHORIZED, ...). */
+  errors?: Record<string, number>;
 }
 
 

@@ -27,6 +27,7 @@ import { FlotillaError } from '../errors';
 import type { MapStream } from '../map/types';
 import { EnvelopeWriter } from '../protocol/envelope';
 import { encodeHeader, MessageType } from '../protocol/wire';
+import { clientOptions } from '../transport/curve';
 import { Outbox } from '../transport/outbox';
 
 /** The message of the sender's named hooks: one batch of one channel. */
@@ -124,6 +125,8 @@ export class Channel {
     readonly server: string,
     readonly endpoint: string,
     private readonly host: ChannelHost,
+    /** The server's CURVE public key in a keyed map: the connection runs CURVE (src/transport/curve.ts). */
+    private readonly serverKey?: string,
   ) {
     [this.socket, this.events, this.outbox] = this.connect();
     this.streamFrame = Buffer.from(stream.name);
@@ -139,6 +142,7 @@ export class Channel {
       sendHighWaterMark: 10_000,
       receiveHighWaterMark: 10_000,
       ...(identity ? { routingId: `${identity}/${randomBytes(8).toString('hex')}` } : {}),
+      ...clientOptions(this.serverKey),
     });
     const events = socket.events; // watch before connecting, or the first connect is missed
     socket.connect(this.endpoint);

@@ -39,6 +39,8 @@ export interface Deployment {
   logs: string[];
   /** Each server's own run directory, so several servers can share this host. */
   runDirOf(server?: string): string;
+  /** `--key FILE` for a server's daemons when the deployment has keys (DeployOptions.keyOf), else nothing. */
+  keyArgs(server: string): string[];
   startPortal(stream: string, server?: string): ChildProcess;
   /** Starts the recorder test component (see fixtures/recorder.ts) for one slot. */
   startRecorder(stream: string, slot: number, opts?: { server?: string; emit?: string; out?: string; delayMs?: number; args?: string[] }): ChildProcess;
@@ -57,6 +59,8 @@ export interface DeployOptions {
    * `ip netns exec <ns>` to run them on a separate host (see support/netns.ts). Default none.
    */
   prefixOf?: (server: string) => string[];
+  /** The secret key file of each server, for a map with keys (its portals and agent get `--key`). */
+  keyOf?: (server: string) => string;
 }
 
 /** Writes `mapObject` to a temp dir (run_dir set there too) and loads it. */
@@ -85,12 +89,13 @@ export function deploy(mapObject: Record<string, unknown>, opts: DeployOptions =
     procs,
     logs,
     runDirOf: (server = map.servers[0]!.name) => join(runDir, server),
+    keyArgs: (server) => (opts.keyOf ? ['--key', opts.keyOf(server)] : []),
     startPortal(stream, server = map.servers[0]!.name) {
       // A spool the map does not place goes to this deployment's dir, not the machine-wide
       // default (/var/lib/flotilla/<instance>/spool), where another run's records would wait.
       const placed = (mapObject.streams as { name: string; spool?: { dir?: string } }[] | undefined)?.some((s) => s.name === stream && s.spool?.dir !== undefined);
       const spool = placed ? [] : ['--spool-dir', join(dir, 'spool')];
-      return launch([join(DIST, 'portal', 'main.js'), '--map', mapFile, '--server', server, '--stream', stream, '--run-dir', d.runDirOf(server), ...spool], server);
+      return launch([join(DIST, 'portal', 'main.js'), '--map', mapFile, '--server', server, '--stream', stream, '--run-dir', d.runDirOf(server), ...spool, ...d.keyArgs(server)], server);
     },
     outOf: (stream, slot, server = map.servers[0]!.name) => join(dir, `${server}-${stream}-${slot}.log`),
     startRecorder(stream, slot, opts = {}) {
@@ -135,7 +140,7 @@ function withSpoolDirs(mapObject: Record<string, unknown>): Record<string, unkno
 
 /** Starts the agent daemon of `server` (default the map's first) on the server's run directory. */
 export function startAgent(d: Deployment, server = d.map.servers[0]!.name): ChildProcess {
-  return d.startComponent(join(DIST, 'agent', 'main.js'), ['--map', d.mapFile, '--server', server, '--run-dir', d.runDirOf(server)], server);
+  return d.startComponent(join(DIST, 'agent', 'main.js'), ['--map', d.mapFile, '--server', server, '--run-dir', d.runDirOf(server), ...d.keyArgs(server)], server);
 }
 
 /** Waits until the agent of `server` answers on its control socket. */
