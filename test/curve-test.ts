@@ -38,7 +38,7 @@ const refused = async (cause: string) => (await d.stats('orders', 'alpha')).erro
 
 before(async () => {
   if (skip) return;
-  hosts = makeHosts(1);
+  hosts = makeHosts(2);
   keys = mkdtempSync(join(tmpdir(), 'flt-keys-'));
   const pub = (name: string) => writeKeyPair(keys, name).publicKey;
   const [port, agentPort] = await freePorts(2);
@@ -47,7 +47,11 @@ before(async () => {
       instance: 'test',
       epoch: 1,
       heartbeat_ms: 200,
-      servers: [{ name: 'alpha', host: hosts.address(0), agent_port: agentPort, public_key: pub('alpha') }],
+      servers: [
+        { name: 'alpha', host: hosts.address(0), agent_port: agentPort, public_key: pub('alpha') },
+        // In the map, owning nothing, not running: its key is a server's.
+        { name: 'beta', host: hosts.address(1), weight: 0, public_key: pub('beta') },
+      ],
       operators: [{ name: 'ops', public_key: pub('ops') }],
       senders: [{ name: 'web', public_key: pub('web') }],
       streams: [{ name: 'orders', key: 'key', port, buckets: 64, slots: SLOTS, schema: RECORD_SCHEMA('Order') }],
@@ -63,6 +67,7 @@ before(async () => {
 });
 
 after(async () => {
+  if (process.env.FLOTILLA_TEST_LOGS) process.stderr.write(d?.logs.join('') ?? '');
   useKey(null);
   await d?.stop();
   hosts?.remove();
@@ -151,6 +156,37 @@ test('path-like stream names are refused with a clear code', { skip }, async () 
     assert.ok(reply.code === 'UNKNOWN_STREAM' || reply.code === 'BAD_REQUEST', `${request.cmd}: ${JSON.stringify(reply)}`);
     assert.match(reply.error ?? '', /stream/);
   }
+});
+
+test("over TCP: a server's key may release only its own buckets and reads status without paths or pids; a request without its proof is refused", { skip }, async () => {
+  const target = remoteAgent(d.map.servers[0]!)!;
+  const ask = (request: object) => requestJson(target.endpoint, request, 3000, target.publicKey) as Promise<{ code?: string; error?: string } & Record<string, unknown>>;
+  useKey(readKeyFile(key('beta')));
+  const others = await ask({ cmd: 'release', stream: 'orders', from: 'alpha' });
+  assert.equal(others.code, 'NOT_AUTHORIZED', JSON.stringify(others));
+  assert.match(others.error!, /only alpha .* or an operator/);
+  const own = await ask({ cmd: 'release', stream: 'orders', from: 'beta' });
+  assert.notEqual(own.code, 'NOT_AUTHORIZED', JSON.stringify(own));
+  const asServer = JSON.stringify(await ask({ cmd: 'status' }));
+  assert.match(asServer, /"server":"alpha"/);
+  for (const field of ['pid', 'runDir', 'mapFile']) assert.equal(asServer.includes(`"${field}"`), false, `${field} shown to a server key: ${asServer}`);
+  useKey(readKeyFile(key('ops')));
+  const asOperator = await ask({ cmd: 'status' });
+  assert.equal(typeof asOperator.pid, 'number');
+  // The operator's key on the socket, but no proof in the request: refused.
+  const me = readKeyFile(key('ops'));
+  const bare = new zmq.Request({ linger: 0, curveServerKey: target.publicKey!, curvePublicKey: me.publicKey, curveSecretKey: me.secretKey });
+  try {
+    bare.connect(target.endpoint);
+    await bare.send(JSON.stringify({ cmd: 'pause' }));
+    const [reply] = await bare.receive();
+    assert.equal((JSON.parse(reply!.toString()) as { code: string }).code, 'NOT_AUTHORIZED');
+  } finally {
+    bare.close();
+  }
+  assert.equal((await d.stats('orders', 'alpha')).paused, false);
+  const errors = (await agentStatus(localAgent(d.runDirOf('alpha')))).errors ?? {};
+  assert.ok((errors.NOT_AUTHORIZED ?? 0) >= 2, JSON.stringify(errors));
 });
 
 /** True once the recorders hold `n` lines (a partial file is read as what it holds). */

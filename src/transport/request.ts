@@ -6,7 +6,8 @@ import { existsSync } from 'node:fs';
 import * as zmq from 'zeromq';
 import { FlotillaError } from '../errors';
 import { isErrorReply } from '../protocol/control';
-import { clientOptions } from './curve';
+import { clientOptions, ownKey } from './curve';
+import { signRequest } from './proof';
 
 /**
  * Sends `request` as JSON to a REP (or ROUTER) socket at `endpoint` and returns the parsed
@@ -19,11 +20,13 @@ export async function requestJson(endpoint: string, request: object, timeoutMs: 
   // timer started now would fire at once. (zeromq's own receiveTimeout has the same problem.)
   await new Promise((resolve) => setImmediate(resolve));
   const req = new zmq.Request({ linger: 0, ...clientOptions(serverKey) });
+  // A keyed server learns who asks from the proof in the request (proof.ts), not from the socket.
+  const body = serverKey === undefined ? request : signRequest(request, ownKey(), serverKey);
   let timer: NodeJS.Timeout | undefined;
   try {
     req.connect(endpoint);
     const answer = (async () => {
-      await req.send(JSON.stringify(request));
+      await req.send(JSON.stringify(body));
       const [reply] = await req.receive();
       return JSON.parse(reply!.toString('utf8')) as unknown;
     })();
