@@ -1,15 +1,16 @@
 /**
  * The connection cap of a TCP server socket (a portal's ingress, an agent's control port), and
  * what its handshakes came to. libzmq accepts every connection it is offered, each taking a file
- * descriptor; once the process runs out, an ipc accept fails with EMFILE and libzmq 4.3.5 aborts
- * the process (`ipc_listener.cpp`). So the guard counts open connections from the socket's
- * events and stops listening at the cap (the kernel then refuses new connections), listening
- * again once a quarter of them have closed. A connection that never finishes its handshake is
- * dropped after HANDSHAKE_MS (src/transport/curve.ts), so an idle flood drains by itself, while
- * the connections already made keep being served.
+ * descriptor; once the process has none left, its next ipc accept fails with EMFILE and libzmq
+ * 4.3.5 aborts the process (`ipc_listener.cpp`). So, counting open connections from the socket's
+ * events:
  *
- *   accept  -> open + 1; at the cap: unbind (CONNECTION_CAP counted)
- *   disconnect -> open - 1; at 3/4 of the cap: bind again
+ *   open > cap             ZAP refuses every handshake (CONNECTION_CAP): the connection closes at once
+ *   handshake not done     dropped after HANDSHAKE_MS (curve.ts): an idle flood drains by itself
+ *   open >= flood mark     (3/4 of the descriptors) the socket stops listening for HANDSHAKE_MS
+ *                          (CONNECTION_FLOOD). libzmq's unbind closes every connection accepted on
+ *                          the endpoint, listed clients' too: they reconnect and resend what was
+ *                          not acknowledged, where the process would otherwise abort.
  *
  * The cap is the map's `security.max_connections`, lowered to half of what the descriptor limit
  * leaves after a reserve for the process's own files, ipc sockets and slots.
@@ -18,6 +19,9 @@ import { readFileSync } from 'node:fs';
 import type * as zmq from 'zeromq';
 import type { CauseCounter, Logger } from '../log';
 import type { ZapCounts } from './zap';
+
+/** How long a new connection has to finish its handshake before it is dropped, ms. */
+export const HANDSHAKE_MS = 5000;
 
 /** Descriptors kept for the process's own files and ipc connections, out of the limit. */
 const RESERVED_FDS = 256;
@@ -29,11 +33,12 @@ export interface SecurityStatus {
   /** TCP connections open now, and the most kept open. */
   connections: number;
   maxConnections: number;
-  /** False while the cap is reached (new connections are refused by the kernel). */
+  /** False for HANDSHAKE_MS after a flood reached 3/4 of the descriptors (the port is closed). */
   listening: boolean;
-  /** Times the cap was reached. */
+  /** Handshakes refused past the cap (CONNECTION_CAP), and times the port was closed by a flood (CONNECTION_FLOOD). */
   capReached: number;
-  /** CURVE handshakes whose key the map lists for this socket, and those refused (KEY_REFUSED). */
+  floods: number;
+  /** Handshakes whose key the map lists for this socket (plain TCP: every one), and those refused (KEY_REFUSED). */
   admitted: number;
   refused: number;
   /** Handshakes that failed before a key could be checked: a wrong secret, not ZMTP, too slow. */
@@ -59,15 +64,23 @@ export function effectiveCap(mapCap: number, fileLimit = openFileLimit()): numbe
   return Math.max(1, Math.min(mapCap, Math.floor((fileLimit - RESERVED_FDS) / 2)));
 }
 
+/** Where a flood closes the port: 3/4 of the descriptors left after the reserve. */
+export function floodMark(fileLimit = openFileLimit()): number {
+  return Math.max(2, Math.floor(((fileLimit - RESERVED_FDS) * 3) / 4));
+}
+
 export class ConnectionGuard {
+  /** Set by guardServer once ZAP guards the socket; whether it runs CURVE. */
+  zap: ZapCounts | null = null;
+  curve = false;
+  readonly cap: number;
+  private readonly mark = floodMark();
   private open = 0;
   private listening = true;
-  private capReached = 0;
+  private floods = 0;
   private handshakeFailed = 0;
   private moving: Promise<void> = Promise.resolve();
   private closed = false;
-  readonly cap: number;
-
   /** Where the socket listens, noted at the first accept (its lastEndpoint: a port the OS chose is kept). */
   private endpoint = '';
 
@@ -75,7 +88,6 @@ export class ConnectionGuard {
   constructor(
     private readonly socket: zmq.Socket,
     mapCap: number,
-    private readonly zap: ZapCounts | null,
     private readonly causes: CauseCounter,
     private readonly log: Logger,
     private readonly what: string,
@@ -83,13 +95,20 @@ export class ConnectionGuard {
     this.cap = effectiveCap(mapCap);
     const events = socket.events;
     events.on('accept', () => this.accepted());
-    events.on('disconnect', () => this.dropped());
+    events.on('disconnect', () => {
+      this.open = Math.max(0, this.open - 1);
+    });
     const failed = (e: { address: string; error: Error }) => {
       this.handshakeFailed++;
       causes.count('HANDSHAKE_FAILED', `a handshake on ${e.address} failed: ${e.error.message}`);
     };
     events.on('handshake:error:protocol', failed);
     events.on('handshake:error:other', failed);
+  }
+
+  /** True while the socket has more connections than its cap (ZAP refuses every handshake). */
+  full(): boolean {
+    return this.open > this.cap;
   }
 
   /** Stops acting on events (the socket is closing). */
@@ -99,11 +118,12 @@ export class ConnectionGuard {
 
   status(): SecurityStatus {
     return {
-      transport: this.zap ? 'curve' : 'plain',
+      transport: this.curve ? 'curve' : 'plain',
       connections: this.open,
       maxConnections: this.cap,
       listening: this.listening,
-      capReached: this.capReached,
+      capReached: this.zap?.overCap ?? 0,
+      floods: this.floods,
       admitted: this.zap?.admitted ?? 0,
       refused: this.zap?.refused ?? 0,
       handshakeFailed: this.handshakeFailed,
@@ -113,27 +133,26 @@ export class ConnectionGuard {
   private accepted(): void {
     this.open++;
     if (this.endpoint === '') this.endpoint = this.socket.lastEndpoint ?? '';
-    if (this.open < this.cap || !this.listening || this.closed) return;
+    if (this.open < this.mark || !this.listening || this.closed) return;
     this.listening = false;
-    this.capReached++;
-    this.causes.count('CONNECTION_CAP', `${this.what}: ${this.open} connections open, the cap (security.max_connections, or the descriptor limit): new connections are refused until some close`);
-    this.move(() => this.socket.unbind(this.endpoint));
+    this.floods++;
+    this.causes.count('CONNECTION_FLOOD', `${this.what}: ${this.open} connections open, 3/4 of the descriptors: ${this.endpoint} closed for ${HANDSHAKE_MS} ms (every connection on it dropped; clients reconnect)`);
+    this.move(async () => {
+      await this.socket.unbind(this.endpoint);
+      this.open = 0; // unbind closed every connection accepted on the endpoint, without events
+      await new Promise((resolve) => setTimeout(resolve, HANDSHAKE_MS));
+      if (this.closed) return;
+      await this.socket.bind(this.endpoint);
+      this.listening = true;
+      this.log.info(`${this.what}: listening again on ${this.endpoint}`);
+    });
   }
 
-  private dropped(): void {
-    this.open = Math.max(0, this.open - 1);
-    if (this.listening || this.closed || this.open > Math.floor((this.cap * 3) / 4)) return;
-    this.listening = true;
-    this.log.info({ connections: this.open }, `${this.what}: ${this.open} connections open, taking new ones again on ${this.endpoint}`);
-    this.move(() => this.socket.bind(this.endpoint));
-  }
-
-  /** Binds and unbinds one at a time, in order; a failure is logged and tried no further. */
+  /** Unbinds and binds one at a time; a failure is logged (the next flood tries again). */
   private move(step: () => Promise<void>): void {
-    this.moving = this.moving
-      .then(step)
-      .catch((err: unknown) => {
-        if (!this.closed) this.log.warn({ err: String(err) }, `${this.what}: could not change listening on ${this.endpoint}: ${String(err)}`);
-      });
+    this.moving = this.moving.then(step).catch((err: unknown) => {
+      this.listening = true;
+      if (!this.closed) this.log.warn({ err: String(err) }, `${this.what}: could not close and open ${this.endpoint} again: ${String(err)}`);
+    });
   }
 }

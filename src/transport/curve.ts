@@ -12,12 +12,9 @@ import { FlotillaError } from '../errors';
 import type { CauseCounter, Logger } from '../log';
 import { assertTransport, isLoopback } from '../map/security';
 import type { FlotillaMap } from '../map/types';
-import { ConnectionGuard } from './connections';
+import { ConnectionGuard, HANDSHAKE_MS } from './connections';
 import { DEFAULT_KEY_DIR, type KeyPair, readKeyFile } from './keys';
-import { guardDomain, type ZapCounts } from './zap';
-
-/** How long a new connection has to finish its handshake before it is dropped, ms. */
-export const HANDSHAKE_MS = 5000;
+import { guardDomain } from './zap';
 
 let own: KeyPair | null = null;
 
@@ -81,21 +78,24 @@ export function holderOf(map: FlotillaMap, role: Role, publicKey: string): strin
 }
 
 /**
- * Makes `socket` (not yet bound) a guarded TCP server: connections capped (connections.ts) and,
- * for a map with keys, a CURVE server with this process's key admitting the keys `mapNow()`
- * lists for `role` (read at each handshake, so a map edit applies to new connections).
+ * Makes `socket` (not yet bound) a guarded TCP server: connections capped (connections.ts; ZAP
+ * refuses handshakes past the cap) and, for a map with keys, a CURVE server with this process's
+ * key admitting the keys `mapNow()` lists for `role` (read at each handshake, so a map edit
+ * applies to new connections). A map without keys admits any plain-TCP client (loopback only).
  */
 export async function guardServer(socket: zmq.Socket, mapNow: () => FlotillaMap, role: Role, causes: CauseCounter, log: Logger, what: string): Promise<ConnectionGuard> {
   socket.handshakeInterval = HANDSHAKE_MS;
-  const map = mapNow();
-  let zap: ZapCounts | null = null;
-  if (map.security.curve) {
+  const curve = mapNow().security.curve;
+  const guard = new ConnectionGuard(socket, mapNow().security.maxConnections, causes, log, what);
+  const admit = curve ? (key: string) => holderOf(mapNow(), role, key) : (key: string) => (key === '' ? 'a plain-TCP client' : null);
+  guard.zap = await guardDomain(role, admit, () => guard.full(), causes);
+  guard.curve = curve;
+  if (curve) {
     const me = ownKey();
-    zap = await guardDomain(role, (key) => holderOf(mapNow(), role, key), causes);
     socket.curveServer = true;
     socket.curveSecretKey = me.secretKey;
     socket.curvePublicKey = me.publicKey;
-    socket.zapDomain = role;
   }
-  return new ConnectionGuard(socket, map.security.maxConnections, zap, causes, log, what);
+  socket.zapDomain = role;
+  return guard;
 }
