@@ -60,6 +60,12 @@ async function main(): Promise<void> {
       spooled = await runThroughput(group, ds, o);
       await group.stopAll();
     }
+    progress(`throughput with CURVE on the senders' connections, ${o.senders} sender(s), ${o.seconds} s`);
+    const cdir = join(dir, 'curve');
+    mkdirSync(cdir);
+    const dc = await startDeployment(group, cdir, { profileDir: null, slots: o.slots, portalFlags: o.portalFlags, sinkFlags: o.sinkFlags, curve: true });
+    const curve = await runThroughput(group, dc, o);
+    await group.stopAll();
     progress('pause -> idle -> resume across three servers, 250 ms heartbeats');
     const pauseResume = await runPauseResume(dir);
     let profile = null;
@@ -68,7 +74,7 @@ async function main(): Promise<void> {
       if (files[0]) profile = { file: join(profileDir, files[0]), ...summariseProfile(join(profileDir, files[0])) };
     }
     const totalSeconds = (performance.now() - startedAt) / 1000;
-    const results: Results = { throughput, spooled, latency, baseline, portalRssMb, pauseResume, machine, profile, totalSeconds };
+    const results: Results = { throughput, spooled, curve, latency, baseline, portalRssMb, pauseResume, machine, profile, totalSeconds };
     process.stdout.write(o.json ? JSON.stringify(toJson(results, o)) + '\n' : toText(results, o));
   } finally {
     await group.stopAll();
