@@ -10,7 +10,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { stringify } from 'yaml';
-import { publicKeyOf } from '../src/transport/keys';
+import type { FlotillaError } from '../src/errors';
+import { generateKeyPair, publicKeyOf } from '../src/transport/keys';
+import { identityProof, provesIdentity, signRequest, verifyRequest } from '../src/transport/proof';
 import { portalctl, runCli } from './support/cli';
 import { RECORD_SCHEMA } from './support/flows';
 
@@ -85,4 +87,22 @@ test('a daemon refuses a missing key, a key open to others, another server\'s ke
   const bind = portal(mapFile('bind', [{ name: 'alpha', host: '127.0.0.1' }]), '--bind', '0.0.0.0');
   assert.equal(bind.status, 1);
   assert.match(bind.stderr, /--bind 0\.0\.0\.0 is not a loopback address/);
+});
+
+test("a forwarder's routing id (fwd/<server>) is proven by that server's key only; a request's proof by its sender's", () => {
+  const portal = generateKeyPair();
+  const alpha = generateKeyPair();
+  const web = generateKeyPair();
+  const id = 'fwd/alpha';
+  const real = `${id}/${identityProof(id, alpha, portal.publicKey)}/0123456789abcdef`;
+  assert.equal(provesIdentity(real, id, alpha.publicKey, portal), true);
+  const forged = `${id}/${identityProof(id, web, portal.publicKey)}/0123456789abcdef`;
+  assert.equal(provesIdentity(forged, id, alpha.publicKey, portal), false);
+  assert.equal(provesIdentity(`${id}/0123456789abcdef`, id, alpha.publicKey, portal), false);
+
+  const signed = signRequest({ cmd: 'pause' }, web, portal.publicKey);
+  assert.deepEqual(verifyRequest(JSON.parse(JSON.stringify(signed)), portal).key, web.publicKey);
+  const tampered = { ...(signed as Record<string, unknown>), cmd: 'resume' };
+  assert.throws(() => verifyRequest(tampered, portal), /proof does not hold/);
+  assert.throws(() => verifyRequest({ cmd: 'pause' }, portal), (e: FlotillaError) => e.code === 'NOT_AUTHORIZED');
 });

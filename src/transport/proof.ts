@@ -58,3 +58,21 @@ export function verifyRequest(raw: unknown, me: KeyPair, now = Date.now()): { re
   if (given.length !== expected.length || !timingSafeEqual(given, expected)) throw new FlotillaError('NOT_AUTHORIZED', `the request's proof does not hold for key ${a.key}`);
   return { request, key: a.key };
 }
+
+/**
+ * A proof of a routing id's prefix for the server whose public key is `serverKey` (the forwarder's
+ * `fwd/<server>`, which earns its records a place ahead in the new owner's spool): 32 hex digits
+ * only the holder of `me`'s secret can make for that server.
+ */
+export function identityProof(identity: string, me: KeyPair, serverKey: string): string {
+  return mac(sharedSecret(me, serverKey), identity).slice(0, 32);
+}
+
+/**
+ * True if `routingId` is `<identity>/<proof>/...` with a proof made by the key `claimedKey` for
+ * the server holding `me` (see identityProof).
+ */
+export function provesIdentity(routingId: string, identity: string, claimedKey: string, me: KeyPair): boolean {
+  const proof = routingId.slice(identity.length + 1, identity.length + 33);
+  return routingId.startsWith(`${identity}/`) && proof === identityProof(identity, me, claimedKey);
+}
