@@ -66,6 +66,7 @@ async function main(): Promise<void> {
     const dc = await startDeployment(group, cdir, { profileDir: null, slots: o.slots, portalFlags: o.portalFlags, sinkFlags: o.sinkFlags, curve: true });
     const curve = await runThroughput(group, dc, o);
     await group.stopAll();
+    progress(`CURVE on: ${Math.round(curve.window.perSecond)} records/s, ${(curve.window.perSecond / throughput.window.perSecond).toFixed(2)} of plain (${Math.round(throughput.window.perSecond)})`);
     progress('pause -> idle -> resume across three servers, 250 ms heartbeats');
     const pauseResume = await runPauseResume(dir);
     let profile = null;
