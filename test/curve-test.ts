@@ -140,6 +140,8 @@ test('the agent port: an operator may pause and resume; an unlisted key and a se
   const resume = await portalctlAsync(['resume', '--cluster', '--map', d.mapFile, '--key', key('ops')]);
   assert.equal(resume.status, 0, resume.stderr);
   assert.equal((await d.stats('orders', 'alpha')).paused, false);
+  const shown = await portalctlAsync(['status', '--cluster', '--map', d.mapFile, '--key', key('ops')]);
+  assert.match(shown.stdout, /agent port: CURVE, \d+ of \d+ connections, [1-9]\d* keys refused/, shown.stdout + shown.stderr);
   const noKey = await portalctlAsync(['status', '--cluster', '--map', d.mapFile]);
   assert.equal(noKey.status, 1);
   assert.match(noKey.stderr, /KEY_REQUIRED/);
