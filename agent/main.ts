@@ -9,6 +9,7 @@ import { DEFAULT_HOST_SAMPLE_MS } from '../src/agent/host-health';
 import { AgentHttp } from './http';
 import { DAEMON_ENVIRONMENT_HELP, die, runDaemon, warnPrivateTmp, whichServer } from '../daemon/process';
 import { packageVersion } from '../daemon/version';
+import { daemonKey } from '../src/transport/curve';
 import { createLogger } from '../src/log';
 import { parseMap } from '../src/map/load';
 import { openMapStore } from '../src/map/open';
@@ -21,6 +22,7 @@ const program = new Command('flotilla-agent')
   .requiredOption('-m, --map <file|etcd-url>', 'map file (YAML or JSON), or etcd://HOST:PORT[,HOST:PORT...]/PREFIX', process.env.FLOTILLA_MAP)
   .option('--server <name>', "this server's name in the map (default $FLOTILLA_SERVER, else the host name)")
   .option('--run-dir <dir>', "directory for ipc sockets (default the map's run_dir)")
+  .option('--key <file>', "this server's secret key file, for a map with keys (default $FLOTILLA_KEY, else /etc/flotilla/keys/<server>.key)")
   .option('--bind <host>', "address of the TCP control socket (default the server's host in the map)")
   .option('--hold-limit <seconds>', 'a hold of buckets waiting longer than this for their old owner is shown as stuck (default 120)', process.env.FLOTILLA_HOLD_LIMIT)
   .option('--host-sample-ms <ms>', `how often the host's memory, load, disks and processes are sampled, in ms (0: never)`, String(DEFAULT_HOST_SAMPLE_MS))
@@ -47,11 +49,12 @@ Example:
 
 async function main(): Promise<void> {
   program.parse();
-  const o = program.opts<{ map: string; server?: string; runDir?: string; bind?: string; holdLimit?: string; hostSampleMs: string; watch: number }>();
+  const o = program.opts<{ map: string; server?: string; runDir?: string; key?: string; bind?: string; holdLimit?: string; hostSampleMs: string; watch: number }>();
   process.umask(0o007); // sockets for the service's user and group only
   const store = await openMapStore(o.map);
   const map = parseMap(store.read(), store.source);
   const server = whichServer(map, o.server);
+  daemonKey(map, server, o.key, o.bind); // CURVE: this server's key, checked against the map (src/transport/curve.ts)
   const log = createLogger('agent', { server });
   store.log = log;
   warnPrivateTmp(log, o.runDir ?? map.runDir);

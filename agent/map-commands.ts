@@ -10,6 +10,7 @@ import { MAP_SCHEMA } from '../src/map/schema';
 import { portalPort, streamOf } from '../src/map/lookup';
 import { routeKey } from '../src/map/route';
 import { diffMaps, type MapDiff } from '../src/map/diff';
+import { transportProblems } from '../src/map/security';
 
 interface JsonFlag {
   json?: boolean;
@@ -65,6 +66,13 @@ export function addMapCommands(program: Command): void {
     .option('--json', 'print the result as JSON')
     .action((file: string, o: JsonFlag) => {
       const m = loadOrExit(file, o.json);
+      // A map that would put records in clear on the network is refused as an invalid one is.
+      const unsafe = transportProblems(m);
+      if (unsafe.length > 0) {
+        if (o.json) printJson({ file, valid: false, code: 'PLAIN_TCP_REFUSED', problems: unsafe });
+        else process.stderr.write(`${file}: ${unsafe.length} problem${unsafe.length === 1 ? '' : 's'}:\n${unsafe.map((p) => `  ${p.path}: ${p.message}`).join('\n')}\n`);
+        process.exit(1);
+      }
       const owned = ownership(m);
       if (o.json) {
         printJson({

@@ -44,6 +44,10 @@ const FAMILIES: [string, MetricType, string, (st: AgentStatus) => Value[]][] = [
   ['flotilla_portal_inflight_records', 'gauge', 'Records sent to components and not yet done.', (st) => perPortal(st, (s) => s.beacon?.inflight)],
   ['flotilla_portal_refusals_total', 'counter', 'Batches refused to senders, by error code (docs/protocol.md).', (st) => errorsOf(st, true)],
   ['flotilla_portal_errors_total', 'counter', 'Other failures the portal counted, by cause.', (st) => errorsOf(st, false)],
+  ['flotilla_agent_errors_total', 'counter', "Failures the agent counted, by cause (KEY_REFUSED, NOT_AUTHORIZED, CONNECTION_CAP, ...).", (st) =>
+    Object.entries(st.errors ?? {}).map(([cause, value]) => ({ labels: { cause }, value }))],
+  ['flotilla_agent_connections', 'gauge', "TCP connections open on the agent's control port, and its cap (docs/security.md).", (st) =>
+    st.security ? [{ labels: { kind: 'open' }, value: st.security.connections }, { labels: { kind: 'max' }, value: st.security.maxConnections }] : []],
   ['flotilla_slots', 'gauge', "The portal's slots by state: dead and missing ones hold their records.", (st) =>
     live(st).flatMap((s) => SLOT_STATES.map((state) => ({ labels: { stream: s.stream, state }, value: s.beacon!.slots.filter((x) => x.state === state).length })))],
   ['flotilla_slot_state', 'gauge', "1 for the slot's state (idle, busy, dead, missing), 0 for the others.", (st) =>

@@ -10,6 +10,7 @@ import { addControlCommands } from './control-commands';
 import { addMapCommands } from './map-commands';
 import { preloadHook } from './map-source';
 import { addMapStoreCommands } from './map-store-commands';
+import { addKeyCommands } from './keys-commands';
 import { addWeightCommands } from './weights-commands';
 import { addConfigureCommand } from './configure-command';
 
@@ -18,6 +19,11 @@ const program = new Command('portalctl')
     "Operate Flotilla: pause, resume and watch the portals through each server's agent; inspect map files and look keys up.",
   )
   .version(packageVersion(), '-V, --version')
+  .option('--key <file>', "this operator's secret key file, for a map with keys (default $FLOTILLA_KEY)")
+  .hook('preAction', (cmd) => {
+    const key = cmd.opts<{ key?: string }>().key;
+    if (key) process.env.FLOTILLA_KEY = key; // read when a TCP connection first needs it (src/transport/curve.ts)
+  })
   .showHelpAfterError()
   .exitOverride()
   .addHelpText(
@@ -37,12 +43,14 @@ Examples:
   portalctl buckets --hot                       the heaviest buckets and their owners
   portalctl map schema > map.schema.json        the map's JSON Schema, for an editor
   portalctl configure search --set cache=false  give the stream's running components a configuration
+  portalctl keys generate alpha --dir /etc/flotilla/keys   a CURVE key pair: alpha.key (0600), alpha.pub
   portalctl map apply map.yaml --map etcd://10.0.0.5:2379/flotilla   write the next epoch into etcd (diff shown)
   portalctl map edit --map etcd://10.0.0.5:2379/flotilla             $EDITOR on the map in force in etcd
   portalctl status --cluster --map etcd://10.0.0.5:2379/flotilla     every server from etcd: leases, epochs, handovers
 
 Environment:
   FLOTILLA_MAP      the map file (or etcd://HOST:PORT[,...]/PREFIX), when --map is not given
+  FLOTILLA_KEY      this operator's secret key file, when --key is not given (a map with keys)
 
 Exit status: 0 done; 1 a problem (printed on stderr, or as JSON with --json); 2 a usage error.`,
   );
@@ -54,6 +62,7 @@ addMapStoreCommands(program.commands.find((c) => c.name() === 'map')!);
 preloadHook(program);
 addWeightCommands(program);
 addConfigureCommand(program);
+addKeyCommands(program);
 
 program.parseAsync().catch((err: unknown) => {
   if (err instanceof CommanderError) process.exit(err.exitCode === 0 ? 0 : 2);

@@ -2,6 +2,7 @@
  * How `portalctl` shows an agent's status to a person: one table per server, and the list of
  * processes that keep a pause from being idle.
  */
+import type { SecurityStatus } from '../src/transport/connections';
 import type { AgentStatus, StreamStatus } from '../src/protocol/control';
 import type { HostHealth } from '../src/protocol/host';
 import type { SlotBeacon, SpoolBeacon } from '../src/protocol/beacons';
@@ -110,6 +111,7 @@ export function formatStatus(st: AgentStatus, opts: { slots?: boolean } = {}): s
   lines.push(...handoverLines(st));
   lines.push(...configLines(st));
   if (st.host) lines.push(`  ${hostLine(st.host)}`);
+  if (st.security) lines.push(`  ${securityLine('agent port', st.security)}`);
   if (opts.slots) {
     const slotRows = [['STREAM', 'SLOT', 'PID', 'STATE', 'QUEUED', 'INFLIGHT', 'PROCESSED', 'MS/DELIVERY', 'SILENT', 'CONFIG'], ...st.streams.flatMap(slotRowsOf)];
     lines.push('', ...table(slotRows).map((l) => `  ${l}`));
@@ -118,6 +120,17 @@ export function formatStatus(st: AgentStatus, opts: { slots?: boolean } = {}): s
 }
 
 /** `host: memory 2.1 GiB free of 24 GiB, load 0.52 0.40 0.33 (2 cpus), run dir 12 GiB free, rss agent 60 MiB, portals 180 MiB, components 400 MiB`. */
+/** `agent port: CURVE, 3 of 2048 connections, 4 keys refused, ...`: a TCP socket's transport and what came to it (docs/security.md). */
+export function securityLine(what: string, x: SecurityStatus): string {
+  const counts = [
+    `${x.refused} key${x.refused === 1 ? '' : 's'} refused`,
+    `${x.handshakeFailed} handshake${x.handshakeFailed === 1 ? '' : 's'} failed`,
+    ...(x.capReached > 0 ? [`${x.capReached} refused past the cap`] : []),
+    ...(x.floods > 0 ? [`closed ${x.floods}x by a flood`] : []),
+  ];
+  return `${what}: ${x.transport === 'curve' ? 'CURVE' : 'plain TCP (loopback)'}, ${x.connections} of ${x.maxConnections} connections${x.listening ? '' : ' (not listening)'}, ${counts.join(', ')}`;
+}
+
 export function hostLine(h: HostHealth): string {
   const rss = (role: string) => h.processes.filter((p) => p.role === role).reduce((n, p) => n + p.rssBytes, 0);
   const disks = h.disks.map((d) => `, ${d.use} ${bytes(d.freeBytes)} free`).join('');

@@ -61,6 +61,13 @@ async function main(): Promise<void> {
       spooled = await runThroughput(group, ds, o);
       await group.stopAll();
     }
+    progress(`throughput with CURVE on the senders' connections, ${o.senders} sender(s), ${o.seconds} s`);
+    const cdir = join(dir, 'curve');
+    mkdirSync(cdir);
+    const dc = await startDeployment(group, cdir, { profileDir: null, slots: o.slots, portalFlags: o.portalFlags, sinkFlags: o.sinkFlags, curve: true });
+    const curve = await runThroughput(group, dc, o);
+    await group.stopAll();
+    progress(`CURVE on: ${Math.round(curve.window.perSecond)} records/s, ${(curve.window.perSecond / throughput.window.perSecond).toFixed(2)} of plain (${Math.round(throughput.window.perSecond)})`);
     progress('pause -> idle -> resume across three servers, 250 ms heartbeats');
     const pauseResume = await runPauseResume(dir);
     let mapChange = null;
@@ -74,7 +81,7 @@ async function main(): Promise<void> {
       if (files[0]) profile = { file: join(profileDir, files[0]), ...summariseProfile(join(profileDir, files[0])) };
     }
     const totalSeconds = (performance.now() - startedAt) / 1000;
-    const results: Results = { throughput, spooled, latency, baseline, portalRssMb, pauseResume, mapChange, machine, profile, totalSeconds };
+    const results: Results = { throughput, spooled, curve, latency, baseline, portalRssMb, pauseResume, mapChange, machine, profile, totalSeconds };
     process.stdout.write(o.json ? JSON.stringify(toJson(results, o)) + '\n' : toText(results, o));
   } finally {
     await group.stopAll();

@@ -34,7 +34,8 @@ export async function startLoads(
   args: string[],
   opts: { nodeFlags?: string[]; cpus?: string; env?: Record<string, string> } = {},
 ): Promise<Child[]> {
-  const loads = Array.from({ length: n }, (_, i) => group.start(`load ${i}`, join(__dirname, 'load.js'), [d.mapFile, ...args], { ipc: true, ...opts }));
+  const env = { ...d.env, ...opts.env };
+  const loads = Array.from({ length: n }, (_, i) => group.start(`load ${i}`, join(__dirname, 'load.js'), [d.mapFile, ...args], { ipc: true, ...opts, env }));
   await Promise.all(loads.map((l) => l.ready));
   await Promise.all(loads.map((l) => l.request('start')));
   return loads;

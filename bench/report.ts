@@ -21,12 +21,16 @@ export const TARGETS = {
   map_change_ms: 2000,
   /** Records/s of unmoved buckets during a map change against before it, at least. */
   unmoved_throughput_ratio: 0.9,
+  /** curve_records_per_second / records_per_second, at least. */
+  curve_ratio: 0.7,
 };
 
 export interface Results {
   throughput: ThroughputResult;
   /** The same throughput run with the spool in mode always; null when skipped. */
   spooled: ThroughputResult | null;
+  /** The same throughput run with CURVE on the senders' connections (keys from the map). */
+  curve: ThroughputResult;
   latency: LatencyResult;
   baseline: RateWindow | null;
   portalRssMb: number;
@@ -60,6 +64,8 @@ export function toJson(r: Results, o: BenchOptions): Record<string, unknown> {
     spool_records_per_second: r.spooled ? round(r.spooled.window.perSecond) : null,
     spool_ratio: r.spooled ? round(r.spooled.window.perSecond / r.throughput.window.perSecond, 2) : null,
     spool_settings: r.spooled ? { mode: 'always', fsync: 'interval', fsync_interval_ms: 1000 } : null,
+    curve_records_per_second: round(r.curve.window.perSecond),
+    curve_ratio: round(r.curve.window.perSecond / r.throughput.window.perSecond, 2),
     p50_ms: round(r.latency.p50Ms, 3),
     p99_ms: round(r.latency.p99Ms, 3),
     p90_ms: round(r.latency.p90Ms, 3),
@@ -82,6 +88,7 @@ export function toJson(r: Results, o: BenchOptions): Record<string, unknown> {
     cpu_percent: {
       throughput: r.throughput.window.cpuPercent,
       spooled: r.spooled?.window.cpuPercent ?? null,
+      curve: r.curve.window.cpuPercent,
       latency: r.latency.window.cpuPercent,
       baseline: r.baseline?.cpuPercent ?? null,
     },
@@ -140,6 +147,7 @@ export function toText(r: Results, o: BenchOptions): string {
           `  spool always, fsync 1 s  ${fmt(r.spooled.window.perSecond).padStart(12)} records/s   target half of memory mode: ${mark(r.spooled.window.perSecond >= TARGETS.spool_ratio * t.window.perSecond)} (${fmt((100 * r.spooled.window.perSecond) / t.window.perSecond)}%)`,
         ]
       : []),
+    `  CURVE on, acks on        ${fmt(r.curve.window.perSecond).padStart(12)} records/s   target 70% of plain: ${mark(r.curve.window.perSecond >= TARGETS.curve_ratio * t.window.perSecond)} (${fmt((100 * r.curve.window.perSecond) / t.window.perSecond)}%)`,
     `  latency p50 at ${fmt(o.rate)}/s ${fmt(r.latency.p50Ms, 2).padStart(7)} ms`,
     `  latency p99 at ${fmt(o.rate)}/s ${fmt(r.latency.p99Ms, 2).padStart(7)} ms          target < 5 ms: ${mark(r.latency.p99Ms < TARGETS.p99_ms)}`,
     `  portal peak RSS (VmHWM)  ${fmt(r.portalRssMb, 1).padStart(12)} MB          target < 200 MB: ${mark(r.portalRssMb < TARGETS.portal_rss_mb)}`,
@@ -155,6 +163,7 @@ export function toText(r: Results, o: BenchOptions): string {
     `  latency run: ${fmt(r.latency.window.perSecond)} records/s achieved, p90 ${fmt(r.latency.p90Ms, 2)} ms, max ${fmt(r.latency.maxMs, 2)} ms, ${fmt(r.latency.samples)} records measured`,
     `  CPU (% of one core), throughput run: ${cpu(t.window)}`,
     ...(r.spooled ? [`  CPU, spooled throughput run: ${cpu(r.spooled.window)}`] : []),
+    `  CPU, CURVE throughput run: ${cpu(r.curve.window)}`,
     `  CPU, latency run: ${cpu(r.latency.window)}`,
     ...(r.baseline ? [`  CPU, baseline: ${cpu(r.baseline)}`] : []),
   ];

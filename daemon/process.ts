@@ -44,6 +44,8 @@ export function warnPrivateTmp(log: Logger, runDir: string, env: NodeJS.ProcessE
 export const DAEMON_ENVIRONMENT_HELP = `Environment:
   FLOTILLA_MAP          the map file (or etcd://HOST:PORT[,...]/PREFIX), when --map is not given
   FLOTILLA_SERVER       this server's name in the map, when --server is not given
+  FLOTILLA_KEY          this server's secret key file, when --key is not given (a map with
+                        keys; default /etc/flotilla/keys/<server>.key)
   FLOTILLA_LOG_LEVEL    trace, debug, info (default), warn, error
   FLOTILLA_LOG_FORMAT   json or pretty (default: pretty on a terminal, json otherwise; under
                         systemd, JSON lines with their syslog priority for journald)`;

@@ -18,6 +18,7 @@ import { parseDocument } from 'yaml';
 import { stopChildren } from '../daemon/children';
 import { die } from '../daemon/process';
 import { packageVersion } from '../daemon/version';
+import { describeTransport } from '../src/map/security';
 import { FlotillaError } from '../src/errors';
 import { portalStats } from '../src/portal/client';
 import { loadMap } from '../src/map/load';
@@ -168,6 +169,8 @@ async function main(): Promise<void> {
   const shown = relative(process.cwd(), o.map).startsWith('..') ? o.map : relative(process.cwd(), o.map) || o.map;
   console.log(`flotilla demo: map ${shown} (instance ${map.instance}, epoch ${map.epoch}), server ${server.name}`);
   console.log(`  listening: ${listeners.map((l) => `${l.what.replace(/^the /, '')} ${l.host}:${l.port}`).join(', ')}`);
+  // One host, loopback only: no keys, and the banner says so (docs/security.md for a deployment).
+  console.log(`  transport: ${describeTransport(map)}${map.security.curve ? '' : ' (one host; a deployment across hosts needs keys: docs/security.md)'}`);
   if (server.httpPort !== undefined) {
     const url = `http://${server.httpHost}:${server.httpPort}/`;
     console.log(`  status page: ${url}   metrics: ${url}metrics   health: ${url}healthz`);

@@ -9,6 +9,7 @@ import { createLogger } from '../src/log';
 import { Portal } from '../src/portal/portal';
 import { DAEMON_ENVIRONMENT_HELP, die, runDaemon, warnPrivateTmp, whichServer } from '../daemon/process';
 import { packageVersion } from '../daemon/version';
+import { daemonKey } from '../src/transport/curve';
 
 const program = new Command('flotilla-portal')
   .description('Serve one stream on this server: take batches on its TCP port, route each record by key to a local component slot.')
@@ -17,6 +18,7 @@ const program = new Command('flotilla-portal')
   .requiredOption('-s, --stream <name>', 'stream this portal serves')
   .option('--server <name>', "this server's name in the map (default $FLOTILLA_SERVER, else the host name)")
   .option('--run-dir <dir>', "directory for ipc sockets (default the map's run_dir)")
+  .option('--key <file>', "this server's secret key file, for a map with keys (default $FLOTILLA_KEY, else /etc/flotilla/keys/<server>.key)")
   .option('--bind <host>', "address to listen on (default the server's host in the map)")
   .option('--spool-dir <dir>', "base directory of the stream's spool (default the stream's spool.dir in the map)")
   .option('--stop-drain-ms <ms>', "on SIGTERM, how long to let accepted records finish before exiting anyway (default the map's stop_drain_ms, 20000)", Number)
@@ -38,10 +40,11 @@ Example:
 
 async function main(): Promise<void> {
   program.parse();
-  const o = program.opts<{ map: string; stream: string; server?: string; runDir?: string; bind?: string; spoolDir?: string; stopDrainMs?: number }>();
+  const o = program.opts<{ map: string; stream: string; server?: string; runDir?: string; key?: string; bind?: string; spoolDir?: string; stopDrainMs?: number }>();
   process.umask(0o007); // sockets and spool for the service's user and group only
   const keeper = await openMap(o.map); // read again at each epoch switch (an etcd map: the newest seen)
   const server = whichServer(keeper.map, o.server);
+  daemonKey(keeper.map, server, o.key, o.bind); // CURVE: this server's key, checked against the map (src/transport/curve.ts)
   const log = createLogger('portal', { stream: o.stream, server });
   if (keeper.store) keeper.store.log = log;
   warnPrivateTmp(log, o.runDir ?? keeper.map.runDir);

@@ -63,6 +63,17 @@ export const ERROR_CODES = [
   'MAP_STALE',
   /** The map's store (etcd) cannot be reached. */
   'STORE_UNREACHABLE',
+  // CURVE keys and authorization (docs/security.md)
+  /** A key file that is missing, unreadable, open to others (not 0600) or not a CURVE key. */
+  'KEY_INVALID',
+  /** A secret key whose public key is not the one the map gives this server. */
+  'KEY_MISMATCH',
+  /** The map has keys but this process was given none (--key, FLOTILLA_KEY). */
+  'KEY_REQUIRED',
+  /** Plain TCP on an address that is not loopback, or keys missing from the map. */
+  'PLAIN_TCP_REFUSED',
+  /** A control request over TCP from a key that may not make it (only operators and servers change things). */
+  'NOT_AUTHORIZED',
 ] as const;
 export type ErrorCode = (typeof ERROR_CODES)[number];
 

@@ -60,6 +60,7 @@ test('--port-base runs the shipped map on ports from the base up, says so in its
   const r = spawnSync(process.execPath, [join(ROOT, 'dist', 'examples', 'demo.js'), '--seconds', '2', '--port-base', String(base)], { encoding: 'utf8', timeout: 60_000 });
   assert.equal(r.status, 0, `demo exited ${r.status}\n${r.stdout}\n${r.stderr}`);
   assert.match(r.stdout, new RegExp(`listening: agent 127\\.0\\.0\\.1:${base}, clicks portal 127\\.0\\.0\\.1:${base + 1}, pages portal 127\\.0\\.0\\.1:${base + 2}, agent's HTTP server 127\\.0\\.0\\.1:${base + 3}`));
+  assert.match(r.stdout, /transport: plain TCP on loopback, no keys \(one host; a deployment across hosts needs keys: docs\/security\.md\)/);
   assert.match(r.stdout, new RegExp(`status page: http://127\\.0\\.0\\.1:${base + 3}/ +metrics: http://127\\.0\\.0\\.1:${base + 3}/metrics`));
   assert.match(r.stdout, new RegExp(`run dir \\S*flotilla-demo-${base};`));
   assert.match(r.stdout, /nothing lost/);

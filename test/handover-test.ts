@@ -57,16 +57,16 @@ let late: Sender | undefined;
 const LATE_KEYS = 200;
 
 const fileOf = (s: Name) => join(d.dir, `map-${s}.yaml`);
-const write = (s: Name, m: Record<string, unknown>) => writeFileSync(fileOf(s), stringify({ ...m, run_dir: d.runDir }));
+const write = (s: Name, m: Record<string, unknown>) => writeFileSync(fileOf(s), stringify({ ...d.withKeys(m), run_dir: d.runDir }));
 const status = (s: Name): Promise<AgentStatus> => agentStatus(localAgent(d.runDirOf(s)));
 const portalEpoch = async (s: Name) => (await portalRequest(d.runDirOf(s), 'orders', { cmd: 'beacon' }, 2000)).epoch;
 const outs = () => SERVERS.flatMap((s) => [0, 1].map((slot) => d.outOf('orders', slot, s)));
 
 function startAgent(s: Name): void {
-  agents.set(s, d.startComponent(join(DIST, 'agent', 'main.js'), ['--map', fileOf(s), '--server', s, '--run-dir', d.runDirOf(s), '--hold-limit', '2'], s));
+  agents.set(s, d.startComponent(join(DIST, 'agent', 'main.js'), ['--map', fileOf(s), '--server', s, '--run-dir', d.runDirOf(s), '--hold-limit', '2', ...d.keyArgs(s)], s));
 }
 function startPortal(s: Name): void {
-  portals.set(s, d.startComponent(join(DIST, 'portal', 'main.js'), ['--map', fileOf(s), '--server', s, '--stream', 'orders', '--run-dir', d.runDirOf(s), '--spool-dir', join(d.dir, 'spool')], s));
+  portals.set(s, d.startComponent(join(DIST, 'portal', 'main.js'), ['--map', fileOf(s), '--server', s, '--stream', 'orders', '--run-dir', d.runDirOf(s), '--spool-dir', join(d.dir, 'spool'), ...d.keyArgs(s)], s));
 }
 function startRecorders(s: Name): void {
   const args = (slot: number) => ['--map', fileOf(s), '--server', s, '--stream', 'orders', '--slot', String(slot), '--run-dir', d.runDirOf(s), '--out', d.outOf('orders', slot, s), '--delay-ms', '5'];
@@ -91,7 +91,7 @@ async function switchBoth(m: Record<string, unknown>, what: string): Promise<voi
     },
     30_000,
   );
-  switched.push(parseMap(stringify({ ...m, run_dir: d.runDir })));
+  switched.push(parseMap(stringify({ ...d.withKeys(m), run_dir: d.runDir })));
 }
 
 /** Waits until the sender has had `n` more records acknowledged (traffic flows). */
@@ -118,7 +118,7 @@ before(async () => {
     startRecorders(s);
   }
   for (const s of SERVERS) await d.waitSlotsConnected('orders', 2, s);
-  switched.push(parseMap(stringify({ ...mapOf(1, {}), run_dir: d.runDir })));
+  switched.push(parseMap(stringify({ ...d.withKeys(mapOf(1, {})), run_dir: d.runDir })));
   sender = new Sender({ map: fileOf('alpha'), lingerMs: 1 });
   load = new RoundLoad(sender, 'orders', 200, 5);
   await flows(2000, 'records flowing to both servers');

@@ -51,7 +51,7 @@ test('adding a server moves exactly the predicted buckets, one owner at a time, 
   const v3 = { ...v1, epoch: 3, servers: [...three, server('delta', 3, 1)] };
   d = deploy(v1, { prefixOf: h.prefixOf });
   const dep = d;
-  const write = (m: object) => writeFileSync(dep.mapFile, stringify({ ...m, run_dir: dep.runDir }));
+  const write = (m: object) => writeFileSync(dep.mapFile, stringify({ ...dep.withKeys(m as Record<string, unknown>), run_dir: dep.runDir }));
   const start = (name: string) => {
     startAgent(dep, name);
     dep.startPortal('orders', name);

@@ -11,6 +11,7 @@ import { stringify } from 'yaml';
 import { bucketOf } from '../src/map/bucket';
 import { MapInvalidError } from '../src/errors';
 import { loadMap, parseMap } from '../src/map/load';
+import { generateKeyPair } from '../src/transport/keys';
 import { portalctl } from './support/cli';
 
 const dir = mkdtempSync(join(tmpdir(), 'flt-map-'));
@@ -124,7 +125,10 @@ test('every problem of a map is reported at once, each with its line', () => {
 });
 
 test('portalctl map check: exit 0 and a summary for a valid map, exit 1 and every problem for a broken one', () => {
-  const ok = portalctl('map', 'check', write('ok.yaml', good()));
+  // Servers off loopback need keys (docs/security.md; keys-test.ts checks the refusal).
+  const keyed = good();
+  for (const s of keyed.servers) s.public_key = generateKeyPair().publicKey;
+  const ok = portalctl('map', 'check', write('ok.yaml', keyed));
   assert.equal(ok.status, 0, ok.stderr);
   assert.match(ok.stdout, /valid; instance test, epoch 1, 3 servers, 1 streams/);
 

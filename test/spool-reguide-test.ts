@@ -65,7 +65,7 @@ test('after a map change, spooled records of buckets that moved are forwarded to
     await waitFor('alpha to finish what it took before the pause', async () => (await stats('alpha')).queuedRecords === 0);
     alphaAtSwitch = readRecorded(files('alpha')).length;
 
-    writeFileSync(dep.mapFile, stringify({ ...v2, run_dir: dep.runDir }));
+    writeFileSync(dep.mapFile, stringify({ ...dep.withKeys(v2), run_dir: dep.runDir }));
     await waitFor(
       'both agents to finish switching to epoch 2',
       async () => {

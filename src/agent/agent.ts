@@ -19,9 +19,13 @@ import { serverOf } from '../map/lookup';
 import type { FlotillaMap } from '../map/types';
 import { int, parseOptions, text } from '../options';
 import type { PortalBeacon } from '../protocol/beacons';
-import { type AgentReplies, type AgentStatus, type MapInfo, parseAgentRequest, type PauseReply, type ReloadReply } from '../protocol/control';
+import { type AgentReplies, type AgentRequest, type AgentStatus, type MapInfo, parseAgentRequest, type PauseReply, type ReloadReply } from '../protocol/control';
 import { agentBeaconEndpoint, agentControlEndpoint, ensureRunDir } from '../protocol/endpoints';
 import { ControlServer } from '../transport/control-server';
+import { guardServer, ownKey } from '../transport/curve';
+import type { ConnectionGuard } from '../transport/connections';
+import { verifyRequest } from '../transport/proof';
+import { authorize, type Caller, callerOf, redact } from './authorize';
 import { BeaconBook } from './beacons';
 import { runningEditProblems } from './edit-checks';
 import { type ControlPlane, controlPlaneOf } from './control-plane';
@@ -71,6 +75,8 @@ export class Agent {
   private readonly causes: CauseCounter;
   private readonly book: BeaconBook;
   private readonly control: ControlServer;
+  /** The TCP control socket (agent_port): each request authorized first (authorize.ts). */
+  private readonly remote: ControlServer;
   private readonly startedAt = Date.now();
   private closed = false;
   private watching = false;
@@ -87,6 +93,8 @@ export class Agent {
   private configTimer: NodeJS.Timeout | null = null;
   private readonly plane: ControlPlane;
   private publishError: string | null = null;
+  /** The TCP control socket's connection cap and CURVE handshakes (null: no agent_port). */
+  private guard: ConnectionGuard | null = null;
 
   constructor(opts: AgentOptions) {
     this.o = parseAgentOptions(opts);
@@ -98,6 +106,7 @@ export class Agent {
     const count = (cause: string, example: string) => this.causes.count(cause, example);
     this.book = new BeaconBook(opts.server, count);
     this.control = new ControlServer({ what: 'agent', log: this.log, count, maxRequestBytes: MAX_REQUEST_BYTES, handle: (request) => this.handle(request) });
+    this.remote = new ControlServer({ what: 'agent', log: this.log, count, maxRequestBytes: MAX_REQUEST_BYTES, handle: (request) => this.handleRemote(request) });
     this.before = this.keeper.map;
     this.keeper.onChange((_next, before) => (this.before = before));
     this.peers = new Peers(opts.server, this.o.portalTimeoutMs, this.plane.lookup);
@@ -133,8 +142,13 @@ export class Agent {
     await this.control.bindIpc(ctl, () => new FlotillaError('AGENT_ALREADY_RUNNING', `an agent already serves ${ctl}`));
     await this.book.bind(agentBeaconEndpoint(this.runDir), 0o660);
     const self = serverOf(this.map, this.o.server);
-    if (self.agentPort !== undefined) this.tcpEndpoint = await this.control.bind(`tcp://${this.o.bindHost ?? self.host}:${self.agentPort}`);
+    if (self.agentPort !== undefined) {
+      this.tcpEndpoint = await this.remote.bind(`tcp://${this.o.bindHost ?? self.host}:${self.agentPort}`, async (socket) => {
+        this.guard = await guardServer(socket, () => this.map, 'agent', this.causes, this.log, 'agent');
+      });
+    }
     this.control.start();
+    this.remote.start();
     this.host?.start();
     if (this.keeper.store?.kind === 'etcd') {
       this.keeper.store.onChange(() => !this.closed && this.reload());
@@ -167,7 +181,9 @@ export class Agent {
     this.causes.stop();
     this.host?.stop();
     this.book.close();
+    this.guard?.close();
     this.control.close();
+    this.remote.close();
   }
 
   /** Records a portal's beacon (what arrives on the PULL socket). */
@@ -198,6 +214,8 @@ export class Agent {
       ...(this.host?.latest ? { host: this.host.latest } : {}),
       configs: this.configs.store.all(),
       ...(this.keeper.store ? { mapStore: { ...this.keeper.store.health } } : {}),
+      ...(this.guard ? { security: this.guard.status() } : {}),
+      errors: { ...this.causes.totals },
     };
   }
 
@@ -279,6 +297,28 @@ export class Agent {
       );
     }
     return reply;
+  }
+
+  /**
+   * Answers a request that came over TCP. With keys, the request proves its key (proof.ts) and
+   * is authorized for its caller (authorize.ts), each refusal counted (NOT_AUTHORIZED); a caller
+   * that is not an operator sees no local paths or pids.
+   */
+  private async handleRemote(raw: unknown): Promise<unknown> {
+    if (!this.map.security.curve) return this.handle(raw);
+    let caller: Caller;
+    let req: AgentRequest;
+    try {
+      const proven = verifyRequest(raw, ownKey());
+      caller = callerOf(this.map, proven.key);
+      req = parseAgentRequest(proven.request);
+      authorize(caller, req);
+    } catch (err) {
+      if (err instanceof FlotillaError && err.code === 'NOT_AUTHORIZED') this.causes.count('NOT_AUTHORIZED', err.message);
+      throw err;
+    }
+    const reply = await this.handle(req);
+    return caller.role === 'operator' ? reply : redact(reply);
   }
 
   /** Answers one control request (JSON, not yet checked); throws a FlotillaError to refuse it. */

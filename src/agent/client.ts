@@ -20,6 +20,8 @@ export interface AgentTarget {
   /** The server's name in the map, or null for "the agent in this run directory". */
   server: string | null;
   endpoint: string;
+  /** The server's CURVE public key, for a TCP target of a keyed map (src/transport/curve.ts). */
+  publicKey?: string;
 }
 
 /** The agent of this server, on its ipc control socket in `runDir`. */
@@ -28,9 +30,9 @@ export function localAgent(runDir: string): AgentTarget {
 }
 
 /** Another server's agent, on TCP at the server's host and `agent_port`; null if it has none. */
-export function remoteAgent(server: Pick<MapServer, 'name' | 'host' | 'agentPort'>): AgentTarget | null {
+export function remoteAgent(server: Pick<MapServer, 'name' | 'host' | 'agentPort'> & Partial<Pick<MapServer, 'publicKey'>>): AgentTarget | null {
   if (server.agentPort === undefined) return null;
-  return { server: server.name, endpoint: `tcp://${server.host}:${server.agentPort}` };
+  return { server: server.name, endpoint: `tcp://${server.host}:${server.agentPort}`, ...(server.publicKey ? { publicKey: server.publicKey } : {}) };
 }
 
 /** How a target is named in messages: `the agent of beta (tcp://...)`. */
@@ -52,6 +54,7 @@ export async function askAgent<R extends AgentRequest>(target: AgentTarget, requ
     timeoutMs,
     (cause) => new FlotillaError('AGENT_UNREACHABLE', `no answer from ${describeAgent(target)} within ${timeoutMs} ms; is flotilla-agent running?`, { cause }),
     (message) => `${describeAgent(target)}: ${message}`,
+    target.publicKey,
   );
 }
 

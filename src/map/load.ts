@@ -13,6 +13,7 @@ import { FlotillaError, MapInvalidError, type MapProblem } from '../errors';
 import { MAP_SCHEMA } from './schema';
 import { placeBuckets } from './placement';
 import { mapDigest } from './digest';
+import { resolveSecurity, type RawSecurity } from './security';
 import { DEFAULT_BUCKETS, DEFAULT_FSYNC_INTERVAL_MS, DEFAULT_HEARTBEAT_MS, DEFAULT_HTTP_HOST, DEFAULT_MAX_BATCH_BYTES, DEFAULT_SLOTS, DEFAULT_SPOOL_MAX_BYTES, DEFAULT_SPOOL_MIN_FREE_BYTES, DEFAULT_STOP_DRAIN_MS, DEFAULT_WEIGHT, DEFAULT_WINDOW, type FlotillaMap, type FsyncPolicy, type MapServer, type MapStream, type SpoolFullPolicy, type SpoolMode, type SpoolSettings } from './types';
 
 /** Field names people reach for that the map calls something else. */
@@ -85,6 +86,7 @@ interface RawServer {
   agent_port?: number;
   http_port?: number;
   http_host?: string;
+  public_key?: string;
   ports?: Record<string, number>;
   slots?: Record<string, number>;
 }
@@ -107,7 +109,7 @@ interface RawStream {
     min_free_bytes?: number | string;
   };
 }
-interface RawMap {
+interface RawMap extends RawSecurity {
   instance: string;
   epoch: number;
   heartbeat_ms?: number;
@@ -154,7 +156,9 @@ function resolveMap(whole: RawMap, file: string, at: LineOf, problems: MapProble
     httpHost: s.http_host ?? DEFAULT_HTTP_HOST,
     ports: s.ports ?? {},
     slots: s.slots ?? {},
+    publicKey: s.public_key,
   }));
+  const security = resolveSecurity(raw, serverIndex, problem);
   if (servers.length > 0 && servers.length === serverOk.length && servers.every((s) => s.weight === 0)) problem(['servers'], 'at least one server needs a weight above 0');
   duplicates(raw.servers.map((s) => s.name)).forEach((i) =>
     problem(['servers', serverIndex[i]!, 'name'], `duplicate server name "${raw.servers[i]!.name}"`),
@@ -273,6 +277,7 @@ function resolveMap(whole: RawMap, file: string, at: LineOf, problems: MapProble
     runDir: raw.run_dir ?? `/run/flotilla/${raw.instance}`,
     servers,
     streams,
+    security,
   };
 }
 

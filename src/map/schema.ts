@@ -18,6 +18,24 @@ const perStream = (value: object, description: string) => ({
   additionalProperties: value,
 });
 
+/** A Z85-encoded CURVE public key. */
+const curveKey = (description: string) => ({ type: 'string', pattern: '^[0-9a-zA-Z.\\-:+=^!/*?&<>()\\[\\]{}@%$#]{40}$', description }) as const;
+const keyList = (description: string) =>
+  ({
+    type: 'array',
+    description,
+    items: {
+      type: 'object',
+      required: ['name', 'public_key'],
+      additionalProperties: false,
+      description: 'A named client key.',
+      properties: {
+        name: { type: 'string', pattern: NAME, description: 'Who holds the key (shown in logs and status).' },
+        public_key: curveKey('Its CURVE public key (NAME.pub from `portalctl keys generate NAME`).'),
+      },
+    },
+  }) as const;
+
 export const MAP_SCHEMA = {
   $schema: 'http://json-schema.org/draft-07/schema#',
   $id: 'https://flotilla.invalid/map.schema.json',
@@ -32,6 +50,17 @@ export const MAP_SCHEMA = {
     heartbeat_ms: { type: 'integer', minimum: 50, maximum: 60000, description: 'How often every process beacons its state, in ms (default 1000).' },
     stop_drain_ms: { type: 'integer', minimum: 0, maximum: 600000, description: "How long a stopping portal lets accepted records finish, in ms (default 20000); keep it below the unit's TimeoutStopSec." },
     run_dir: { type: 'string', minLength: 1, description: "Directory of the instance's ipc sockets (default /run/flotilla/<instance>); an ipc path may be at most 107 bytes." },
+    security: {
+      type: 'object',
+      additionalProperties: false,
+      description: 'Transport security (docs/security.md): CURVE keys, or plain TCP on loopback only.',
+      properties: {
+        plain_tcp: { type: 'boolean', description: 'true: no keys, plain TCP; allowed only when every server binds a loopback address (the one-host demo).' },
+        max_connections: { type: 'integer', minimum: 16, maximum: 100000, description: 'Most TCP connections one portal or agent keeps open (default 2048); past it new ones are refused until some close.' },
+      },
+    },
+    operators: keyList('Keys that may run every command of portalctl over TCP (pause, resume, reload, release, status).'),
+    senders: keyList("Keys that may send records to the portals (and nothing else); the servers' own keys may too."),
     servers: {
       type: 'array',
       description: 'The servers of the instance.',
@@ -50,6 +79,7 @@ export const MAP_SCHEMA = {
           slots: perStream({ type: 'integer', minimum: 1, maximum: 1024, description: "This server's slot count for the stream." }, "This server's slot count per stream, instead of the stream's slots."),
           http_port: port("The agent's HTTP port: Prometheus /metrics, the status page, /healthz; absent: no HTTP server."),
           http_host: { type: 'string', minLength: 1, pattern: '^[^\\s/]+$', description: 'Address the HTTP server binds (default 127.0.0.1, loopback only).' },
+          public_key: curveKey("The server's CURVE public key (its NAME.pub from `portalctl keys generate`); its secret stays in the server's key file."),
         },
       },
     },

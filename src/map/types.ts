@@ -48,6 +48,8 @@ export interface MapServer {
   /** Per-stream overrides of the stream's port and slot count, as written. */
   ports: Record<string, number>;
   slots: Record<string, number>;
+  /** The server's CURVE public key (Z85); undefined in a map without keys (plain TCP). */
+  publicKey: string | undefined;
 }
 
 /** A stream of the map, resolved: its Avro type is built and its buckets are placed. */
@@ -84,4 +86,26 @@ export interface FlotillaMap {
   runDir: string;
   servers: MapServer[];
   streams: MapStream[];
+  /** Keys, who may do what, and the connection cap (src/map/security.ts, docs/security.md). */
+  security: MapSecurity;
+}
+
+/** Most TCP connections a portal or agent keeps open unless the map's `security.max_connections` says. */
+export const DEFAULT_MAX_CONNECTIONS = 2048;
+
+/** A named client key of the map (`operators`, `senders`). */
+export interface MapKey {
+  name: string;
+  publicKey: string;
+}
+
+/** The map's transport security, resolved. */
+export interface MapSecurity {
+  /** True when the servers have keys: every TCP socket runs CURVE. */
+  curve: boolean;
+  /** `security.plain_tcp` as written (false when absent). */
+  plainTcp: boolean;
+  maxConnections: number;
+  operators: MapKey[];
+  senders: MapKey[];
 }

@@ -32,6 +32,8 @@ import { channel } from 'node:diagnostics_channel';
 import * as zmq from 'zeromq';
 import type { WireErrorCode } from '../errors';
 import { bindNamed } from '../transport/bind';
+import { ownKey } from '../transport/curve';
+import { provesIdentity } from '../transport/proof';
 import type { CauseCounter, Logger } from '../log';
 import { RecordIndex } from '../protocol/envelope';
 import { decodeHeader, encodeHeader, FORWARD_IDENTITY, type Header, MessageType, VERSION } from '../protocol/wire';
@@ -70,6 +72,8 @@ export class Ingress {
   readonly flowCounts = { PAUSED: 0, RESEND: 0 };
   private readonly socket: zmq.Router;
   private readonly out: Outbox;
+  /** Routing ids that claim to be a forwarder's: whether each proved it (fromForwarder). */
+  private readonly forwarders = new Map<string, boolean>();
   /** Senders refused while paused, by routing id: told RESUME when the pause ends. */
   private readonly pausedSenders = new Map<string, Buffer>();
   /**
@@ -104,10 +108,30 @@ export class Ingress {
     this.out = new Outbox('portal:ingress', this.socket, (err) => causes.count('REPLY_FAILED', err.message));
   }
 
-  /** Binds the TCP endpoint; returns the port bound. */
-  async bind(endpoint: string, fallbackPort: number): Promise<number> {
+  /** Binds the TCP endpoint, after `prepare` (CURVE, src/transport/curve.ts) set the socket up; returns the port bound. */
+  async bind(endpoint: string, fallbackPort: number, prepare?: (socket: zmq.Router) => Promise<unknown>): Promise<number> {
+    await prepare?.(this.socket);
     await bindNamed(this.socket, endpoint, 'the portal');
     return Number(/:(\d+)$/.exec(this.socket.lastEndpoint ?? '')?.[1] ?? fallbackPort);
+  }
+
+  /**
+   * True if the routing id is a forwarder's (`fwd/<server>`), whose records go ahead in the
+   * spool. With keys, only one that carries its server's proof (src/transport/proof.ts): a
+   * sender cannot claim the place by naming itself so. Answers are kept per routing id.
+   */
+  private fromForwarder(senderKey: string): boolean {
+    if (!senderKey.startsWith(`${FORWARD_IDENTITY}/`)) return false;
+    const map = this.host.routing.map;
+    if (!map.security.curve) return true;
+    let known = this.forwarders.get(senderKey);
+    if (known === undefined) {
+      const server = map.servers.find((s) => senderKey.startsWith(`${FORWARD_IDENTITY}/${s.name}/`));
+      known = server !== undefined && provesIdentity(senderKey, `${FORWARD_IDENTITY}/${server.name}`, server.publicKey!, ownKey());
+      if (this.forwarders.size >= 10_000) this.forwarders.clear();
+      this.forwarders.set(senderKey, known);
+    }
+    return known;
   }
 
   /** Starts reading batches. */
@@ -302,7 +326,7 @@ export class Ingress {
     let modes: Uint8Array | null = null;
     let staged: WriteResult | null = null;
     if (staging && count > 0) {
-      modes = staging.laneModes(plan, senderKey.startsWith(FORWARD_IDENTITY));
+      modes = staging.laneModes(plan, this.fromForwarder(senderKey));
       if (modes) {
         try {
           staged = staging.stage(body, index, plan, modes);

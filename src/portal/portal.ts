@@ -21,6 +21,8 @@ import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { FlotillaError } from '../errors';
 import { CauseCounter, type Logger } from '../log';
+import { guardServer } from '../transport/curve';
+import type { ConnectionGuard } from '../transport/connections';
 import { MapKeeper } from '../map/keeper';
 import { DEFAULT_STOP_DRAIN_MS, type FlotillaMap } from '../map/types';
 import { serverOf, slotCount, streamOf, portalPort } from '../map/lookup';
@@ -60,6 +62,8 @@ export class Portal implements PortalControl {
   private readonly keeper: MapKeeper | null;
   private readonly log: Logger;
   private readonly causes: CauseCounter;
+  /** The ingress's connection cap and CURVE handshakes (src/transport/connections.ts). */
+  private guard: ConnectionGuard | null = null;
   private readonly routing: Routing;
   private readonly runDir: string;
   private readonly counters = newCounters();
@@ -236,7 +240,9 @@ export class Portal implements PortalControl {
     const self = routing.map.servers[routing.self]!;
     const host = o.bindHost ?? self.host;
     const port = o.port ?? portalPort(self, routing.stream);
-    this.port = await this.ingress.bind(`tcp://${host}:${port === 0 ? '*' : port}`, port);
+    this.port = await this.ingress.bind(`tcp://${host}:${port === 0 ? '*' : port}`, port, async (socket) => {
+      this.guard = await guardServer(socket, () => this.routing.map, 'portal', this.causes, this.log, `portal ${name}`);
+    });
     await this.egress.bind(slotsEndpoint(this.runDir, name));
     this.pause.load();
     this.epochs.save();
@@ -284,6 +290,7 @@ export class Portal implements PortalControl {
     this.staging?.flush();
     this.health.stop();
     this.causes.stop();
+    this.guard?.close();
     await this.ingress.closeGracefully(STOP_LINGER_MS);
     this.egress.close();
     this.staging?.close();
@@ -299,7 +306,8 @@ export class Portal implements PortalControl {
 
   /** Counters, rates and per-slot state, as `portalctl status` shows them. */
   stats(): PortalStats {
-    return this.health.stats();
+    const stats = this.health.stats();
+    return this.guard ? { ...stats, security: this.guard.status() } : stats;
   }
 
   /** This portal's beacon; `advance` starts a new "received since the last beacon" period. */

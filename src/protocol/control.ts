@@ -12,6 +12,7 @@
  */
 import type { StoreHealth } from '../map/store';
 import { type ErrorCode, FlotillaError } from '../errors';
+import type { SecurityStatus } from '../transport/connections';
 import type { MapRejection } from '../map/keeper';
 import type { SpoolStats } from '../spool/spool';
 import type { HoldView, PortalBeacon, SlotView } from './beacons';
@@ -125,6 +126,8 @@ export interface PortalStats {
   rates: { inPerSec: number; outPerSec: number };
   errors: Record<string, number>;
   slots: SlotView[];
+  /** The ingress's transport, connections and handshakes (docs/security.md); absent before it binds. */
+  security?: SecurityStatus;
 }
 
 // ---- the agent's control socket --------------------------------------------------------------
@@ -237,6 +240,10 @@ export interface AgentStatus {
   // --- map store (etcd maps): whether the store answers; absent from agents without one.
   /** Where the map comes from and whether it can be reached (an etcd map: false while etcd is lost). */
   mapStore?: StoreHealth;
+  /** The TCP control port's transport, connections and handshakes (docs/security.md); absent without an agent_port. */
+  security?: SecurityStatus;
+  /** Failures by cause since start (KEY_REFUSED, HANDSHAKE_FAILED, CONNECTION_CAP, NOT_AUTHORIZED, ...). */
+  errors?: Record<string, number>;
 }
 
 /** One stream on this server in an epoch switch. */

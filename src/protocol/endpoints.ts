@@ -19,14 +19,23 @@ function ipc(path: string): string {
   return `ipc://${path}`;
 }
 
+/**
+ * A stream's name, checked before it becomes part of a path: a map's stream name (docs/map.md),
+ * never `../beta/orders` (BAD_REQUEST), whatever asked.
+ */
+function streamPart(stream: string): string {
+  if (!/^[a-z][a-z0-9_-]{0,31}$/.test(stream)) throw new FlotillaError('BAD_REQUEST', `"${stream.slice(0, 64)}" is not a stream name (lower case letters, digits, - and _)`);
+  return stream;
+}
+
 /** Where a stream's portal and its components meet. */
 export function slotsEndpoint(runDir: string, stream: string): string {
-  return ipc(join(resolve(runDir), `${stream}.slots.ipc`));
+  return ipc(join(resolve(runDir), `${streamPart(stream)}.slots.ipc`));
 }
 
 /** The portal's control socket (stats, ping). */
 export function controlEndpoint(runDir: string, stream: string): string {
-  return ipc(join(resolve(runDir), `${stream}.ctl.ipc`));
+  return ipc(join(resolve(runDir), `${streamPart(stream)}.ctl.ipc`));
 }
 
 /**
@@ -49,12 +58,12 @@ export function agentControlEndpoint(runDir: string): string {
 
 /** The file whose presence says a stream's portal is paused; it outlives portal restarts. */
 export function pauseFile(runDir: string, stream: string): string {
-  return join(resolve(runDir), `${stream}.paused`);
+  return join(resolve(runDir), `${streamPart(stream)}.paused`);
 }
 
 /** A portal's handover file: the map it runs and the buckets it holds (portal/handover-file.ts). */
 export function handoverFile(runDir: string, stream: string): string {
-  return join(resolve(runDir), `${stream}.handover.json`);
+  return join(resolve(runDir), `${streamPart(stream)}.handover.json`);
 }
 
 /** The agent's configurations of the streams' components (agent/config-store.ts): they outlive restarts. */

@@ -27,6 +27,8 @@ import { FlotillaError } from '../errors';
 import type { MapStream } from '../map/types';
 import { EnvelopeWriter } from '../protocol/envelope';
 import { encodeHeader, MessageType } from '../protocol/wire';
+import { clientOptions, ownKey } from '../transport/curve';
+import { identityProof } from '../transport/proof';
 import { Outbox } from '../transport/outbox';
 
 /** The message of the sender's named hooks: one batch of one channel. */
@@ -75,7 +77,7 @@ export interface ChannelHost {
   readonly batchBytes: number;
   /** ...or at this many records. */
   readonly batchRecords: number;
-  /** Starts the socket's routing id (then a `/` and random hex); none when undefined or empty. */
+  /** Starts the socket's routing id (then, with CURVE, `/` and its proof, proof.ts; then `/` and random hex); none when undefined or empty. */
   readonly identity: string | undefined;
   /** Marks every BATCH as sent from inside the flow (INNER_FLAG): a component's sender. */
   readonly inner: boolean;
@@ -124,6 +126,8 @@ export class Channel {
     readonly server: string,
     readonly endpoint: string,
     private readonly host: ChannelHost,
+    /** The server's CURVE public key in a keyed map: the connection runs CURVE (src/transport/curve.ts). */
+    private readonly serverKey?: string,
   ) {
     [this.socket, this.events, this.outbox] = this.connect();
     this.streamFrame = Buffer.from(stream.name);
@@ -138,7 +142,8 @@ export class Channel {
       immediate: true,
       sendHighWaterMark: 10_000,
       receiveHighWaterMark: 10_000,
-      ...(identity ? { routingId: `${identity}/${randomBytes(8).toString('hex')}` } : {}),
+      ...(identity ? { routingId: `${identity}/${this.serverKey ? `${identityProof(identity, ownKey(), this.serverKey)}/` : ''}${randomBytes(8).toString('hex')}` } : {}),
+      ...clientOptions(this.serverKey),
     });
     const events = socket.events; // watch before connecting, or the first connect is missed
     socket.connect(this.endpoint);

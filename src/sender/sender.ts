@@ -150,7 +150,7 @@ export class Sender {
       settled: (ch) => this.settled(ch),
     });
     this.router = new Router(this.keeper, (s, server) => {
-      const ch = new Channel(s, server.name, portalEndpoint(server, s), channelHost);
+      const ch = new Channel(s, server.name, portalEndpoint(server, s), channelHost, server.publicKey);
       replies.listen(ch);
       return ch;
     });

@@ -52,8 +52,12 @@ export class ControlServer {
     chmodSync(endpoint.slice('ipc://'.length), 0o660);
   }
 
-  /** Binds another endpoint (TCP); returns where it listens (the port the OS chose for `:*`). */
-  async bind(endpoint: string): Promise<string> {
+  /**
+   * Binds another endpoint (TCP), after `prepare` (CURVE, src/transport/curve.ts) set the socket
+   * up; returns where it listens (the port the OS chose for `:*`).
+   */
+  async bind(endpoint: string, prepare?: (socket: zmq.Router) => Promise<unknown>): Promise<string> {
+    await prepare?.(this.socket);
     await bindNamed(this.socket, endpoint, 'the control server');
     return this.socket.lastEndpoint ?? endpoint;
   }

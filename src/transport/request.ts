@@ -6,22 +6,27 @@ import { existsSync } from 'node:fs';
 import * as zmq from 'zeromq';
 import { FlotillaError } from '../errors';
 import { isErrorReply } from '../protocol/control';
+import { clientOptions, ownKey } from './curve';
+import { signRequest } from './proof';
 
 /**
  * Sends `request` as JSON to a REP (or ROUTER) socket at `endpoint` and returns the parsed
  * reply. Rejects with a plain Error on a timeout, a socket error or a reply that is not JSON;
- * callers wrap it in an error that names what did not answer.
+ * callers wrap it in an error that names what did not answer. `serverKey`: the server's CURVE
+ * public key (a keyed map), the connection then runs CURVE with this process's key.
  */
-export async function requestJson(endpoint: string, request: object, timeoutMs: number): Promise<unknown> {
+export async function requestJson(endpoint: string, request: object, timeoutMs: number, serverKey?: string): Promise<unknown> {
   // Refresh libuv's cached clock first: after a long synchronous stretch it is stale, and a
   // timer started now would fire at once. (zeromq's own receiveTimeout has the same problem.)
   await new Promise((resolve) => setImmediate(resolve));
-  const req = new zmq.Request({ linger: 0 });
+  const req = new zmq.Request({ linger: 0, ...clientOptions(serverKey) });
+  // A keyed server learns who asks from the proof in the request (proof.ts), not from the socket.
+  const body = serverKey === undefined ? request : signRequest(request, ownKey(), serverKey);
   let timer: NodeJS.Timeout | undefined;
   try {
     req.connect(endpoint);
     const answer = (async () => {
-      await req.send(JSON.stringify(request));
+      await req.send(JSON.stringify(body));
       const [reply] = await req.receive();
       return JSON.parse(reply!.toString('utf8')) as unknown;
     })();
@@ -47,11 +52,13 @@ export async function callControl<T>(
   timeoutMs: number,
   unreachable: (cause: unknown) => FlotillaError,
   describe: (message: string) => string = (m) => m,
+  serverKey?: string,
 ): Promise<T> {
   let reply: unknown;
   try {
-    reply = await requestJson(endpoint, request, timeoutMs);
+    reply = await requestJson(endpoint, request, timeoutMs, serverKey);
   } catch (err) {
+    if (err instanceof FlotillaError) throw err; // this side's own problem (KEY_REQUIRED), not the peer's silence
     throw unreachable(err);
   }
   if (isErrorReply(reply)) throw FlotillaError.fromReply(reply.code, describe(reply.error));

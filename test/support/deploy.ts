@@ -3,7 +3,7 @@
  * stream, component processes for every slot, all torn down by `stop()`.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
@@ -14,6 +14,9 @@ import { type FlotillaMap } from '../../src/map/types';
 import { loadMap } from '../../src/map/load';
 import type { PortalStats } from '../../src/portal/portal';
 import { agentControlEndpoint } from '../../src/protocol/endpoints';
+import { isLoopback } from '../../src/map/security';
+import { useKey } from '../../src/transport/curve';
+import { writeKeyPair } from '../../src/transport/keys';
 
 export const DIST = join(__dirname, '..', '..');
 
@@ -39,6 +42,14 @@ export interface Deployment {
   logs: string[];
   /** Each server's own run directory, so several servers can share this host. */
   runDirOf(server?: string): string;
+  /** `--key FILE` for a server's daemons when the deployment has keys (DeployOptions.keyOf), else nothing. */
+  keyArgs(server: string): string[];
+  /**
+   * A map object as this deployment writes it: with its servers' keys and the test's operator key
+   * when the deployment made keys (a map off loopback), else as it is. Tests that write map edits
+   * themselves pass them through this.
+   */
+  withKeys(mapObject: Record<string, unknown>): Record<string, unknown>;
   startPortal(stream: string, server?: string): ChildProcess;
   /** Starts the recorder test component (see fixtures/recorder.ts) for one slot. */
   startRecorder(stream: string, slot: number, opts?: { server?: string; emit?: string; out?: string; delayMs?: number; args?: string[] }): ChildProcess;
@@ -57,6 +68,8 @@ export interface DeployOptions {
    * `ip netns exec <ns>` to run them on a separate host (see support/netns.ts). Default none.
    */
   prefixOf?: (server: string) => string[];
+  /** The secret key file of each server, for a map with keys (its portals and agent get `--key`). */
+  keyOf?: (server: string) => string;
 }
 
 /** Writes `mapObject` to a temp dir (run_dir set there too) and loads it. */
@@ -64,7 +77,9 @@ export function deploy(mapObject: Record<string, unknown>, opts: DeployOptions =
   const dir = mkdtempSync(join(tmpdir(), 'flt-'));
   const runDir = join(dir, 'run');
   const mapFile = join(dir, 'map.yaml');
-  writeFileSync(mapFile, stringify({ ...withSpoolDirs(mapObject), run_dir: runDir }));
+  const keys = testKeys(dir, mapObject);
+  if (keys && !opts.keyOf) opts = { ...opts, keyOf: keys.keyOf };
+  writeFileSync(mapFile, stringify({ ...withSpoolDirs(keys ? keys.withKeys(mapObject) : mapObject), run_dir: runDir }));
   const map = loadMap(mapFile);
   const procs: ChildProcess[] = [];
   const logs: string[] = [];
@@ -85,12 +100,14 @@ export function deploy(mapObject: Record<string, unknown>, opts: DeployOptions =
     procs,
     logs,
     runDirOf: (server = map.servers[0]!.name) => join(runDir, server),
+    keyArgs: (server) => (opts.keyOf ? ['--key', opts.keyOf(server)] : []),
+    withKeys: (m) => (keys ? keys.withKeys(m) : m),
     startPortal(stream, server = map.servers[0]!.name) {
       // A spool the map does not place goes to this deployment's dir, not the machine-wide
       // default (/var/lib/flotilla/<instance>/spool), where another run's records would wait.
       const placed = (mapObject.streams as { name: string; spool?: { dir?: string } }[] | undefined)?.some((s) => s.name === stream && s.spool?.dir !== undefined);
       const spool = placed ? [] : ['--spool-dir', join(dir, 'spool')];
-      return launch([join(DIST, 'portal', 'main.js'), '--map', mapFile, '--server', server, '--stream', stream, '--run-dir', d.runDirOf(server), ...spool], server);
+      return launch([join(DIST, 'portal', 'main.js'), '--map', mapFile, '--server', server, '--stream', stream, '--run-dir', d.runDirOf(server), ...spool, ...d.keyArgs(server)], server);
     },
     outOf: (stream, slot, server = map.servers[0]!.name) => join(dir, `${server}-${stream}-${slot}.log`),
     startRecorder(stream, slot, opts = {}) {
@@ -124,6 +141,35 @@ export function deploy(mapObject: Record<string, unknown>, opts: DeployOptions =
 }
 
 /**
+ * Keys for a map whose servers are off loopback and that has none (plain TCP is refused there):
+ * a key pair per server and one for the test, an operator, made under `dir/keys`. The test
+ * process (and the portalctl and components it starts) use the test's key through $FLOTILLA_KEY.
+ */
+function testKeys(dir: string, mapObject: Record<string, unknown>): { keyOf: (server: string) => string; withKeys: (m: Record<string, unknown>) => Record<string, unknown> } | null {
+  type RawServer = { name: string; host: string; public_key?: string };
+  const servers = (mapObject.servers ?? []) as RawServer[];
+  if (servers.every((s) => isLoopback(s.host)) || servers.some((s) => s.public_key !== undefined)) return null;
+  const keyDir = join(dir, 'keys');
+  mkdirSync(keyDir, { mode: 0o700 });
+  const made = new Map<string, string>();
+  const publicOf = (name: string) => {
+    if (!made.has(name)) made.set(name, writeKeyPair(keyDir, name).publicKey);
+    return made.get(name)!;
+  };
+  const tester = publicOf('tester');
+  process.env.FLOTILLA_KEY = join(keyDir, 'tester.key');
+  useKey(null); // read again from $FLOTILLA_KEY: an earlier deployment's key is not this one's
+  return {
+    keyOf: (server) => join(keyDir, `${server}.key`),
+    withKeys: (m) => ({
+      ...m,
+      servers: ((m.servers ?? []) as RawServer[]).map((s) => ({ ...s, public_key: publicOf(s.name) })),
+      operators: [{ name: 'tester', public_key: tester }],
+    }),
+  };
+}
+
+/**
  * The map with every stream's spool under the test's directory (`spool`, relative to the map
  * file) unless the test gives one: never the system's default, which other runs share.
  */
@@ -135,7 +181,7 @@ function withSpoolDirs(mapObject: Record<string, unknown>): Record<string, unkno
 
 /** Starts the agent daemon of `server` (default the map's first) on the server's run directory. */
 export function startAgent(d: Deployment, server = d.map.servers[0]!.name): ChildProcess {
-  return d.startComponent(join(DIST, 'agent', 'main.js'), ['--map', d.mapFile, '--server', server, '--run-dir', d.runDirOf(server)], server);
+  return d.startComponent(join(DIST, 'agent', 'main.js'), ['--map', d.mapFile, '--server', server, '--run-dir', d.runDirOf(server), ...d.keyArgs(server)], server);
 }
 
 /** Waits until the agent of `server` answers on its control socket. */
