@@ -9,6 +9,7 @@ import { packageVersion } from '../daemon/version';
 import { addControlCommands } from './control-commands';
 import { addMapCommands } from './map-commands';
 import { addWeightCommands } from './weights-commands';
+import { addCancelCommand } from './cancel-command';
 
 const program = new Command('portalctl')
   .description(
@@ -33,6 +34,7 @@ Examples:
   portalctl weights --suggest                   weights for the map from the measured rates (nothing changed)
   portalctl buckets --hot                       the heaviest buckets and their owners
   portalctl map schema > map.schema.json        the map's JSON Schema, for an editor
+  portalctl cancel requests ROOT_ID --ttl 10m   drop every record derived from ROOT_ID, on every server
 
 Environment:
   FLOTILLA_MAP      the map file, when --map is not given
@@ -43,6 +45,7 @@ Exit status: 0 done; 1 a problem (printed on stderr, or as JSON with --json); 2 
 addControlCommands(program);
 addMapCommands(program);
 addWeightCommands(program);
+addCancelCommand(program);
 
 program.parseAsync().catch((err: unknown) => {
   if (err instanceof CommanderError) process.exit(err.exitCode === 0 ? 0 : 2);

@@ -51,6 +51,9 @@ export const ERROR_CODES = [
   'DIR_UNSAFE',
   /** A socket could not listen on its address (in use, not this host's, not permitted). */
   'BIND_FAILED',
+  // ---- cancellation (docs/protocol.md, "Cancellation") ----
+  /** A cancellation some agents of the map did not take (the message names them); send it again. */
+  'CANCEL_INCOMPLETE',
 ] as const;
 export type ErrorCode = (typeof ERROR_CODES)[number];
 

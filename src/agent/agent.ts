@@ -27,6 +27,7 @@ import { runningEditProblems } from './edit-checks';
 import { answerDrained, BUSY_ROUND_MS, DEFAULT_HOLD_LIMIT_MS, EpochSwitcher, forceRelease } from './epoch-switch';
 import { Peers } from './peers';
 import { freshBeacons, pausePortals, portalLoads } from './portals';
+import { cancelHere } from './cancels';
 import { DEFAULT_HOST_SAMPLE_MS, HostSampler, type ProcessRef } from './host-health';
 
 /** How often the map file is checked for an edit. */
@@ -281,6 +282,8 @@ export class Agent {
         this.schedule(0);
         return { ...r, server: this.o.server };
       }
+      case 'cancel':
+        return cancelHere({ server: this.o.server, runDir: this.runDir, map: this.map, timeoutMs: this.o.portalTimeoutMs, log: this.log }, req);
     }
   }
 

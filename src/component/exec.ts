@@ -15,6 +15,7 @@ import { once } from 'node:events';
 import type avro from 'avsc';
 import { Component, type ComponentContext } from './component';
 import type { Delivered } from '../protocol/envelope';
+import { rootOf } from '../protocol/root';
 import { FlotillaError } from '../errors';
 import { CauseCounter, type Logger } from '../log';
 import type { MapKeeper } from '../map/keeper';
@@ -82,6 +83,8 @@ export class ExecComponent {
       runDir: o.runDir,
       log: o.log,
       onBatch: (records, ctx) => this.onBatch(records, ctx),
+      // Out of band, between record lines: the program may stop work on these roots.
+      onCancel: (roots) => void this.child?.stdin?.write(`${JSON.stringify({ cancel: { roots } })}\n`),
     });
   }
 
@@ -163,7 +166,7 @@ export class ExecComponent {
   /** One record as a stdin line; the payload in Avro's JSON encoding. */
   private recordLine(r: Delivered): string {
     return (
-      `{"stream":${this.streamJson},"key":${JSON.stringify(r.key)},"id":"${r.id.toString('hex')}",` +
+      `{"stream":${this.streamJson},"key":${JSON.stringify(r.key)},"id":"${r.id.toString('hex')}","root":"${rootOf(r)}",` +
       `"timestamp":${r.timestamp},"provenance":${JSON.stringify(r.provenance)},"value":${this.inType.toString(r.value)}}\n`
     );
   }

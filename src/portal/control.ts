@@ -4,6 +4,7 @@
  *
  *   agent / portalctl --PortalRequest (ipc)--> ControlServer --handlePortalRequest--> Portal
  */
+import type { PortalCancelRequest } from '../protocol/cancel';
 import { type PortalReplies, parsePortalRequest, type ReleaseRequest } from '../protocol/control';
 
 /** What the control socket may ask of a portal. */
@@ -15,10 +16,11 @@ export interface PortalControl {
   drained(): PortalReplies['drained'];
   load(): PortalReplies['load'];
   release(request: ReleaseRequest): PortalReplies['release'];
+  cancel(cancellations: PortalCancelRequest['cancellations']): Promise<PortalReplies['cancel']>;
 }
 
 /** Answers one control request (JSON, not yet checked); throws a FlotillaError to refuse it. */
-export function handlePortalRequest(portal: PortalControl, raw: unknown): PortalReplies[keyof PortalReplies] {
+export function handlePortalRequest(portal: PortalControl, raw: unknown): PortalReplies[keyof PortalReplies] | Promise<PortalReplies['cancel']> {
   const req = parsePortalRequest(raw);
   switch (req.cmd) {
     case 'ping':
@@ -39,5 +41,7 @@ export function handlePortalRequest(portal: PortalControl, raw: unknown): Portal
       return portal.load();
     case 'release':
       return portal.release(req);
+    case 'cancel':
+      return portal.cancel(req.cancellations);
   }
 }

@@ -30,6 +30,12 @@ export interface EgressEvents {
   /** A component registered for `slot`, or said it is alive with nothing pending. */
   onReady(slot: Slot): void;
   onHeartbeat(slot: Slot): void;
+  /** A component registered for `slot`, before anything is sent to it (cancellations go first). */
+  onRegistered?(slot: Slot): void;
+  /** A component confirmed a CANCEL (its seq). */
+  onCancelled?(slot: Slot, seq: number): void;
+  /** A DONE said `n` records of the delivery were skipped as cancelled, not processed. */
+  onSkipped?(d: Delivery, n: number): void;
 }
 
 /** What the slots need to know of the portal. */
@@ -134,6 +140,11 @@ export class Egress {
     }
   }
 
+  /** Sends a message out of band to the slot's registered component (a CANCEL), if it has one. */
+  tell(slot: Slot, frames: Buffer[]): void {
+    if (slot.routingId) this.out.push([slot.routingId, ...frames]);
+  }
+
   /** True if `slot` has a component that was heard from lately. */
   live(slot: Slot, now = Date.now()): boolean {
     return slot.live(now, this.host.deadMs());
@@ -151,9 +162,13 @@ export class Egress {
   private onMessage(msg: Buffer[]): void {
     const header = decodeHeader(msg[1]);
     if (!header) return this.causes.count('COMPONENT_MALFORMED', 'component sent a frame that is not a header');
-    if (header.type === MessageType.DONE) return this.onDone(header.seq);
+    if (header.type === MessageType.DONE) return this.onDone(header.seq, msg[2]);
     if (header.type === MessageType.HEARTBEAT) return this.onHeartbeat(msg[0]!, msg[2]);
     if (header.type === MessageType.READY) return this.onReady(msg[0]!, msg[2]);
+    if (header.type === MessageType.CANCELLED) {
+      const slot = this.slots.find((s) => s.routingId?.equals(msg[0]!));
+      return slot ? this.events.onCancelled?.(slot, header.seq) : undefined;
+    }
     this.causes.count('COMPONENT_MALFORMED', `component sent message type ${header.type}`);
   }
 
@@ -170,6 +185,7 @@ export class Egress {
     }
     if (!slot.register(routingId, typeof hello.pid === 'number' ? hello.pid : 0)) return;
     this.log.info({ slot: slot.index, slot_pid: slot.pid }, `portal ${this.host.stream}: slot ${slot.index} ready (pid ${slot.pid})`);
+    this.events.onRegistered?.(slot);
     this.pump(slot);
     this.events.onReady(slot);
   }
@@ -189,11 +205,13 @@ export class Egress {
     this.events.onHeartbeat(slot);
   }
 
-  private onDone(id: number): void {
+  private onDone(id: number, skipped: Buffer | undefined): void {
     const start = doneChannel.hasSubscribers ? performance.now() : 0;
     const d = this.deliveries.get(id);
     if (!d) return this.causes.count('COMPONENT_UNKNOWN_DELIVERY', `DONE for delivery ${id}, which is not in flight`);
     if (!d.slot.finish(d, performance.now())) return; // answered twice; counted once
+    // A second frame: records the component skipped as cancelled (docs/protocol.md, DONE).
+    if (skipped?.length === 4) this.events.onSkipped?.(d, skipped.readUInt32BE(0));
     this.deliveries.delete(id);
     this.queued -= d.count;
     this.pump(d.slot);

@@ -31,6 +31,8 @@ import type { RecordIndex } from '../protocol/envelope';
 import { Spool } from '../spool/spool';
 import { ControlServer } from '../transport/control-server';
 import { handlePortalRequest, type PortalControl } from './control';
+import { Cancels, portalCancelsHost } from './cancels';
+import { type Cancellation, type PortalCancelReply, readCancels } from '../protocol/cancel';
 import { newCounters } from './counters';
 import type { Delivery, InBatch } from './slot';
 import { drain, STOP_LINGER_MS } from './drain';
@@ -73,6 +75,7 @@ export class Portal implements PortalControl {
   private readonly control: ControlServer;
   private readonly epochs: Epochs;
   private readonly handover: HandoverFile | null;
+  private readonly cancels: Cancels;
   private closed = false;
   /** stop() has begun: nothing new is taken, the spool is not read (as while paused). */
   private stopping = false;
@@ -99,6 +102,7 @@ export class Portal implements PortalControl {
     this.causes = new CauseCounter(this.log, `portal ${stream.name}`);
     this.pause = new PauseState(this.runDir, stream.name, this.log);
     const deadMs = () => this.health.deadMs();
+    const cancels = (this.cancels = new Cancels(portalCancelsHost(() => ({ egress, routing: this.routing, staging: this.staging, ingress: this.ingress, replay: this.replay })), this.log));
     this.egress = new Egress(
       slots,
       o.slotWindow,
@@ -107,6 +111,9 @@ export class Portal implements PortalControl {
         onDone: (d) => this.onDone(d),
         onReady: (slot) => this.replay?.feed(slot),
         onHeartbeat: (slot) => slot.spooling && slot.pending.length === 0 && this.replay?.feed(slot),
+        onRegistered: (slot) => cancels.onRegistered(slot),
+        onCancelled: (slot, seq) => cancels.onConfirmed(slot, seq),
+        onSkipped: (d, n) => cancels.skipped(d, n),
       },
       this.causes,
       this.log,
@@ -142,6 +149,7 @@ export class Portal implements PortalControl {
       const staging = this.staging;
       this.replay = new Replay(this.spool, o.slotWindow, {
         routing: this.routing,
+        cancels,
         paused: this.holding,
         live: (slot) => egress.live(slot),
         stagedFor: (slot) => staging.stagedFor(slot),
@@ -163,6 +171,7 @@ export class Portal implements PortalControl {
         pause: this.pause,
         staging: this.staging,
         counters: this.counters,
+        cancels,
         queued: () => egress.queued,
         deliver: (batch, body, index, plan) => this.deliver(batch, body, index, plan),
       },
@@ -184,7 +193,9 @@ export class Portal implements PortalControl {
         forwarded: () => this.forwarder?.forwarded ?? 0,
         holds: () => this.epochs.holdViews(),
         flowRefusals: () => this.ingress.flowCounts,
+        cancels: () => ({ dropped: cancels.dropped, inForce: cancels.inForce }),
         tick: () => {
+          cancels.prune();
           this.feedSpooling(true);
           this.forwarder?.start();
         },
@@ -225,6 +236,7 @@ export class Portal implements PortalControl {
     ensureRunDir(this.runDir);
     const ctl = controlEndpoint(this.runDir, name);
     await this.control.bindIpc(ctl, () => new FlotillaError('PORTAL_ALREADY_RUNNING', `a portal for stream ${name} already serves ${ctl}`));
+    this.cancels.load(readCancels(this.runDir));
     const self = routing.map.servers[routing.self]!;
     const host = o.bindHost ?? self.host;
     const port = o.port ?? portalPort(self, routing.stream);
@@ -329,6 +341,11 @@ export class Portal implements PortalControl {
       buckets: Array.from(r.bucketRecords),
       slots: this.egress.slots.map((s) => ({ slot: s.index, processed: s.processed, busyMs: Math.round(s.busyMs) })),
     };
+  }
+
+  /** Puts cancellations in force: drops their records held here, tells the components (cancels.ts). */
+  cancel(cancellations: Cancellation[]): Promise<PortalCancelReply> {
+    return this.cancels.apply(cancellations);
   }
 
   /** Whether everything accepted before the last switch is processed (and forwarded). */

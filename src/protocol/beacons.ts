@@ -128,9 +128,17 @@ export interface PortalBeacon {
   errors: Record<string, number>;
   /** Batches refused as flow control, by code (PAUSED, RESEND): not errors, so not in `errors`. */
   flowRefusals: Record<string, number>;
+  /** Records dropped by cancellations, and roots in force (absent from portals before cancellation). */
+  cancelled?: CancelCounts;
   slots: SlotBeacon[];
   /** The stream's disk spool on this server; absent when its mode is off. */
   spool?: SpoolBeacon;
   /** When the beacon was made (ms since the Unix epoch). */
   at: number;
+}
+
+/** What a portal counts of cancellation: records dropped since it started, and roots in force. */
+export interface CancelCounts {
+  dropped: number;
+  inForce: number;
 }

@@ -13,8 +13,9 @@
 import { type ErrorCode, FlotillaError } from '../errors';
 import type { MapRejection } from '../map/keeper';
 import type { SpoolStats } from '../spool/spool';
-import type { HoldView, PortalBeacon, SlotView } from './beacons';
+import type { CancelCounts, HoldView, PortalBeacon, SlotView } from './beacons';
 import type { HostHealth } from './host';
+import { type AgentCancelRequest, type CancelReply, parseAgentCancel, parsePortalCancel, type PortalCancelReply, type PortalCancelRequest } from './cancel';
 
 export type { HoldView } from './beacons';
 
@@ -33,7 +34,9 @@ export type PortalRequest =
   | { cmd: 'drained' }
   /** Records per bucket and each slot's busy time, since the portal started. */
   | { cmd: 'load' }
-  | ReleaseRequest;
+  | ReleaseRequest
+  /** Cancellation (protocol/cancel.ts): put these in force. */
+  | PortalCancelRequest;
 
 /** What a portal has measured of its load since it started (weights.ts reads it). */
 export interface LoadReport {
@@ -65,7 +68,7 @@ export interface DrainedReply {
 }
 
 /** The portal's commands, as `parsePortalRequest` lists them in an error. */
-export const PORTAL_COMMANDS = ['ping', 'stats', 'beacon', 'pause', 'resume', 'switch', 'drained', 'load', 'release'] as const;
+export const PORTAL_COMMANDS = ['ping', 'stats', 'beacon', 'pause', 'resume', 'switch', 'drained', 'load', 'release', 'cancel'] as const;
 
 /** A portal's pause state after `pause` or `resume`. */
 export interface PausedReply {
@@ -93,6 +96,7 @@ export interface PortalReplies {
   drained: DrainedReply;
   load: LoadReport;
   release: { ok: true; released: number };
+  cancel: PortalCancelReply;
 }
 
 /** What a portal's `stats` returns; the demo and tests read it. */
@@ -120,6 +124,8 @@ export interface PortalStats {
   rates: { inPerSec: number; outPerSec: number };
   errors: Record<string, number>;
   slots: SlotView[];
+  /** Records dropped by cancellations, and the roots in force (docs/protocol.md, "Cancellation"). */
+  cancelled?: CancelCounts;
 }
 
 // ---- the agent's control socket --------------------------------------------------------------
@@ -142,10 +148,12 @@ export type AgentRequest =
    * From an operator: end the hold of `stream`'s buckets taken from `from` without waiting for
    * `from` to say it has drained them (it is gone for good, or was removed from the map).
    */
-  | { cmd: 'release'; stream: string; from: string };
+  | { cmd: 'release'; stream: string; from: string }
+  /** Cancellation (protocol/cancel.ts): keep it on disk, send it to every portal here. */
+  | AgentCancelRequest;
 
 /** The agent's commands, as `parseAgentRequest` lists them in an error. */
-export const AGENT_COMMANDS = ['ping', 'status', 'pause', 'resume', 'reload', 'map', 'load', 'drained', 'release'] as const;
+export const AGENT_COMMANDS = ['ping', 'status', 'pause', 'resume', 'reload', 'map', 'load', 'drained', 'release', 'cancel'] as const;
 
 /** What an agent says of its map to another agent (`map`), to agree before buckets move. */
 export interface MapInfo {
@@ -181,6 +189,7 @@ export interface AgentReplies {
   load: { server: string; streams: LoadReport[] };
   drained: HandoverReply;
   release: PortalReplies['release'] & { server: string };
+  cancel: CancelReply;
 }
 
 /** A portal as its agent sees it: running (taking records), paused, idle, dead (beacons stopped) or missing (never heard). */
@@ -338,6 +347,8 @@ export function parsePortalRequest(v: unknown): PortalRequest {
       return { cmd: 'switch', epoch: epoch(o, 'switch') };
     case 'release':
       return { cmd: 'release', from: name(o, 'from', 'release'), epoch: epoch(o, 'release'), digest: digest(o, 'release'), buckets: buckets(o, 'release') };
+    case 'cancel':
+      return parsePortalCancel(o);
     default:
       throw unknownCommand(o.cmd, PORTAL_COMMANDS);
   }
@@ -364,6 +375,8 @@ export function parseAgentRequest(v: unknown): AgentRequest {
       return { cmd: 'drained', stream: name(o, 'stream', 'drained', 'a stream name'), epoch: epoch(o, 'drained'), digest: digest(o, 'drained') };
     case 'release':
       return { cmd: 'release', stream: name(o, 'stream', 'release', 'a stream name'), from: name(o, 'from', 'release') };
+    case 'cancel':
+      return parseAgentCancel(o);
     default:
       throw unknownCommand(o.cmd, AGENT_COMMANDS);
   }

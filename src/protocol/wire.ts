@@ -49,6 +49,11 @@ export const MessageType = {
   DONE: 18,
   /** component -> portal: [header, json ComponentBeacon]; every heartbeat interval */
   HEARTBEAT: 19,
+  // ---- cancellation (docs/protocol.md, "Cancellation") ----
+  /** portal -> component: [header (seq: 0, or the number to confirm), json {cancellations}]; out of band */
+  CANCEL: 22,
+  /** component -> portal: [header (seq: the CANCEL's)]; the cancellations are in force here */
+  CANCELLED: 23,
 } as const;
 export type MessageType = (typeof MessageType)[keyof typeof MessageType];
 
