@@ -45,8 +45,9 @@ interface Wait {
 }
 
 export class Cancels {
-  /** Records dropped since the portal started. */
+  /** Records dropped since the portal started; records its components skipped as cancelled. */
   dropped = 0;
+  skipped = 0;
   private readonly roots = new Map<string, Cancellation>();
   private readonly waits = new Map<number, Wait>();
   private seq = 0;
@@ -131,8 +132,8 @@ export class Cancels {
   }
 
   /** A component skipped `n` records of delivery `d` as cancelled (its DONE said so). */
-  skipped(d: Delivery, n: number): void {
-    this.dropped += n;
+  onSkipped(d: Delivery, n: number): void {
+    this.skipped += n;
     if (d.batch) d.batch.cancelled += n;
   }
 

@@ -113,7 +113,7 @@ export class Portal implements PortalControl {
         onHeartbeat: (slot) => slot.spooling && slot.pending.length === 0 && this.replay?.feed(slot),
         onRegistered: (slot) => cancels.onRegistered(slot),
         onCancelled: (slot, seq) => cancels.onConfirmed(slot, seq),
-        onSkipped: (d, n) => cancels.skipped(d, n),
+        onSkipped: (d, n) => cancels.onSkipped(d, n),
       },
       this.causes,
       this.log,
@@ -193,7 +193,7 @@ export class Portal implements PortalControl {
         forwarded: () => this.forwarder?.forwarded ?? 0,
         holds: () => this.epochs.holdViews(),
         flowRefusals: () => this.ingress.flowCounts,
-        cancels: () => ({ dropped: cancels.dropped, inForce: cancels.inForce }),
+        cancels: () => ({ dropped: cancels.dropped, skipped: cancels.skipped, inForce: cancels.inForce }),
         tick: () => {
           cancels.prune();
           this.feedSpooling(true);

@@ -137,8 +137,11 @@ export interface PortalBeacon {
   at: number;
 }
 
-/** What a portal counts of cancellation: records dropped since it started, and roots in force. */
+/** What a portal counts of cancellation since it started, and the roots in force. */
 export interface CancelCounts {
+  /** Records of cancelled roots the portal dropped (queued, held, read back from the spool, arriving). */
   dropped: number;
+  /** Records its components skipped as cancelled (delivered before the CANCEL reached them, not begun). */
+  skipped: number;
   inForce: number;
 }
