@@ -14,7 +14,7 @@
 import { strict as assert } from 'node:assert';
 import { after, before, test } from 'node:test';
 import { bucketOf, slotOf } from '../src/map/bucket';
-import { portalRequest } from '../src/portal/client';
+import { portalRequest, portalStats } from '../src/portal/client';
 import { Sender } from '../src/sender/sender';
 import { deploy, DIST, portalctlAsync, startAgent, waitAgent, waitFor, type Deployment } from './support/deploy';
 import { RECORD_SCHEMA } from './support/flows';
@@ -27,7 +27,7 @@ const KEYS = 40;
 const ROUNDS = 10;
 let d: Deployment;
 const files = (stream: string) => [0, 1, 2, 3].map((s) => d.outOf(stream, s));
-const stats = (stream: string) => d.stats(stream);
+const stats = (stream: string) => portalStats(d.runDirOf(), stream, 5000);
 const cancelled = async (stream: string) => (await stats(stream)).cancelled?.dropped ?? 0;
 const skipped = async (stream: string) => (await stats(stream)).cancelled?.skipped ?? 0;
 const cancel = (root: string) => portalctlAsync(['cancel', 'orders', root, '--map', d.mapFile, '--run-dir', d.runDirOf(), '--ttl', '10m']);
@@ -52,7 +52,7 @@ before(async () => {
   d.startPortal('audits');
   await waitAgent(d);
   // orders: slots 0 and 1 slow (their records queue), 2 and 3 missing for now (theirs are held).
-  for (const slot of [0, 1]) d.startRecorder('orders', slot, { delayMs: 100, args: ['--honor-cancel'] });
+  for (const slot of [0, 1]) d.startRecorder('orders', slot, { delayMs: 400, args: ['--honor-cancel'] });
   for (const slot of [0, 1, 2, 3]) d.startRecorder('audits', slot, { args: ['--honor-cancel'] });
   await d.waitSlotsConnected('orders', 2);
   await d.waitSlotsConnected('audits', 4);
@@ -65,17 +65,22 @@ after(async () => {
 test('a cancellation drops the queued, held and spooled records of its root, and later ones, and nothing else', async () => {
   const A = ROOT('a');
   const B = ROOT('b');
-  await portalRequest(d.runDirOf(), 'audits', { cmd: 'pause' });
+  await portalRequest(d.runDirOf(), 'audits', { cmd: 'pause' }, 5000);
   const sender = new Sender({ map: d.mapFile, lingerMs: 5, batchRecords: 100 });
   try {
+    // Each round of A, then of B: every delivery holds records of both roots.
     for (const stream of ['orders', 'audits']) {
-      sendRounds(sender, stream, 'a-k', A, 0, ROUNDS);
-      sendRounds(sender, stream, 'b-k', B, 0, ROUNDS);
+      for (let q = 0; q < ROUNDS; q++) {
+        sendRounds(sender, stream, 'a-k', A, q, q + 1);
+        sendRounds(sender, stream, 'b-k', B, q, q + 1);
+      }
     }
     const total = 2 * KEYS * ROUNDS;
     await waitFor('orders to take every record', async () => (await stats('orders')).recordsIn === total);
     await waitFor('audits to spool every record', async () => (await stats('audits')).spool?.records === total);
 
+    const busy = (await stats('orders')).slots.filter((x) => x.slot < 2 && x.inflight > 0).length;
+    assert.equal(busy, 2, 'slots 0 and 1 have records of A in flight when the cancel is issued');
     const reply = await cancel(A);
     const ackedAt = Date.now();
     assert.equal(reply.status, 0, reply.stderr);
@@ -89,9 +94,10 @@ test('a cancellation drops the queued, held and spooled records of its root, and
 
     d.startRecorder('orders', 2, { args: ['--honor-cancel'] });
     d.startRecorder('orders', 3, { args: ['--honor-cancel'] });
-    await portalRequest(d.runDirOf(), 'audits', { cmd: 'resume' });
+    await portalRequest(d.runDirOf(), 'audits', { cmd: 'resume' }, 5000);
 
     // Later records of A are dropped where they arrive, and acknowledged as cancelled.
+    await sender.flush();
     const before = { acked: sender.stats.cancelled, dropped: await cancelled('orders'), skipped: await skipped('orders') };
     sendRounds(sender, 'orders', 'a-k', A, ROUNDS, ROUNDS + 1);
     await sender.flush();
@@ -110,6 +116,7 @@ test('a cancellation drops the queued, held and spooled records of its root, and
     const late = aRows('orders').filter((r) => r.at >= ackedAt);
     assert.deepEqual(late.map((r) => `${r.key}#${r.seq}@${r.at}`), [], 'no record of A processed after the cancel was acknowledged');
     assert.equal(aRows('audits').length, 0, 'no spooled record of A processed');
+    assert.ok((await skipped('orders')) > 0, 'the components skipped the records of A delivered to them and not begun');
     await waitFor('audits to drop the spooled records of A as it reads them back', async () => (await cancelled('audits')) === KEYS * ROUNDS);
     const ordersDropped = (await cancelled('orders')) + (await skipped('orders'));
     assert.equal(sender.stats.cancelled, ordersDropped, 'every record orders dropped (or its components skipped) was acknowledged to the sender as cancelled');

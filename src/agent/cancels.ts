@@ -29,8 +29,8 @@ export async function cancelHere(
   const cancellation = { root: req.root, stream: req.stream, expiresAt };
   list.push(cancellation);
   writeCancels(o.runDir, list);
-  // The components confirm within a second (portal/cancels.ts); give the portal that and more.
-  const timeoutMs = o.timeoutMs + 2000;
+  // The components confirm within CONFIRM_MS (portal/cancels.ts); give the portal that (CONFIRM_MS) and more.
+  const timeoutMs = o.timeoutMs + 4000;
   const portals = await Promise.all(
     o.map.streams.map(async ({ name }): Promise<CancelPortalResult> => {
       try {

@@ -19,7 +19,7 @@ import type { Routing } from './router';
 import type { Delivery, InBatch, Slot } from './slot';
 
 /** How long `apply` waits for the live components to confirm a CANCEL. */
-export const CONFIRM_MS = 1000;
+export const CONFIRM_MS = 3000;
 
 /** What cancelling needs of the rest of the portal. */
 export interface CancelsHost {

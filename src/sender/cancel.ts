@@ -11,7 +11,7 @@ import { type CancelReply, DEFAULT_CANCEL_TTL_MS } from '../protocol/cancel';
 import { isRootId } from '../protocol/root';
 
 /** An agent's `cancel` may wait for its portals, and they for their components. */
-export const CANCEL_TIMEOUT_MS = 6000;
+export const CANCEL_TIMEOUT_MS = 10_000;
 
 /** Every agent of the map: those with an agent_port over TCP; with none, this server's own. */
 export function agentsOf(map: FlotillaMap): AgentTarget[] {
