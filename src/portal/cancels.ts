@@ -14,7 +14,8 @@ import type { Logger } from '../log';
 import type { Cancellation, CancelMessage, PortalCancelReply } from '../protocol/cancel';
 import { dropRoots, type Filtered } from '../protocol/root';
 import { encodeHeader, MessageType } from '../protocol/wire';
-import type { Egress } from './egress';
+import type { CancelCounts } from '../protocol/beacons';
+import type { Egress, EgressEvents } from './egress';
 import type { Routing } from './router';
 import type { Delivery, InBatch, Slot } from './slot';
 
@@ -62,11 +63,6 @@ export class Cancels {
     return this.roots.size > 0;
   }
 
-  /** Roots in force. */
-  get inForce(): number {
-    return this.roots.size;
-  }
-
   readonly isCancelled = (root: string): boolean => {
     const c = this.roots.get(root);
     return c !== undefined && c.expiresAt > Date.now();
@@ -85,7 +81,18 @@ export class Cancels {
     for (const c of list) if (c.expiresAt > now) this.roots.set(c.root, c);
   }
 
-  /** Forgets the cancellations that have expired (the portal's heartbeat calls this). */
+  /** What the portal's beacons and stats show; forgets expired cancellations (each heartbeat asks). */
+  counts(): CancelCounts {
+    this.prune();
+    return { dropped: this.dropped, skipped: this.skipped, inForce: this.roots.size };
+  }
+
+  /** The slots' events cancelling listens to (egress.ts). */
+  egressEvents(): Pick<EgressEvents, 'onRegistered' | 'onCancelled' | 'onSkipped'> {
+    return { onRegistered: (slot) => this.onRegistered(slot), onCancelled: (slot, seq) => this.onConfirmed(slot, seq), onSkipped: (d, n) => this.onSkipped(d, n) };
+  }
+
+  /** Forgets the cancellations that have expired. */
   prune(now = Date.now()): void {
     for (const [root, c] of this.roots) if (c.expiresAt <= now) this.roots.delete(root);
   }

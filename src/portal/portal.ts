@@ -111,9 +111,7 @@ export class Portal implements PortalControl {
         onDone: (d) => this.onDone(d),
         onReady: (slot) => this.replay?.feed(slot),
         onHeartbeat: (slot) => slot.spooling && slot.pending.length === 0 && this.replay?.feed(slot),
-        onRegistered: (slot) => cancels.onRegistered(slot),
-        onCancelled: (slot, seq) => cancels.onConfirmed(slot, seq),
-        onSkipped: (d, n) => cancels.onSkipped(d, n),
+        ...cancels.egressEvents(),
       },
       this.causes,
       this.log,
@@ -193,9 +191,8 @@ export class Portal implements PortalControl {
         forwarded: () => this.forwarder?.forwarded ?? 0,
         holds: () => this.epochs.holdViews(),
         flowRefusals: () => this.ingress.flowCounts,
-        cancels: () => ({ dropped: cancels.dropped, skipped: cancels.skipped, inForce: cancels.inForce }),
+        cancels: () => cancels.counts(),
         tick: () => {
-          cancels.prune();
           this.feedSpooling(true);
           this.forwarder?.start();
         },

@@ -35,7 +35,6 @@ export type PortalRequest =
   /** Records per bucket and each slot's busy time, since the portal started. */
   | { cmd: 'load' }
   | ReleaseRequest
-  /** Cancellation (protocol/cancel.ts): put these in force. */
   | PortalCancelRequest;
 
 /** What a portal has measured of its load since it started (weights.ts reads it). */
@@ -149,7 +148,6 @@ export type AgentRequest =
    * `from` to say it has drained them (it is gone for good, or was removed from the map).
    */
   | { cmd: 'release'; stream: string; from: string }
-  /** Cancellation (protocol/cancel.ts): keep it on disk, send it to every portal here. */
   | AgentCancelRequest;
 
 /** The agent's commands, as `parseAgentRequest` lists them in an error. */
