@@ -24,7 +24,7 @@ export const DEFAULT_WAIT_S = 30;
 /** An agent forwards a pause to its portals in parallel and waits up to a second for them; allow for that. */
 const PAUSE_TIMEOUT_MS = 3000;
 
-interface TargetFlags {
+export interface TargetFlags {
   map?: string;
   runDir?: string;
   server?: string;
@@ -126,7 +126,7 @@ function positiveInteger(value: string): number {
 }
 
 /** The options every control command takes. */
-function withTargetOptions(cmd: Command): Command {
+export function withTargetOptions(cmd: Command): Command {
   return cmd
     .option('-m, --map <file>', `map file (default $FLOTILLA_MAP, else ${DEFAULT_MAP_FILE})`)
     .option('--run-dir <dir>', "this server's run directory, where its agent listens (default the map's run_dir)")

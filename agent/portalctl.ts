@@ -10,6 +10,7 @@ import { addControlCommands } from './control-commands';
 import { addMapCommands } from './map-commands';
 import { addWeightCommands } from './weights-commands';
 import { addCancelCommand } from './cancel-command';
+import { addConfigureCommand } from './configure-command';
 
 const program = new Command('portalctl')
   .description(
@@ -35,6 +36,7 @@ Examples:
   portalctl buckets --hot                       the heaviest buckets and their owners
   portalctl map schema > map.schema.json        the map's JSON Schema, for an editor
   portalctl cancel requests ROOT_ID --ttl 10m   drop every record derived from ROOT_ID, on every server
+  portalctl configure search --set cache=false  give the stream's running components a configuration
 
 Environment:
   FLOTILLA_MAP      the map file, when --map is not given
@@ -46,6 +48,7 @@ addControlCommands(program);
 addMapCommands(program);
 addWeightCommands(program);
 addCancelCommand(program);
+addConfigureCommand(program);
 
 program.parseAsync().catch((err: unknown) => {
   if (err instanceof CommanderError) process.exit(err.exitCode === 0 ? 0 : 2);

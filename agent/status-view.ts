@@ -7,6 +7,7 @@ import type { HostHealth } from '../src/protocol/host';
 import type { SlotBeacon, SpoolBeacon } from '../src/protocol/beacons';
 import { handoverLines } from './handover-view';
 import { bytes, problemsOf, spooledWaiting, stateText } from '../src/agent/problems';
+import { configLines } from './config-view';
 
 /** A process that is not idle yet: a portal, or one slot (component) of it. */
 export interface NotIdle {
@@ -104,9 +105,10 @@ export function formatStatus(st: AgentStatus, opts: { slots?: boolean } = {}): s
   }
   lines.push(...handoverLines(st));
   lines.push(...cancelLines(st));
+  lines.push(...configLines(st));
   if (st.host) lines.push(`  ${hostLine(st.host)}`);
   if (opts.slots) {
-    const slotRows = [['STREAM', 'SLOT', 'PID', 'STATE', 'QUEUED', 'INFLIGHT', 'PROCESSED', 'MS/DELIVERY', 'SILENT'], ...st.streams.flatMap(slotRowsOf)];
+    const slotRows = [['STREAM', 'SLOT', 'PID', 'STATE', 'QUEUED', 'INFLIGHT', 'PROCESSED', 'MS/DELIVERY', 'SILENT', 'CONFIG'], ...st.streams.flatMap(slotRowsOf)];
     lines.push('', ...table(slotRows).map((l) => `  ${l}`));
   }
   return lines.join('\n');
@@ -157,6 +159,7 @@ function slotRowsOf(s: StreamStatus): string[][] {
     String(x.processed),
     x.serviceMs.toFixed(1),
     x.silentMs < 0 ? '-' : `${(x.silentMs / 1000).toFixed(1)} s`,
+    x.config?.running ? `v${x.config.running}` : '-',
   ]);
 }
 

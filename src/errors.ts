@@ -54,6 +54,13 @@ export const ERROR_CODES = [
   // ---- cancellation (docs/protocol.md, "Cancellation") ----
   /** A cancellation some agents of the map did not take (the message names them); send it again. */
   'CANCEL_INCOMPLETE',
+  // ---- the management bus (portalctl configure; docs/components.md, "Configuration") ----
+  /** A configuration version that is not above the stream's current one (two configures raced). */
+  'CONFIG_STALE',
+  /** A component rejected a configuration (its reason is in the message). */
+  'CONFIG_REJECTED',
+  /** A live component did not answer a configuration in time. */
+  'CONFIG_NOT_TAKEN',
 ] as const;
 export type ErrorCode = (typeof ERROR_CODES)[number];
 

@@ -10,6 +10,8 @@ export { Portal, type PortalOptions, type PortalStats } from './portal/portal';
 export { portalStats, portalRequest } from './portal/client';
 export { agentStatus, agentPause, agentResume, agentReload, localAgent, remoteAgent, type AgentTarget } from './agent/client';
 export { type PortalBeacon, type ComponentBeacon, type SlotBeacon, type SlotView, DEAD_AFTER_BEATS } from './protocol/beacons';
+export { agentConfigure } from './agent/client';
+export { type Config, type ConfigureRequest, type ConfigureReply, type SlotConfigResult, type StreamConfigs, effectiveConfig } from './protocol/configure';
 export {
   type AgentRequest,
   type AgentReplies,

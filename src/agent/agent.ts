@@ -29,6 +29,8 @@ import { Peers } from './peers';
 import { freshBeacons, pausePortals, portalLoads } from './portals';
 import { cancelHere } from './cancels';
 import { DEFAULT_HOST_SAMPLE_MS, HostSampler, type ProcessRef } from './host-health';
+import { ConfigStore } from './config-store';
+import { ConfigPusher, configureStream, type ConfigureHost } from './configure';
 
 /** How often the map file is checked for an edit. */
 export const DEFAULT_WATCH_MS = 250;
@@ -76,6 +78,10 @@ export class Agent {
   private roundTimer: NodeJS.Timeout | null = null;
   private rounding: Promise<void> | null = null;
   private readonly host: HostSampler | null;
+  /** The management bus: the configurations kept (configs.json) and the push to portals behind. */
+  private readonly configs: ConfigureHost;
+  private readonly pusher: ConfigPusher;
+  private configTimer: NodeJS.Timeout | null = null;
 
   constructor(opts: AgentOptions) {
     this.o = parseAgentOptions(opts);
@@ -101,6 +107,8 @@ export class Agent {
       note: (b) => this.book.note(b),
       lastBeacons: () => this.liveBeacons(Date.now()),
     });
+    this.configs = { server: opts.server, runDir: this.runDir, map: () => this.map, store: new ConfigStore(this.runDir, this.log), portalTimeoutMs: this.o.portalTimeoutMs, log: this.log };
+    this.pusher = new ConfigPusher(this.configs);
     const processes = () => this.status().streams.flatMap((s) => processesOf(s.stream, s.state === 'dead' ? null : s.beacon));
     this.host =
       this.o.hostSampleMs === 0 ? null : new HostSampler({ server: opts.server, runDir: this.runDir, map: () => this.map, processes, log: this.log, intervalMs: this.o.hostSampleMs });
@@ -128,6 +136,7 @@ export class Agent {
       this.reload();
     }
     this.schedule(0);
+    this.configTimer = setInterval(() => this.pusher.check(this.liveBeacons(Date.now())), this.map.heartbeatMs);
     this.log.info(
       { epoch: this.map.epoch, runDir: this.runDir, tcp: this.tcpEndpoint },
       `agent of ${this.o.server} serving ${ctl}${this.tcpEndpoint ? ` and ${this.tcpEndpoint}` : ''}, map epoch ${this.map.epoch}`,
@@ -141,6 +150,7 @@ export class Agent {
     if (this.watching) unwatchFile(this.o.mapFile, this.onMapFile);
     if (this.settle) clearTimeout(this.settle);
     if (this.roundTimer) clearTimeout(this.roundTimer);
+    if (this.configTimer) clearInterval(this.configTimer);
     await this.rounding;
     this.causes.stop();
     this.host?.stop();
@@ -174,6 +184,7 @@ export class Agent {
       idle: streams.every((s) => s.idle),
       streams,
       ...(this.host?.latest ? { host: this.host.latest } : {}),
+      configs: this.configs.store.all(),
     };
   }
 
@@ -284,6 +295,10 @@ export class Agent {
       }
       case 'cancel':
         return cancelHere({ server: this.o.server, runDir: this.runDir, map: this.map, timeoutMs: this.o.portalTimeoutMs, log: this.log }, req);
+      case 'configure':
+        return configureStream(this.configs, req);
+      case 'configs':
+        return { server: this.o.server, streams: this.configs.store.all() };
     }
   }
 

@@ -9,6 +9,7 @@ import { FlotillaError } from '../errors';
 import type { MapServer } from '../map/types';
 import type { AgentReplies, AgentRequest, AgentStatus, PauseReply, ReloadReply } from '../protocol/control';
 import { agentControlEndpoint } from '../protocol/endpoints';
+import { type ConfigureReply, type ConfigureRequest, DEFAULT_CONFIGURE_WAIT_MS } from '../protocol/configure';
 import { callControl, missingIpc } from '../transport/request';
 
 /** How long a caller waits for an agent's reply unless told otherwise. */
@@ -72,4 +73,13 @@ export function agentResume(target: AgentTarget, streams?: string[], timeoutMs?:
 /** Makes the agent read its map file again now. */
 export function agentReload(target: AgentTarget, timeoutMs?: number): Promise<ReloadReply> {
   return askAgent(target, { cmd: 'reload' }, timeoutMs);
+}
+
+/**
+ * Gives `request.stream`'s components on the agent's server a configuration (the management bus)
+ * and resolves with how each slot answered, once every live one has (or `request.timeoutMs` is
+ * over): what `portalctl configure` does. `ok` is false if a live component rejected it or did not answer.
+ */
+export function agentConfigure(target: AgentTarget, request: Omit<ConfigureRequest, 'cmd'>, timeoutMs = (request.timeoutMs ?? DEFAULT_CONFIGURE_WAIT_MS) + 5000): Promise<ConfigureReply> {
+  return askAgent(target, { cmd: 'configure', ...request }, timeoutMs);
 }

@@ -9,6 +9,13 @@
  * resolves) and every record it emitted has been acknowledged by the portal it went to, so a
  * crash at any point loses nothing: the portal holds unacknowledged deliveries and gives them to
  * the slot again when a component registers for it.
+ *
+ *   portal --CONFIGURE {version, config}--> onConfigure(config, version) --CONFIGURED--> portal
+ *
+ * A CONFIGURE (the management bus) is read as it arrives, beside the deliveries, never behind
+ * them: deliveries received are queued here (at most the portal's slot window) while a receive
+ * loop goes on reading. `onConfigure` may run while `onBatch` awaits; the next `onBatch` starts
+ * only once it has settled. Configurations are handled one at a time, in order.
  */
 import type avro from 'avsc';
 import * as zmq from 'zeromq';
@@ -26,6 +33,7 @@ import { Sender } from '../sender/sender';
 import { decodeHeader, encodeHeader, MessageType } from '../protocol/wire';
 import type { CancelMessage } from '../protocol/cancel';
 import { provenanceFrom, rootOf } from '../protocol/root';
+import { type Config, MAX_REASON_CHARS, parseConfigureBody } from '../protocol/configure';
 
 /** What a handler can do besides read its records. */
 export interface ComponentContext {
@@ -46,6 +54,10 @@ export interface ComponentContext {
    * portal tells the component out of band (CANCEL), even while a delivery is being handled.
    */
   cancelled(record: Delivered<unknown>): boolean;
+  /** The configuration this component runs (the management bus); `{}` before any. */
+  readonly config: Config;
+  /** Its version; 0 before any. */
+  readonly configVersion: number;
 }
 
 /** How long `stop()` waits for emitted records to be acknowledged downstream. */
@@ -67,6 +79,15 @@ export interface ComponentOptions<T> {
   onBatch?: (records: Delivered<T>[], ctx: ComponentContext) => void | Promise<void>;
   /** Instead of onBatch: the envelopes undecoded (`count` of them end to end in `body`). */
   onRawBatch?: (body: Buffer, count: number, ctx: ComponentContext) => void | Promise<void>;
+  /**
+   * A configuration from the management bus (`portalctl configure`): `config` is a JSON object,
+   * `version` its version on the stream. Return (or resolve) nothing to take it; return a
+   * non-empty string, or throw, to reject it with that reason (the message of what was thrown):
+   * the component then keeps the configuration it ran, and the operator sees the reason. An error
+   * here never ends the component. Without `onConfigure` every configuration is taken (and
+   * readable as `ctx.config`). Not called again for the version the component already runs.
+   */
+  onConfigure?: (config: Config, version: number, ctx: ComponentContext) => void | string | Promise<void | string>;
   log?: Logger;
 }
 
@@ -85,6 +106,13 @@ export class Component<T = Record<string, unknown>> {
   private closed = false;
   private done: Promise<void> = Promise.resolve();
   private heartbeat: NodeJS.Timeout | null = null;
+  /** Deliveries received and not yet handled (the portal sends at most its slot window). */
+  private readonly queue: Buffer[][] = [];
+  private wake: (() => void) | null = null;
+  /** The configurations being handled, in order; a delivery waits for them. */
+  private configuring: Promise<void> = Promise.resolve();
+  private config: Config = {};
+  private configVersion = 0;
   /** Records received since the last beacon, and in the delivery being handled. */
   private receivedSinceBeat = 0;
   private inflight = 0;
@@ -92,9 +120,6 @@ export class Component<T = Record<string, unknown>> {
   readonly stats = { records: 0, deliveries: 0, badRecords: 0, cancelled: 0 };
   /** Cancelled roots and when each expires (ms since the Unix epoch). */
   private readonly cancelledRoots = new Map<string, number>();
-  /** Deliveries read and not yet handled (the portal sends at most a slot window of them). */
-  private readonly queue: Buffer[][] = [];
-  private wake: (() => void) | null = null;
   private causes: CauseCounter;
   private readonly badRecord = (index: number, why: string) => {
     this.stats.badRecords++;
@@ -118,7 +143,14 @@ export class Component<T = Record<string, unknown>> {
     this.causes = new CauseCounter(this.log, `component ${opts.stream}/${opts.slot}`);
     this.outbox = new Outbox('component', this.socket, (err) => this.log.warn({ err: err.message }, 'component: send to portal failed'));
     const hop = `${opts.server}/${opts.stream}/${opts.slot}`;
+    const self = this; // the getters below read the component
     this.ctx = {
+      get config() {
+        return self.config;
+      },
+      get configVersion() {
+        return self.configVersion;
+      },
       server: opts.server,
       stream: opts.stream,
       slot: opts.slot,
@@ -143,7 +175,7 @@ export class Component<T = Record<string, unknown>> {
     this.ready();
     this.heartbeat = setInterval(() => this.beat(), this.keeper.map.heartbeatMs);
     this.heartbeat.unref();
-    this.done = this.loop();
+    this.done = Promise.all([this.receive(), this.work()]).then(() => undefined);
     this.log.info({ endpoint: this.endpoint }, `component ${this.opts.stream}/${this.opts.slot} connecting to ${this.endpoint}`);
   }
 
@@ -160,6 +192,7 @@ export class Component<T = Record<string, unknown>> {
   async stop(flushMs = STOP_FLUSH_MS): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.wake?.();
     if (this.heartbeat) clearInterval(this.heartbeat);
     this.outbox.close();
     this.socket.close();
@@ -195,6 +228,7 @@ export class Component<T = Record<string, unknown>> {
       received: this.receivedSinceBeat,
       inflight: this.inflight,
       epoch: this.keeper.map.epoch,
+      configVersion: this.configVersion,
     };
     this.receivedSinceBeat = 0;
     this.outbox.push([encodeHeader(MessageType.HEARTBEAT, 0, this.keeper.map.epoch, 0), Buffer.from(JSON.stringify(beacon))]);
@@ -209,10 +243,10 @@ export class Component<T = Record<string, unknown>> {
   }
 
   /**
-   * Reads the portal's messages as they come: deliveries wait in `queue` for `loop`, a CANCEL is
-   * taken at once (out of band: also while a delivery is being handled).
+   * Reads the portal's messages: deliveries are queued for `work`; configurations and
+   * cancellations are handled at once (out of band: also while a delivery is being handled).
    */
-  private async read(): Promise<void> {
+  private async receive(): Promise<void> {
     while (!this.closed) {
       let msg: Buffer[];
       try {
@@ -222,12 +256,20 @@ export class Component<T = Record<string, unknown>> {
         continue;
       }
       const header = decodeHeader(msg[0]);
-      if (header?.type === MessageType.CANCEL) this.onCancel(header.seq, msg[1]);
-      else if (header?.type === MessageType.DELIVER && msg[1]) this.queue.push(msg);
-      else continue;
+      if (header?.type === MessageType.CANCEL) {
+        this.onCancel(header.seq, msg[1]);
+        continue;
+      }
+      if (header?.type === MessageType.CONFIGURE) {
+        const frame = msg[1];
+        this.configuring = this.configuring.then(() => this.configure(frame));
+        continue;
+      }
+      if (!header || header.type !== MessageType.DELIVER || !msg[1]) continue;
+      this.receivedSinceBeat += header.count;
+      this.queue.push(msg);
       this.wake?.();
     }
-    this.wake?.();
   }
 
   /** Puts a CANCEL's roots in force here, and confirms it (CANCELLED with its seq). */
@@ -250,9 +292,34 @@ export class Component<T = Record<string, unknown>> {
     if (roots.length > 0) this.opts.onCancel?.(roots);
   }
 
-  private async loop(): Promise<void> {
+  /** Handles one CONFIGURE: onConfigure, then CONFIGURED (taken, or rejected with the reason). */
+  private async configure(frame: Buffer | undefined): Promise<void> {
+    const body = parseConfigureBody(frame);
+    if (!body) return this.causes.count('BAD_CONFIGURE', 'a CONFIGURE without a JSON body {version, config}');
+    let reason: string | undefined;
+    if (body.version !== this.configVersion) {
+      try {
+        const answer = await this.opts.onConfigure?.(body.config, body.version, this.ctx);
+        if (typeof answer === 'string' && answer !== '') reason = answer.slice(0, MAX_REASON_CHARS);
+      } catch (err) {
+        reason = (err instanceof Error ? err.message : String(err)).slice(0, MAX_REASON_CHARS) || 'onConfigure threw';
+      }
+      if (reason === undefined) {
+        this.config = body.config;
+        this.configVersion = body.version;
+      }
+    }
+    const where = `component ${this.opts.stream}/${this.opts.slot}`;
+    if (reason === undefined) this.log.info({ version: body.version }, `${where}: runs configuration version ${body.version}`);
+    else this.log.warn({ version: body.version, reason }, `${where}: rejected configuration version ${body.version}: ${reason}; runs version ${this.configVersion}`);
+    if (this.closed) return;
+    const answer = { slot: this.opts.slot, version: body.version, ok: reason === undefined, ...(reason === undefined ? {} : { reason }) };
+    this.outbox.push([encodeHeader(MessageType.CONFIGURED, body.version, this.keeper.map.epoch, 0), Buffer.from(JSON.stringify(answer))]);
+  }
+
+  /** Handles the queued deliveries one at a time, in order, each after the configurations before it. */
+  private async work(): Promise<void> {
     const { onBatch, onRawBatch } = this.opts;
-    void this.read();
     while (!this.closed) {
       const msg = this.queue.shift();
       if (!msg) {
@@ -260,12 +327,12 @@ export class Component<T = Record<string, unknown>> {
         this.wake = null;
         continue;
       }
+      await this.configuring;
+      if (this.closed) return;
       const header = decodeHeader(msg[0])!;
-      if (!msg[1]) continue;
       // The portal has switched to a newer epoch: so has the map in force.
       if (header.epoch > this.keeper.map.epoch) this.keeper.reload();
       this.emitted = false;
-      this.receivedSinceBeat += header.count;
       this.inflight = header.count;
       let skipped = 0;
       if (onRawBatch) await onRawBatch(msg[1], header.count, this.ctx);

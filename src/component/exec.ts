@@ -4,6 +4,8 @@
  *
  *   portal --DELIVER--> Component.onBatch --record lines--> program stdin
  *   portal <--DONE----- (all acked, emits settled) <--{"ack": n} / {"emit": ...}-- program stdout
+ *   portal --CONFIGURE--> onConfigure --{"configure": {...}, "version": v}--> program stdin
+ *   portal <--CONFIGURED-- <--{"configured": v} / {"configured": v, "error": "why"}-- program stdout
  *
  * The program is started once and kept running. A delivery is done when the program has acked
  * all its records (and, as the SDK does for every component, when what it emitted is
@@ -35,6 +37,8 @@ const KILL_AFTER_MS = 5000;
 const SETTLE_EMITS_MS = 5000;
 /** How long a program whose pipe closed has to exit before it is taken to have closed the pipe itself. */
 const LOST_PIPE_GRACE_MS = 1000;
+/** How long the program has to answer a configuration line before it counts as rejected. */
+export const CONFIGURE_ANSWER_MS = 30_000;
 /** Longest piece of an offending line quoted in the log. */
 const EXAMPLE_CHARS = 200;
 
@@ -68,6 +72,8 @@ export class ExecComponent {
   private readonly streamJson: string;
   private batch: OpenBatch | null = null;
   private stopping = false;
+  /** The configuration line written and not yet answered (the SDK gives one at a time). */
+  private configuring: { version: number; answer: (reason: string | undefined) => void } | null = null;
   private readonly stats = { records: 0, acked: 0, emitted: 0 };
 
   constructor(private readonly o: ExecOptions) {
@@ -85,6 +91,7 @@ export class ExecComponent {
       onBatch: (records, ctx) => this.onBatch(records, ctx),
       // Out of band, between record lines: the program may stop work on these roots.
       onCancel: (roots) => void this.child?.stdin?.write(`${JSON.stringify({ cancel: { roots } })}\n`),
+      onConfigure: (config, version) => this.onConfigure(config, version),
     });
   }
 
@@ -163,6 +170,27 @@ export class ExecComponent {
     await acked;
   }
 
+  /**
+   * A configuration: written to the program as one line, `{"configure": {...}, "version": v}`,
+   * between record lines; its answer line takes it or rejects it (docs/components.md).
+   */
+  private async onConfigure(config: Record<string, unknown>, version: number): Promise<string | undefined> {
+    const answered = new Promise<string | undefined>((answer) => (this.configuring = { version, answer }));
+    await this.write(`{"configure":${JSON.stringify(config)},"version":${version}}\n`);
+    const inTime = await within(CONFIGURE_ANSWER_MS, answered);
+    if (inTime) return answered;
+    this.configuring = null;
+    return `the program did not answer configuration version ${version} within ${CONFIGURE_ANSWER_MS} ms`;
+  }
+
+  private onConfiguredLine(msg: Record<string, unknown>, text: string): void {
+    const open = this.configuring;
+    if (!open || msg.configured !== open.version) return this.bad('BAD_CONFIGURED', `no configuration line of that version is waiting for an answer: ${text}`);
+    this.configuring = null;
+    if (msg.error === undefined) return open.answer(undefined);
+    open.answer(typeof msg.error === 'string' && msg.error !== '' ? msg.error : `rejected (error: ${JSON.stringify(msg.error)})`);
+  }
+
   /** One record as a stdin line; the payload in Avro's JSON encoding. */
   private recordLine(r: Delivered): string {
     return (
@@ -190,6 +218,7 @@ export class ExecComponent {
     }
     if (isObject(msg) && 'ack' in msg) return this.onAck(msg.ack, text);
     if (isObject(msg) && 'emit' in msg) return this.onEmit(msg.emit, text);
+    if (isObject(msg) && 'configured' in msg) return this.onConfiguredLine(msg, text);
     this.bad('NOT_A_MESSAGE', text);
   }
 

@@ -88,8 +88,8 @@ export class Cancels {
   }
 
   /** The slots' events cancelling listens to (egress.ts). */
-  egressEvents(): Pick<EgressEvents, 'onRegistered' | 'onCancelled' | 'onSkipped'> {
-    return { onRegistered: (slot) => this.onRegistered(slot), onCancelled: (slot, seq) => this.onConfirmed(slot, seq), onSkipped: (d, n) => this.onSkipped(d, n) };
+  egressEvents(): Pick<EgressEvents, 'onCancelled' | 'onSkipped'> {
+    return { onCancelled: (slot, seq) => this.onConfirmed(slot, seq), onSkipped: (d, n) => this.onSkipped(d, n) };
   }
 
   /** Forgets the cancellations that have expired. */

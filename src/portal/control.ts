@@ -6,6 +6,7 @@
  */
 import type { PortalCancelRequest } from '../protocol/cancel';
 import { type PortalReplies, parsePortalRequest, type ReleaseRequest } from '../protocol/control';
+import type { StreamConfigs } from '../protocol/configure';
 
 /** What the control socket may ask of a portal. */
 export interface PortalControl {
@@ -17,6 +18,7 @@ export interface PortalControl {
   load(): PortalReplies['load'];
   release(request: ReleaseRequest): PortalReplies['release'];
   cancel(cancellations: PortalCancelRequest['cancellations']): Promise<PortalReplies['cancel']>;
+  configure(configs: StreamConfigs): PortalReplies['configure'];
 }
 
 /** Answers one control request (JSON, not yet checked); throws a FlotillaError to refuse it. */
@@ -43,5 +45,7 @@ export function handlePortalRequest(portal: PortalControl, raw: unknown): Portal
       return portal.release(req);
     case 'cancel':
       return portal.cancel(req.cancellations);
+    case 'configure':
+      return portal.configure(req.configs);
   }
 }

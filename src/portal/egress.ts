@@ -30,8 +30,10 @@ export interface EgressEvents {
   /** A component registered for `slot`, or said it is alive with nothing pending. */
   onReady(slot: Slot): void;
   onHeartbeat(slot: Slot): void;
-  /** A component registered for `slot`, before anything is sent to it (cancellations go first). */
-  onRegistered?(slot: Slot): void;
+  /** A component registered for `slot`, before its deliveries go to it (configs.ts: its configuration first; cancels.ts: the cancellations in force). */
+  onRegistered(slot: Slot): void;
+  /** A CONFIGURED from `slot`'s registered component (configs.ts). */
+  onConfigured(slot: Slot, body: Buffer | undefined): void;
   /** A component confirmed a CANCEL (its seq). */
   onCancelled?(slot: Slot, seq: number): void;
   /** A DONE said `n` records of the delivery were skipped as cancelled, not processed. */
@@ -140,7 +142,7 @@ export class Egress {
     }
   }
 
-  /** Sends a message out of band to the slot's registered component (a CANCEL), if it has one. */
+  /** Sends a message that is not a delivery (a CONFIGURE, a CANCEL) to `slot`'s component, out of band. */
   tell(slot: Slot, frames: Buffer[]): void {
     if (slot.routingId) this.out.push([slot.routingId, ...frames]);
   }
@@ -165,6 +167,7 @@ export class Egress {
     if (header.type === MessageType.DONE) return this.onDone(header.seq, msg[2]);
     if (header.type === MessageType.HEARTBEAT) return this.onHeartbeat(msg[0]!, msg[2]);
     if (header.type === MessageType.READY) return this.onReady(msg[0]!, msg[2]);
+    if (header.type === MessageType.CONFIGURED) return this.onConfigured(msg[0]!, msg[2]);
     if (header.type === MessageType.CANCELLED) {
       const slot = this.slots.find((s) => s.routingId?.equals(msg[0]!));
       return slot ? this.events.onCancelled?.(slot, header.seq) : undefined;
@@ -185,7 +188,7 @@ export class Egress {
     }
     if (!slot.register(routingId, typeof hello.pid === 'number' ? hello.pid : 0)) return;
     this.log.info({ slot: slot.index, slot_pid: slot.pid }, `portal ${this.host.stream}: slot ${slot.index} ready (pid ${slot.pid})`);
-    this.events.onRegistered?.(slot);
+    this.events.onRegistered(slot);
     this.pump(slot);
     this.events.onReady(slot);
   }
@@ -202,7 +205,15 @@ export class Egress {
     if (!slot || !slot.routingId?.equals(routingId)) return;
     slot.heardAt = Date.now();
     slot.beacon = beacon;
+    if (typeof beacon.configVersion === 'number') slot.config.running = beacon.configVersion; // the version it runs
     this.events.onHeartbeat(slot);
+  }
+
+  private onConfigured(routingId: Buffer, frame: Buffer | undefined): void {
+    const slot = this.slots.find((s) => s.routingId?.equals(routingId));
+    if (!slot) return; // not (or no longer) a registered connection
+    slot.heardAt = Date.now();
+    this.events.onConfigured(slot, frame);
   }
 
   private onDone(id: number, skipped: Buffer | undefined): void {

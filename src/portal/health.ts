@@ -33,6 +33,8 @@ export interface HealthHost {
   holds(): HoldView[];
   /** Batches refused as flow control (PAUSED, RESEND), counted apart from errors. */
   flowRefusals(): Readonly<Record<string, number>>;
+  /** The newest configuration version the agent gave the portal (configs.ts). */
+  configVersion?(): number;
   /** Periodic work to do before each beacon (read back, forward). */
   tick(): void;
   /** Records dropped by cancellations, and the roots in force (cancels.ts). */
@@ -149,6 +151,7 @@ export class Health {
       slots,
       ...(h.spool ? { spool: this.spoolBeacon(h.spool) } : {}),
       at: now,
+      configVersion: h.configVersion?.() ?? 0,
     };
   }
 

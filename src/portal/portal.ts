@@ -17,8 +17,6 @@
  * until their old owner has drained them; spooled records of buckets given up are forwarded to
  * their new owner (forwarder.ts). health.ts reports, control.ts answers the control socket.
  */
-import { readdirSync } from 'node:fs';
-import { join } from 'node:path';
 import { FlotillaError } from '../errors';
 import { CauseCounter, type Logger } from '../log';
 import { MapKeeper } from '../map/keeper';
@@ -28,13 +26,13 @@ import type { DrainedReply, LoadReport, PausedReply, PortalStats, ReleaseRequest
 import { type PortalBeacon } from '../protocol/beacons';
 import { agentBeaconEndpoint, controlEndpoint, ensureRunDir, slotsEndpoint } from '../protocol/endpoints';
 import type { RecordIndex } from '../protocol/envelope';
-import { Spool } from '../spool/spool';
+import type { Spool } from '../spool/spool';
 import { ControlServer } from '../transport/control-server';
 import { handlePortalRequest, type PortalControl } from './control';
 import { Cancels, portalCancelsHost } from './cancels';
 import { type Cancellation, type PortalCancelReply, readCancels } from '../protocol/cancel';
 import { newCounters } from './counters';
-import type { Delivery, InBatch } from './slot';
+import type { Delivery, InBatch, Slot } from './slot';
 import { drain, STOP_LINGER_MS } from './drain';
 import { Egress } from './egress';
 import { Epochs } from './epochs';
@@ -47,6 +45,8 @@ import { PauseState } from './pause';
 import { Replay } from './replay';
 import { type BatchPlan, cutLanes, Routing } from './router';
 import { Staging } from './staging';
+import { openPortalSpool } from './spool-open';
+import { PortalConfigs, type StreamConfigs } from './configs';
 
 export { DEFAULT_MAX_QUEUED_RECORDS, DEFAULT_SLOT_WINDOW, type PortalOptions } from './options';
 export type { PortalStats } from '../protocol/control';
@@ -76,6 +76,8 @@ export class Portal implements PortalControl {
   private readonly epochs: Epochs;
   private readonly handover: HandoverFile | null;
   private readonly cancels: Cancels;
+  /** The management bus: the stream's configurations and each slot's (configs.ts). */
+  private readonly configs: PortalConfigs;
   private closed = false;
   /** stop() has begun: nothing new is taken, the spool is not read (as while paused). */
   private stopping = false;
@@ -112,11 +114,16 @@ export class Portal implements PortalControl {
         onReady: (slot) => this.replay?.feed(slot),
         onHeartbeat: (slot) => slot.spooling && slot.pending.length === 0 && this.replay?.feed(slot),
         ...cancels.egressEvents(),
+        // Cancellations in force, then the configuration, before the slot's deliveries.
+        onRegistered: (slot) => void (cancels.onRegistered(slot), this.configs.onReady(slot)),
+        onConfigured: (slot, body) => this.configs.onConfigured(slot, body),
       },
       this.causes,
       this.log,
     );
-    this.spool = this.openSpool();
+    const tell = (slot: Slot, frames: Buffer[]) => this.egress.tell(slot, frames);
+    this.configs = new PortalConfigs({ stream: stream.name, slots: this.egress.slots, epoch: () => this.routing.epoch, tell, count: (c, e) => this.causes.count(c, e) }, this.log);
+    this.spool = openPortalSpool(stream, o.server, o.spoolDir, this.log, this.causes);
     const egress = this.egress;
     if (this.spool) {
       this.staging = new Staging(
@@ -192,6 +199,7 @@ export class Portal implements PortalControl {
         holds: () => this.epochs.holdViews(),
         flowRefusals: () => this.ingress.flowCounts,
         cancels: () => cancels.counts(),
+        configVersion: () => this.configs.version,
         tick: () => {
           this.feedSpooling(true);
           this.forwarder?.start();
@@ -355,6 +363,11 @@ export class Portal implements PortalControl {
     return this.epochs.release(request);
   }
 
+  /** The stream's configurations from the agent (the management bus): each live slot is sent its own. */
+  configure(configs: StreamConfigs): { ok: true; version: number } {
+    return this.configs.set(configs);
+  }
+
   // ---- the steps' call-backs --------------------------------------------------------------
 
   /** An accepted batch, from memory: cut into one delivery per lane, each placed. */
@@ -388,31 +401,5 @@ export class Portal implements PortalControl {
   private feedSpooling(idleOnly: boolean): void {
     if (!this.replay) return;
     for (const slot of this.egress.slots) if (slot.spooling && (!idleOnly || slot.pending.length === 0)) this.replay.feed(slot);
-  }
-
-  /**
-   * The stream's spool, if it has one. A stream whose spool was turned off may still have
-   * records on disk: they are acknowledged, so this run replays them, as with spill, rather than
-   * strand them.
-   */
-  private openSpool(): Spool | null {
-    const stream = this.routing.stream;
-    const server = this.o.server;
-    const settings = { ...stream.spool, dir: this.o.spoolDir ?? stream.spool.dir };
-    const dir = join(settings.dir, server, stream.name);
-    const leftOver = settings.mode === 'off' && hasSegments(dir);
-    if (settings.mode === 'off' && !leftOver) return null;
-    if (leftOver) this.log.warn({ dir }, `portal ${stream.name}: the stream's spool is off, but its spool directory holds records; this run replays them (as spill)`);
-    const count = (cause: string, example: string) => this.causes.count(cause, example);
-    return new Spool({ ...settings, mode: leftOver ? 'spill' : settings.mode }, server, stream.name, stream.buckets, this.log, count);
-  }
-}
-
-/** True if `dir` exists and holds spool segment files. */
-function hasSegments(dir: string): boolean {
-  try {
-    return readdirSync(dir).some((n) => n.endsWith('.seg'));
-  } catch {
-    return false;
   }
 }

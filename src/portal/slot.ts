@@ -5,7 +5,7 @@
  * spool). A slot's records are never handed to another slot: a component that registers again
  * gets everything it had not finished, first and in order.
  */
-import { type ComponentBeacon, SERVICE_MS_BOUNDS, type SlotState, type SlotView } from '../protocol/beacons';
+import { type ComponentBeacon, SERVICE_MS_BOUNDS, type SlotConfigView, type SlotState, type SlotView } from '../protocol/beacons';
 
 /** A sender's batch, waiting for its slots (in spool mode `always`, acknowledged once written). */
 export interface InBatch {
@@ -76,6 +76,8 @@ export class Slot {
   nextBucket = 0;
   /** The state at the last beacon, to log the moment a component goes silent or comes back. */
   lastState: SlotState = 'missing';
+  /** The slot's configuration: wanted, running, rejected (configs.ts keeps it). */
+  readonly config: SlotConfigView = { running: null, wanted: 0, rejected: null };
 
   constructor(readonly index: number) {}
 
@@ -162,6 +164,7 @@ export class Slot {
       connected: this.routingId !== null,
       registrations: this.registrations,
       spooling: this.spooling,
+      config: { ...this.config },
     };
   }
 }

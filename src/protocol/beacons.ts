@@ -21,6 +21,8 @@ export interface ComponentBeacon {
   inflight: number;
   /** Map epoch the component runs under. */
   epoch: number;
+  /** The configuration version the component runs (the management bus); 0 before any. */
+  configVersion?: number;
 }
 
 /** A slot as its portal sees it. */
@@ -53,6 +55,18 @@ export interface SlotBeacon {
   serviceMsSum: number;
   /** Milliseconds the slot has finished nothing while records are in flight to it; 0 when none are. */
   stuckMs: number;
+  /** The slot's configuration (the management bus): absent from a portal without it. */
+  config?: SlotConfigView;
+}
+
+/** A slot's configuration as its portal sees it (docs/components.md, "Configuration"). */
+export interface SlotConfigView {
+  /** The version the component runs, from its CONFIGURED or its beacon; null before it said. */
+  running: number | null;
+  /** The version it must run (0: the stream has no configuration for it). */
+  wanted: number;
+  /** The last version it rejected while registered, and why; null if none. */
+  rejected: { version: number; reason: string } | null;
 }
 
 /** Upper bounds (ms) of the processing-time histogram each slot keeps (`serviceCounts`). */
@@ -135,6 +149,8 @@ export interface PortalBeacon {
   spool?: SpoolBeacon;
   /** When the beacon was made (ms since the Unix epoch). */
   at: number;
+  /** The newest configuration version its agent gave the portal (the management bus); 0 none. */
+  configVersion?: number;
 }
 
 /** What a portal counts of cancellation since it started, and the roots in force. */

@@ -11,7 +11,7 @@
  */
 import { closeSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { FlotillaError } from '../errors';
+import { badRequest, name } from './fields';
 import { isRootId } from './root';
 
 /** How long a cancellation stays in force unless told otherwise: 10 minutes. */
@@ -79,18 +79,18 @@ export interface CancelMessage {
 
 /** Checks an agent's `cancel` request (BAD_REQUEST names the field). */
 export function parseAgentCancel(o: Record<string, unknown>): AgentCancelRequest {
-  if (typeof o.stream !== 'string' || !/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$/.test(o.stream)) throw bad('cancel needs "stream", a stream name');
-  if (typeof o.root !== 'string' || !isRootId(o.root)) throw bad('cancel needs "root", a record id as 32 lowercase hex digits');
+  const stream = name(o, 'stream', 'cancel', 'a stream name');
+  if (typeof o.root !== 'string' || !isRootId(o.root)) throw badRequest('cancel needs "root", a record id as 32 lowercase hex digits');
   const ttl = o.ttlMs ?? DEFAULT_CANCEL_TTL_MS;
-  if (typeof ttl !== 'number' || !Number.isInteger(ttl) || ttl < 1 || ttl > MAX_CANCEL_TTL_MS) throw bad(`cancel's "ttlMs" must be a whole number of ms from 1 to ${MAX_CANCEL_TTL_MS}`);
-  return { cmd: 'cancel', stream: o.stream, root: o.root, ttlMs: ttl };
+  if (typeof ttl !== 'number' || !Number.isInteger(ttl) || ttl < 1 || ttl > MAX_CANCEL_TTL_MS) throw badRequest(`cancel's "ttlMs" must be a whole number of ms from 1 to ${MAX_CANCEL_TTL_MS}`);
+  return { cmd: 'cancel', stream, root: o.root, ttlMs: ttl };
 }
 
 /** Checks a portal's `cancel` request. */
 export function parsePortalCancel(o: Record<string, unknown>): PortalCancelRequest {
   const list = o.cancellations;
   if (!Array.isArray(list) || list.length > 100_000 || !list.every(isCancellation)) {
-    throw bad('cancel needs "cancellations", a list of {root, stream, expiresAt}');
+    throw badRequest('cancel needs "cancellations", a list of {root, stream, expiresAt}');
   }
   return { cmd: 'cancel', cancellations: list };
 }
@@ -98,10 +98,6 @@ export function parsePortalCancel(o: Record<string, unknown>): PortalCancelReque
 function isCancellation(c: unknown): c is Cancellation {
   const o = c as Partial<Cancellation> | null;
   return typeof o === 'object' && o !== null && typeof o.root === 'string' && isRootId(o.root) && typeof o.stream === 'string' && typeof o.expiresAt === 'number';
-}
-
-function bad(message: string): FlotillaError {
-  return new FlotillaError('BAD_REQUEST', message);
 }
 
 /** Where an agent keeps the cancellations in force. */

@@ -56,3 +56,8 @@ export function pauseFile(runDir: string, stream: string): string {
 export function handoverFile(runDir: string, stream: string): string {
   return join(resolve(runDir), `${stream}.handover.json`);
 }
+
+/** The agent's configurations of the streams' components (agent/config-store.ts): they outlive restarts. */
+export function configsFile(runDir: string): string {
+  return join(resolve(runDir), 'configs.json');
+}

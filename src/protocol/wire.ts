@@ -49,6 +49,11 @@ export const MessageType = {
   DONE: 18,
   /** component -> portal: [header, json ComponentBeacon]; every heartbeat interval */
   HEARTBEAT: 19,
+  // ---- the management bus (docs/protocol.md, "Configurations") ----
+  /** portal -> component: [header(seq = version), json {version, config}]; out of band, not behind DELIVERs */
+  CONFIGURE: 20,
+  /** component -> portal: [header(seq = version), json {slot, version, ok, reason?}]; the answer to CONFIGURE */
+  CONFIGURED: 21,
   // ---- cancellation (docs/protocol.md, "Cancellation") ----
   /** portal -> component: [header (seq: 0, or the number to confirm), json {cancellations}]; out of band */
   CANCEL: 22,
