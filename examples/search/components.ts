@@ -7,7 +7,9 @@
  * Every record derived from a request carries the request's root (ctx.emit with `from`), so a
  * client's cancel reaches them all: the portals drop what waits, and a worker checks
  * `ctx.cancelled` between the steps of its work and stops. Tuning (chunk_size, cache, work_ms)
- * comes from the command line here and can be changed while running (see run.ts).
+ * starts from the command line and is changed while running with the management bus:
+ * `portalctl configure requests --set chunk_size=3`, `portalctl configure results --set cache=false`
+ * (onConfigure below; a bad value is rejected with the reason, which portalctl shows).
  *
  *   node components.js ROLE MAP SERVER SLOT RUN_DIR [--log FILE] [--chunk-size N] [--cache on|off] [--work-ms N]
  */
@@ -23,7 +25,7 @@ const { positionals, values } = parseArgs({
 });
 const [role, map, server, slotText, runDir] = positionals;
 
-/** The tuning in force; onConfigure (when the management bus is there) changes it while running. */
+/** The tuning in force; onConfigure changes it while running. */
 export const tuning = {
   chunkSize: Number(values['chunk-size'] ?? 1),
   cache: (values.cache ?? 'on') === 'on',
@@ -113,6 +115,18 @@ function aggregate(records: Delivered<Partial>[], ctx: ComponentContext): void {
   }
 }
 
+/** Takes a configuration's known keys (all checked first), or says why not. */
+function configure(config: Record<string, unknown>): string | undefined {
+  const { chunk_size: size, cache: on, work_ms: ms } = config;
+  if (size !== undefined && !(Number.isInteger(size) && (size as number) >= 1 && (size as number) <= 1000)) return `chunk_size must be a whole number from 1 to 1000, not ${JSON.stringify(size)}`;
+  if (on !== undefined && typeof on !== 'boolean') return `cache must be true or false, not ${JSON.stringify(on)}`;
+  if (ms !== undefined && !(typeof ms === 'number' && ms >= 0 && ms <= 10_000)) return `work_ms must be a number of ms from 0 to 10000, not ${JSON.stringify(ms)}`;
+  if (size !== undefined) tuning.chunkSize = size as number;
+  if (on !== undefined) tuning.cache = on;
+  if (ms !== undefined) tuning.workMs = ms as number;
+  return undefined;
+}
+
 const handlers = { splitter: ['requests', split], worker: ['chunks', work], aggregator: ['results', aggregate] } as const;
 const handler = handlers[role as keyof typeof handlers];
 if (!handler || !map || !server || slotText === undefined) {
@@ -125,5 +139,6 @@ runComponent({
   stream: handler[0],
   slot: Number(slotText),
   runDir,
+  onConfigure: (config) => configure(config),
   onBatch: handler[1] as unknown as (records: Delivered<Record<string, unknown>>[], ctx: ComponentContext) => void | Promise<void>,
 });

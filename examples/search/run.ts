@@ -7,8 +7,11 @@
  *   client --Sender.cancel(root)--> agent --> every portal (drop) --> every component (ctx.cancelled)
  *
  * The client sends a request every 100 ms and cancels every fourth once its early answer has
- * come; at the end it checks that every request not cancelled was answered twice, and, from the
- * workers' logs, that no chunk of a cancelled request was done after its cancel returned.
+ * come. A third of the way in it changes the chunk size (`portalctl configure requests --set
+ * chunk_size=3`), two thirds in it turns the aggregators' cache off (`configure results --set
+ * cache=false`): the management bus, while records flow. At the end it checks that every request
+ * not cancelled was answered twice, and, from the workers' logs, that no chunk of a cancelled
+ * request was done after its cancel returned.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
@@ -56,6 +59,9 @@ async function writeMap(dir: string): Promise<string> {
 
 interface RequestState {
   root: string;
+  /** Date.now() when it was sent, and the chunks its complete answer was made of. */
+  sentAt: number;
+  chunks: number;
   early: boolean;
   complete: boolean;
   /** Date.now() when the cancel returned (every agent has it, every live component confirmed). */
@@ -100,7 +106,7 @@ export async function runSearch(o: { seconds?: number }): Promise<number> {
       ),
     );
   };
-  const client = new Component<{ request: string; kind: string; hits: number; cached: boolean }>({
+  const client = new Component<{ request: string; kind: string; hits: number; cached: boolean; chunks: number }>({
     map: mapFile,
     server,
     stream: 'answers',
@@ -115,7 +121,10 @@ export async function runSearch(o: { seconds?: number }): Promise<number> {
           r.early = true;
           // Every fourth request is cancelled once its early answer is in: the rest is not wanted.
           if (Number(a.value.request.slice(1)) % CANCEL_EVERY === 0) cancel(a.value.request, r);
-        } else if (a.value.kind === 'complete') r.complete = true;
+        } else if (a.value.kind === 'complete') {
+          r.complete = true;
+          r.chunks = a.value.chunks;
+        }
       }
     },
   });
@@ -127,7 +136,7 @@ export async function runSearch(o: { seconds?: number }): Promise<number> {
   const sending = setInterval(() => {
     const id = `r${sent}`;
     sender.send('requests', { request: id, client: 'c1', query: QUERIES[sent % QUERIES.length]!, size: 6 + (sent % 6) });
-    requests.set(id, { root: sender.lastId, early: false, complete: false, cancelledAt: null });
+    requests.set(id, { root: sender.lastId, sentAt: Date.now(), chunks: 0, early: false, complete: false, cancelledAt: null });
     sent++;
   }, 100);
   const count = () => {
@@ -148,11 +157,26 @@ export async function runSearch(o: { seconds?: number }): Promise<number> {
     });
   }, 1000);
 
+  // The tuning, changed while it runs (the management bus): chunk size, then the cache.
+  const seconds = o.seconds ?? 30;
+  let resized = 0;
+  const configured: Promise<boolean>[] = [];
+  const configure = (stream: string, set: string, then?: () => void) =>
+    configured.push(
+      portalctl(['configure', stream, '--set', set, '--map', mapFile]).then((r) => {
+        then?.();
+        console.log(`  portalctl configure ${stream} --set ${set}: ${r.ok ? 'taken by every component' : `FAILED: ${r.out.trim()}`}`);
+        return r.ok;
+      }),
+    );
+  const tunings = [setTimeout(() => configure('requests', 'chunk_size=3', () => (resized = Date.now())), (seconds * 1000) / 3), setTimeout(() => configure('results', 'cache=false'), (seconds * 2000) / 3)];
   await new Promise<void>((resolve) => {
     if (o.seconds) setTimeout(resolve, o.seconds * 1000);
     for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => resolve());
   });
   clearInterval(sending);
+  tunings.forEach(clearTimeout);
+  const tuned = (await Promise.all(configured)).filter(Boolean).length;
   // Every request not cancelled is answered twice: wait for the last answers (bounded).
   const deadline = Date.now() + 20_000;
   while (Date.now() < deadline && [...requests.values()].some((r) => !r.complete && r.cancelledAt === null)) await sleep(100);
@@ -164,10 +188,15 @@ export async function runSearch(o: { seconds?: number }): Promise<number> {
   const twice = uncancelled.filter((r) => r.early && r.complete).length;
   const late = lateChunks(workerLogs, requests);
   const droppedChunks = await dropped();
-  const ok = twice === uncancelled.length && late.length === 0;
+  const ok = twice === uncancelled.length && late.length === 0 && tuned === configured.length;
+  const avg = (list: RequestState[]) => (list.length === 0 ? 0 : list.reduce((n, r) => n + r.chunks, 0) / list.length).toFixed(1);
+  const done = uncancelled.filter((r) => r.complete);
+  const before = done.filter((r) => resized === 0 || r.sentAt < resized - 200);
+  const after = done.filter((r) => resized > 0 && r.sentAt > resized);
   console.log(
     `\nsummary: ${sent} requests sent, ${c.early} answered early, ${c.complete} answered complete (${twice} of ${uncancelled.length} not cancelled answered twice), ` +
-      `${c.cancelled} cancelled, ${droppedChunks} chunks dropped by cancellation, ${late.length} cancelled chunks done after their cancel returned; ${ok ? 'ok' : 'MISMATCH: see ' + logFile}`,
+      `${c.cancelled} cancelled, ${droppedChunks} chunks dropped by cancellation, ${late.length} cancelled chunks done after their cancel returned; ` +
+      `${tuned} of ${configured.length} configurations taken (chunks per request ${avg(before)} before chunk_size=3, ${avg(after)} after); ${ok ? 'ok' : 'MISMATCH: see ' + logFile}`,
   );
   if (late.length > 0) console.log(`  done after the cancel: ${late.slice(0, 5).join(', ')}`);
   await client.stop();
@@ -191,15 +220,26 @@ function lateChunks(files: string[], requests: Map<string, RequestState>): strin
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** Waits (up to 20 s) until each portal answers and all its slots have registered. */
+/** Waits (up to 60 s: a loaded machine starts a dozen processes slowly) until each portal answers and all its slots have registered. */
 async function waitReady(runDir: string, slots: Record<string, number>): Promise<void> {
-  const deadline = Date.now() + 20_000;
+  const deadline = Date.now() + 60_000;
   for (const [s, n] of Object.entries(slots)) {
     for (;;) {
       const st = await portalStats(runDir, s, 500).catch(() => null);
       if (st && st.slots.filter((x) => x.connected).length === n) break;
-      if (Date.now() > deadline) throw new Error(`the ${s} portal or its components did not come up within 20 s`);
+      if (Date.now() > deadline) throw new Error(`the ${s} portal or its components did not come up within 60 s`);
       await sleep(50);
     }
   }
+}
+
+/** Runs portalctl (this build's) and resolves with whether it exited 0 and what it said. */
+function portalctl(args: string[]): Promise<{ ok: boolean; out: string }> {
+  return new Promise((resolve) => {
+    const p = spawn(process.execPath, [join(DIST, 'agent', 'portalctl.js'), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    p.stdout!.on('data', (b: Buffer) => (out += b.toString()));
+    p.stderr!.on('data', (b: Buffer) => (out += b.toString()));
+    p.on('close', (status) => resolve({ ok: status === 0, out }));
+  });
 }
