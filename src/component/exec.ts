@@ -61,6 +61,8 @@ export interface ExecOptions {
   runDir?: string;
   command: string[];
   log: Logger;
+  /** Write a cancellation line to the program as each cancellation arrives (`--cancel-lines`). */
+  cancelLines?: boolean;
 }
 
 /** One slot's component, backed by a child process speaking the line protocol. */
@@ -90,7 +92,7 @@ export class ExecComponent {
       log: o.log,
       onBatch: (records, ctx) => this.onBatch(records, ctx),
       // Out of band, between record lines: the program may stop work on these roots.
-      onCancel: (roots) => void this.child?.stdin?.write(`${JSON.stringify({ cancel: { roots } })}\n`),
+      onCancel: (roots) => void (o.cancelLines && this.child?.stdin?.write(`${JSON.stringify({ cancel: { roots } })}\n`)),
       onConfigure: (config, version) => this.onConfigure(config, version),
     });
   }
