@@ -47,10 +47,10 @@ test('portal-exec --cancel-lines gives the program the cancellation as a JSON li
   const B = 'b'.repeat(32);
   const r = await portalctlAsync(['cancel', 'orders', A, '--map', dep.mapFile, '--run-dir', dep.runDirOf()]);
   assert.equal(r.status, 0, r.stderr);
-  for (const slot of SLOTS) {
-    const lines = existsSync(cancels(slot)) ? readFileSync(cancels(slot), 'utf8').trim().split('\n') : [];
-    assert.deepEqual(lines.map((l) => JSON.parse(l) as unknown), [{ cancel: { roots: [A] } }], `slot ${slot}'s program got the cancellation line before the cancel returned`);
-  }
+  // portal-exec wrote the line before the cancel returned; the program reads it in its own time.
+  const lines = (slot: number) => (existsSync(cancels(slot)) ? readFileSync(cancels(slot), 'utf8').split('\n').filter(Boolean) : []);
+  await waitFor('every program to get the cancellation line', () => SLOTS.every((slot) => lines(slot).length > 0));
+  for (const slot of SLOTS) assert.deepEqual(lines(slot).map((l) => JSON.parse(l) as unknown), [{ cancel: { roots: [A] } }], `slot ${slot}'s program got the cancellation line`);
 
   const sender = new Sender({ map: dep.mapFile, lingerMs: 2 });
   try {
