@@ -38,6 +38,9 @@ const FAMILIES: [string, MetricType, string, (st: AgentStatus) => Value[]][] = [
   ['flotilla_portal_beacon_age_seconds', 'gauge', "Seconds since the portal's last beacon.", (st) => perPortal(st, (s) => (s.ageMs === null ? undefined : s.ageMs / 1000), true)],
   ['flotilla_portal_records_in_total', 'counter', 'Records the portal accepted from senders.', (st) => perPortal(st, (s) => s.beacon?.recordsIn)],
   ['flotilla_portal_records_out_total', 'counter', 'Records done by the portal\'s components.', (st) => perPortal(st, (s) => s.beacon?.recordsOut)],
+  ['flotilla_portal_records_cancelled_total', 'counter', 'Records of cancelled roots: dropped by the portal, or skipped by its components (docs/protocol.md, "Cancellation").', (st) =>
+    live(st).flatMap((s) => (s.beacon!.cancelled ? (['dropped', 'skipped'] as const).map((how) => ({ labels: { stream: s.stream, how }, value: s.beacon!.cancelled![how] })) : []))],
+  ['flotilla_portal_cancellations_in_force', 'gauge', 'Cancelled roots in force at the portal.', (st) => perPortal(st, (s) => s.beacon?.cancelled?.inForce)],
   ['flotilla_portal_in_per_second', 'gauge', 'Records accepted in the last second.', (st) => perPortal(st, (s) => s.beacon?.rates.inPerSec)],
   ['flotilla_portal_out_per_second', 'gauge', 'Records done in the last second.', (st) => perPortal(st, (s) => s.beacon?.rates.outPerSec)],
   ['flotilla_portal_queued_records', 'gauge', 'Records waiting in the portal for a slot.', (st) => perPortal(st, (s) => s.beacon?.queued)],

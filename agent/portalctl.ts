@@ -12,6 +12,7 @@ import { preloadHook } from './map-source';
 import { addMapStoreCommands } from './map-store-commands';
 import { addKeyCommands } from './keys-commands';
 import { addWeightCommands } from './weights-commands';
+import { addCancelCommand } from './cancel-command';
 import { addConfigureCommand } from './configure-command';
 
 const program = new Command('portalctl')
@@ -42,6 +43,7 @@ Examples:
   portalctl weights --suggest                   weights for the map from the measured rates (nothing changed)
   portalctl buckets --hot                       the heaviest buckets and their owners
   portalctl map schema > map.schema.json        the map's JSON Schema, for an editor
+  portalctl cancel requests ROOT_ID --ttl 10m   drop every record derived from ROOT_ID, on every server
   portalctl configure search --set cache=false  give the stream's running components a configuration
   portalctl keys generate alpha --dir /etc/flotilla/keys   a CURVE key pair: alpha.key (0600), alpha.pub
   portalctl map apply map.yaml --map etcd://10.0.0.5:2379/flotilla   write the next epoch into etcd (diff shown)
@@ -61,6 +63,7 @@ addMapCommands(program);
 addMapStoreCommands(program.commands.find((c) => c.name() === 'map')!);
 preloadHook(program);
 addWeightCommands(program);
+addCancelCommand(program);
 addConfigureCommand(program);
 addKeyCommands(program);
 

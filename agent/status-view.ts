@@ -109,6 +109,7 @@ export function formatStatus(st: AgentStatus, opts: { slots?: boolean } = {}): s
     for (const p of e.problems) lines.push(`    ${p.path}: ${p.message}`);
   }
   lines.push(...handoverLines(st));
+  lines.push(...cancelLines(st));
   lines.push(...configLines(st));
   if (st.host) lines.push(`  ${hostLine(st.host)}`);
   if (st.security) lines.push(`  ${securityLine('agent port', st.security)}`);
@@ -183,4 +184,13 @@ function slotRowsOf(s: StreamStatus): string[][] {
 export function table(rows: string[][]): string[] {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
   return rows.map((r) => r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  '));
+}
+
+/** `cancelled: requests 2 roots in force, 140 records dropped, 12 skipped by components`, per portal that has any. */
+function cancelLines(st: AgentStatus): string[] {
+  return st.streams.flatMap((s) => {
+    const c = s.beacon?.cancelled;
+    if (!c || (c.inForce === 0 && c.dropped === 0 && c.skipped === 0)) return [];
+    return [`  cancelled: ${s.stream} ${c.inForce} roots in force, ${c.dropped} records dropped, ${c.skipped} skipped by components`];
+  });
 }

@@ -24,6 +24,7 @@ import { portalStats } from '../src/portal/client';
 import { loadMap } from '../src/map/load';
 import { portalPort, serverOf, slotCount } from '../src/map/lookup';
 import type { PortalStats } from '../src/portal/portal';
+import { runSearch } from './search/run';
 
 const ROOT = join(__dirname, '..', '..');
 const DIST = join(ROOT, 'dist');
@@ -47,6 +48,7 @@ const program = new Command('demo')
   .option('--rate <n>', 'records per second the producer sends (default: as fast as flow control allows)', positive)
   .option('--map <file>', 'map file', join(ROOT, 'config', 'demo.yaml'))
   .option('--server <name>', 'server of the map to run', 'local')
+  .option('--example <name>', 'run another example instead: search (scatter/gather with early answers and cancellation, examples/search/)')
   .option('--port-base <port>', "run on ports from this one up (the agent's, then each stream's, then the rest), with a run dir of its own, so two demos can run side by side", portBase)
   .addHelpText(
     'after',
@@ -55,7 +57,8 @@ Examples:
   npm run demo                                   the shipped map (config/demo.yaml), until Ctrl-C
   npm run demo -- --seconds 10 --rate 20000      ten seconds at 20,000 clicks/s, then a summary
   npm run demo -- --port-base 9400               on ports 9400 and up (another demo has 7400)
-  npm run demo -- --map my-demo.yaml             your own map (it needs streams clicks and pages)`,
+  npm run demo -- --map my-demo.yaml             your own map (it needs streams clicks and pages)
+  npm run demo -- --example search --seconds 10  the search example: requests cut into chunks, answered twice, some cancelled`,
   )
   .showHelpAfterError();
 
@@ -65,6 +68,7 @@ interface Options {
   map: string;
   server: string;
   portBase?: number;
+  example?: string;
 }
 
 /**
@@ -112,6 +116,10 @@ const pad = (s: string, n: number) => s.padStart(n);
 async function main(): Promise<void> {
   program.parse();
   const o = program.opts<Options>();
+  if (o.example !== undefined) {
+    if (o.example !== 'search') throw new FlotillaError('CONFIG_INVALID', `no example "${o.example}"; examples: search`);
+    process.exit(await runSearch({ seconds: o.seconds }));
+  }
   if (o.portBase !== undefined) o.map = movePorts(o.map, o.portBase);
   const map = loadMap(o.map);
   const server = serverOf(map, o.server);

@@ -23,6 +23,7 @@ const program = new Command('portal-exec')
   .option('--slot <n>', 'slot number, 0 to slots - 1 (default from $FLOTILLA_UNIT_SLOT)', slotNumber)
   .option('--server <name>', "this server's name in the map (default $FLOTILLA_SERVER, else the host name)")
   .option('--run-dir <dir>', "directory of the portal's ipc sockets (default the map's run_dir)")
+  .option('--cancel-lines', 'write a {"cancel": {"roots": [...]}} line to the program when a cancellation arrives (docs/components.md)')
   .argument('[command...]', 'the program and its arguments, after -- (default $FLOTILLA_COMPONENT_<STREAM>)')
   .passThroughOptions()
   .addHelpText(
@@ -71,7 +72,7 @@ function commandOf(stream: string, env: NodeJS.ProcessEnv): string[] {
 
 async function main(): Promise<void> {
   program.parse();
-  const o = program.opts<{ map: string; stream?: string; slot?: number; server?: string; runDir?: string }>();
+  const o = program.opts<{ map: string; stream?: string; slot?: number; server?: string; runDir?: string; cancelLines?: boolean }>();
   const { stream, slot } = slotOf(o.stream, o.slot, process.env.FLOTILLA_UNIT_SLOT);
   const command = program.args.length > 0 ? program.args : commandOf(stream, process.env);
   const keeper = await openMap(isEtcdSource(o.map) ? o.map : resolve(o.map));
@@ -81,7 +82,7 @@ async function main(): Promise<void> {
   if (slot >= slots) throw new FlotillaError('CONFIG_INVALID', `--slot ${slot}: stream ${stream} has slots 0 to ${slots - 1} on server ${server}`);
   const log = createLogger('portal-exec', { stream, slot, server });
   warnPrivateTmp(log, o.runDir ?? map.runDir);
-  const exec = new ExecComponent({ map: keeper, server, stream, slot, runDir: o.runDir, command, log });
+  const exec = new ExecComponent({ map: keeper, server, stream, slot, runDir: o.runDir, command, log, cancelLines: o.cancelLines === true });
   await runDaemon(`portal-exec ${stream}/${slot}`, log, {
     start: () => exec.start(),
     stop: () => exec.stop(),

@@ -51,6 +51,9 @@ export const ERROR_CODES = [
   'DIR_UNSAFE',
   /** A socket could not listen on its address (in use, not this host's, not permitted). */
   'BIND_FAILED',
+  // ---- cancellation (docs/protocol.md, "Cancellation") ----
+  /** A cancellation some agents of the map did not take (the message names them); send it again. */
+  'CANCEL_INCOMPLETE',
   // ---- the management bus (portalctl configure; docs/components.md, "Configuration") ----
   /** A configuration version that is not above the stream's current one (two configures raced). */
   'CONFIG_STALE',

@@ -4,6 +4,8 @@
 export { Sender, type SenderOptions, type SenderStats, DEFAULT_LINGER_MS, DEFAULT_BATCH_BYTES, DEFAULT_BATCH_RECORDS } from './sender/sender';
 export { Component, runComponent, type ComponentContext, type ComponentOptions } from './component/component';
 export { type Delivered, ENVELOPE_SCHEMA } from './protocol/envelope';
+export { isRootId, rootOf } from './protocol/root';
+export { type CancelReply, DEFAULT_CANCEL_TTL_MS } from './protocol/cancel';
 export { Portal, type PortalOptions, type PortalStats } from './portal/portal';
 export { portalStats, portalRequest } from './portal/client';
 export { agentStatus, agentPause, agentResume, agentReload, localAgent, remoteAgent, type AgentTarget } from './agent/client';

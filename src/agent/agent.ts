@@ -33,6 +33,7 @@ import type { MapStore } from '../map/store';
 import { answerDrained, BUSY_ROUND_MS, DEFAULT_HOLD_LIMIT_MS, EpochSwitcher, forceRelease } from './epoch-switch';
 import { Peers } from './peers';
 import { freshBeacons, pausePortals, portalLoads } from './portals';
+import { cancelHere } from './cancels';
 import { DEFAULT_HOST_SAMPLE_MS, HostSampler, type ProcessRef } from './host-health';
 import { ConfigStore } from './config-store';
 import { ConfigPusher, configureStream, type ConfigureHost } from './configure';
@@ -346,6 +347,8 @@ export class Agent {
         this.schedule(0);
         return { ...r, server: this.o.server };
       }
+      case 'cancel':
+        return cancelHere({ server: this.o.server, runDir: this.runDir, map: this.map, timeoutMs: this.o.portalTimeoutMs, log: this.log }, req);
       case 'configure':
         return configureStream(this.configs, req);
       case 'configs':

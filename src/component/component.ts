@@ -31,6 +31,8 @@ import { slotsEndpoint } from '../protocol/endpoints';
 import { Outbox } from '../transport/outbox';
 import { Sender } from '../sender/sender';
 import { decodeHeader, encodeHeader, MessageType } from '../protocol/wire';
+import type { CancelMessage } from '../protocol/cancel';
+import { provenanceFrom, rootOf } from '../protocol/root';
 import { type Config, MAX_REASON_CHARS, parseConfigureBody } from '../protocol/configure';
 
 /** What a handler can do besides read its records. */
@@ -47,6 +49,11 @@ export interface ComponentContext {
   emit(stream: string, value: Record<string, unknown>, from?: Delivered<unknown>): boolean;
   /** Resolves when emitting may go on (see `emit`). */
   writable(): Promise<void>;
+  /**
+   * True if `record`'s root (src/protocol/root.ts) has been cancelled: work on it may stop. The
+   * portal tells the component out of band (CANCEL), even while a delivery is being handled.
+   */
+  cancelled(record: Delivered<unknown>): boolean;
   /** The configuration this component runs (the management bus); `{}` before any. */
   readonly config: Config;
   /** Its version; 0 before any. */
@@ -66,6 +73,8 @@ export interface ComponentOptions<T> {
   stream: string;
   slot: number;
   runDir?: string;
+  /** Told the roots of each cancellation as it arrives, out of band (portal-exec passes them on). */
+  onCancel?: (roots: string[]) => void;
   /** Handles one delivery's records, in order. Throwing crashes the component (see above). */
   onBatch?: (records: Delivered<T>[], ctx: ComponentContext) => void | Promise<void>;
   /** Instead of onBatch: the envelopes undecoded (`count` of them end to end in `body`). */
@@ -107,8 +116,10 @@ export class Component<T = Record<string, unknown>> {
   /** Records received since the last beacon, and in the delivery being handled. */
   private receivedSinceBeat = 0;
   private inflight = 0;
-  /** Records and deliveries handled so far; records whose payload did not decode. */
-  readonly stats = { records: 0, deliveries: 0, badRecords: 0 };
+  /** Records and deliveries handled so far; records whose payload did not decode; records of cancelled roots skipped. */
+  readonly stats = { records: 0, deliveries: 0, badRecords: 0, cancelled: 0 };
+  /** Cancelled roots and when each expires (ms since the Unix epoch). */
+  private readonly cancelledRoots = new Map<string, number>();
   private causes: CauseCounter;
   private readonly badRecord = (index: number, why: string) => {
     this.stats.badRecords++;
@@ -145,9 +156,14 @@ export class Component<T = Record<string, unknown>> {
       slot: opts.slot,
       emit: (stream, value, from) => {
         this.emitted = true;
-        return this.senderFor().send(stream, value, from ? [...from.provenance, hop] : [hop]);
+        return this.senderFor().send(stream, value, from ? provenanceFrom(from, hop) : [hop]);
       },
       writable: () => (this.sender ? this.sender.writable() : Promise.resolve()),
+      cancelled: (record) => {
+        if (this.cancelledRoots.size === 0) return false;
+        const expires = this.cancelledRoots.get(rootOf(record));
+        return expires !== undefined && expires > Date.now();
+      },
     };
   }
 
@@ -226,17 +242,24 @@ export class Component<T = Record<string, unknown>> {
     }
   }
 
-  /** Reads the portal's messages: deliveries are queued for `work`, configurations handled at once. */
+  /**
+   * Reads the portal's messages: deliveries are queued for `work`; configurations and
+   * cancellations are handled at once (out of band: also while a delivery is being handled).
+   */
   private async receive(): Promise<void> {
     while (!this.closed) {
       let msg: Buffer[];
       try {
         msg = await this.socket.receive();
       } catch {
-        if (this.closed) return;
+        if (this.closed) break;
         continue;
       }
       const header = decodeHeader(msg[0]);
+      if (header?.type === MessageType.CANCEL) {
+        this.onCancel(header.seq, msg[1]);
+        continue;
+      }
       if (header?.type === MessageType.CONFIGURE) {
         const frame = msg[1];
         this.configuring = this.configuring.then(() => this.configure(frame));
@@ -247,6 +270,26 @@ export class Component<T = Record<string, unknown>> {
       this.queue.push(msg);
       this.wake?.();
     }
+  }
+
+  /** Puts a CANCEL's roots in force here, and confirms it (CANCELLED with its seq). */
+  private onCancel(seq: number, frame: Buffer | undefined): void {
+    let body: CancelMessage;
+    try {
+      body = JSON.parse(frame?.toString('utf8') ?? '') as CancelMessage;
+    } catch {
+      return this.causes.count('BAD_CANCEL', 'a CANCEL without a JSON body');
+    }
+    const now = Date.now();
+    for (const [root, expires] of this.cancelledRoots) if (expires <= now) this.cancelledRoots.delete(root);
+    const roots: string[] = [];
+    for (const c of Array.isArray(body.cancellations) ? body.cancellations : []) {
+      if (typeof c?.root !== 'string' || typeof c.expiresAt !== 'number') continue;
+      this.cancelledRoots.set(c.root, c.expiresAt);
+      roots.push(c.root);
+    }
+    if (seq !== 0) this.outbox.push([encodeHeader(MessageType.CANCELLED, seq, this.keeper.map.epoch, 0)]);
+    if (roots.length > 0) this.opts.onCancel?.(roots);
   }
 
   /** Handles one CONFIGURE: onConfigure, then CONFIGURED (taken, or rejected with the reason). */
@@ -291,15 +334,27 @@ export class Component<T = Record<string, unknown>> {
       if (header.epoch > this.keeper.map.epoch) this.keeper.reload();
       this.emitted = false;
       this.inflight = header.count;
+      let skipped = 0;
       if (onRawBatch) await onRawBatch(msg[1], header.count, this.ctx);
-      else await onBatch!(decodeBody<T>(msg[1], this.type, this.badRecord), this.ctx);
+      else {
+        let records = decodeBody<T>(msg[1], this.type, this.badRecord);
+        // Records of a cancelled root not yet begun are skipped (docs/components.md, "Cancellation").
+        if (this.cancelledRoots.size > 0) {
+          const kept = records.filter((r) => !this.ctx.cancelled(r));
+          skipped = records.length - kept.length;
+          this.stats.cancelled += skipped;
+          records = kept;
+        }
+        if (records.length > 0 || skipped === 0) await onBatch!(records, this.ctx);
+      }
       // Records made from this delivery must be safe downstream before it counts as done.
       if (this.emitted) await this.sender!.flush();
       this.stats.records += header.count;
       this.stats.deliveries++;
       this.inflight = 0;
       if (this.closed) return;
-      this.outbox.push([encodeHeader(MessageType.DONE, header.seq, this.keeper.map.epoch, header.count)]);
+      const done = encodeHeader(MessageType.DONE, header.seq, this.keeper.map.epoch, header.count);
+      this.outbox.push(skipped > 0 ? [done, u32(skipped)] : [done]);
     }
   }
 }
@@ -327,4 +382,11 @@ export function runComponent<T = Record<string, unknown>>(opts: ComponentOptions
     process.exit(1);
   });
   return component;
+}
+
+/** A 4-byte big-endian count: DONE's second frame, records skipped as cancelled. */
+function u32(n: number): Buffer {
+  const b = Buffer.allocUnsafe(4);
+  b.writeUInt32BE(n >>> 0, 0);
+  return b;
 }

@@ -17,6 +17,7 @@ import { once } from 'node:events';
 import type avro from 'avsc';
 import { Component, type ComponentContext } from './component';
 import type { Delivered } from '../protocol/envelope';
+import { rootOf } from '../protocol/root';
 import { FlotillaError } from '../errors';
 import { CauseCounter, type Logger } from '../log';
 import type { MapKeeper } from '../map/keeper';
@@ -60,6 +61,8 @@ export interface ExecOptions {
   runDir?: string;
   command: string[];
   log: Logger;
+  /** Write a cancellation line to the program as each cancellation arrives (`--cancel-lines`). */
+  cancelLines?: boolean;
 }
 
 /** One slot's component, backed by a child process speaking the line protocol. */
@@ -88,6 +91,8 @@ export class ExecComponent {
       runDir: o.runDir,
       log: o.log,
       onBatch: (records, ctx) => this.onBatch(records, ctx),
+      // Out of band, between record lines: the program may stop work on these roots.
+      onCancel: (roots) => void (o.cancelLines && this.child?.stdin?.write(`${JSON.stringify({ cancel: { roots } })}\n`)),
       onConfigure: (config, version) => this.onConfigure(config, version),
     });
   }
@@ -191,7 +196,7 @@ export class ExecComponent {
   /** One record as a stdin line; the payload in Avro's JSON encoding. */
   private recordLine(r: Delivered): string {
     return (
-      `{"stream":${this.streamJson},"key":${JSON.stringify(r.key)},"id":"${r.id.toString('hex')}",` +
+      `{"stream":${this.streamJson},"key":${JSON.stringify(r.key)},"id":"${r.id.toString('hex')}","root":"${rootOf(r)}",` +
       `"timestamp":${r.timestamp},"provenance":${JSON.stringify(r.provenance)},"value":${this.inType.toString(r.value)}}\n`
     );
   }

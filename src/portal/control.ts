@@ -4,6 +4,7 @@
  *
  *   agent / portalctl --PortalRequest (ipc)--> ControlServer --handlePortalRequest--> Portal
  */
+import type { PortalCancelRequest } from '../protocol/cancel';
 import { type PortalReplies, parsePortalRequest, type ReleaseRequest } from '../protocol/control';
 import type { StreamConfigs } from '../protocol/configure';
 
@@ -16,11 +17,12 @@ export interface PortalControl {
   drained(): PortalReplies['drained'];
   load(): PortalReplies['load'];
   release(request: ReleaseRequest): PortalReplies['release'];
+  cancel(cancellations: PortalCancelRequest['cancellations']): Promise<PortalReplies['cancel']>;
   configure(configs: StreamConfigs): PortalReplies['configure'];
 }
 
 /** Answers one control request (JSON, not yet checked); throws a FlotillaError to refuse it. */
-export function handlePortalRequest(portal: PortalControl, raw: unknown): PortalReplies[keyof PortalReplies] {
+export function handlePortalRequest(portal: PortalControl, raw: unknown): PortalReplies[keyof PortalReplies] | Promise<PortalReplies['cancel']> {
   const req = parsePortalRequest(raw);
   switch (req.cmd) {
     case 'ping':
@@ -41,6 +43,8 @@ export function handlePortalRequest(portal: PortalControl, raw: unknown): Portal
       return portal.load();
     case 'release':
       return portal.release(req);
+    case 'cancel':
+      return portal.cancel(req.cancellations);
     case 'configure':
       return portal.configure(req.configs);
   }

@@ -30,10 +30,14 @@ export interface EgressEvents {
   /** A component registered for `slot`, or said it is alive with nothing pending. */
   onReady(slot: Slot): void;
   onHeartbeat(slot: Slot): void;
-  /** A component registered for `slot`, before its deliveries go to it (configs.ts: its configuration first). */
+  /** A component registered for `slot`, before its deliveries go to it (configs.ts: its configuration first; cancels.ts: the cancellations in force). */
   onRegistered(slot: Slot): void;
   /** A CONFIGURED from `slot`'s registered component (configs.ts). */
   onConfigured(slot: Slot, body: Buffer | undefined): void;
+  /** A component confirmed a CANCEL (its seq). */
+  onCancelled?(slot: Slot, seq: number): void;
+  /** A DONE said `n` records of the delivery were skipped as cancelled, not processed. */
+  onSkipped?(d: Delivery, n: number): void;
 }
 
 /** What the slots need to know of the portal. */
@@ -138,7 +142,7 @@ export class Egress {
     }
   }
 
-  /** Sends a message that is not a delivery (a CONFIGURE) to `slot`'s component, out of band. */
+  /** Sends a message that is not a delivery (a CONFIGURE, a CANCEL) to `slot`'s component, out of band. */
   tell(slot: Slot, frames: Buffer[]): void {
     if (slot.routingId) this.out.push([slot.routingId, ...frames]);
   }
@@ -160,10 +164,14 @@ export class Egress {
   private onMessage(msg: Buffer[]): void {
     const header = decodeHeader(msg[1]);
     if (!header) return this.causes.count('COMPONENT_MALFORMED', 'component sent a frame that is not a header');
-    if (header.type === MessageType.DONE) return this.onDone(header.seq);
+    if (header.type === MessageType.DONE) return this.onDone(header.seq, msg[2]);
     if (header.type === MessageType.HEARTBEAT) return this.onHeartbeat(msg[0]!, msg[2]);
     if (header.type === MessageType.READY) return this.onReady(msg[0]!, msg[2]);
     if (header.type === MessageType.CONFIGURED) return this.onConfigured(msg[0]!, msg[2]);
+    if (header.type === MessageType.CANCELLED) {
+      const slot = this.slots.find((s) => s.routingId?.equals(msg[0]!));
+      return slot ? this.events.onCancelled?.(slot, header.seq) : undefined;
+    }
     this.causes.count('COMPONENT_MALFORMED', `component sent message type ${header.type}`);
   }
 
@@ -208,11 +216,13 @@ export class Egress {
     this.events.onConfigured(slot, frame);
   }
 
-  private onDone(id: number): void {
+  private onDone(id: number, skipped: Buffer | undefined): void {
     const start = doneChannel.hasSubscribers ? performance.now() : 0;
     const d = this.deliveries.get(id);
     if (!d) return this.causes.count('COMPONENT_UNKNOWN_DELIVERY', `DONE for delivery ${id}, which is not in flight`);
     if (!d.slot.finish(d, performance.now())) return; // answered twice; counted once
+    // A second frame: records the component skipped as cancelled (docs/protocol.md, DONE).
+    if (skipped?.length === 4) this.events.onSkipped?.(d, skipped.readUInt32BE(0));
     this.deliveries.delete(id);
     this.queued -= d.count;
     this.pump(d.slot);

@@ -5,6 +5,7 @@
  *   every second:          rates sampled from the counters
  *   every heartbeat_ms:    tick (slots that went silent are logged) --PortalBeacon (ipc PUSH)--> agent
  */
+import type { CancelCounts } from '../protocol/beacons';
 import * as zmq from 'zeromq';
 import type { CauseCounter, Logger } from '../log';
 import { DEAD_AFTER_BEATS, type HoldView, type PortalBeacon, type SpoolBeacon } from '../protocol/beacons';
@@ -36,6 +37,8 @@ export interface HealthHost {
   configVersion?(): number;
   /** Periodic work to do before each beacon (read back, forward). */
   tick(): void;
+  /** Records dropped by cancellations, and the roots in force (cancels.ts). */
+  cancels(): CancelCounts;
 }
 
 export class Health {
@@ -100,6 +103,7 @@ export class Health {
       readingPaused: h.readingPaused(),
       paused: h.paused(),
       spool: h.spool ? { ...h.spool.stats(), blocked: h.blocked() } : null,
+      cancelled: h.cancels(),
       rates: { inPerSec: this.rateIn, outPerSec: this.rateOut },
       errors: { ...this.causes.totals },
       slots: h.egress.slots.map((s) => s.view(now, this.deadMs())),
@@ -143,6 +147,7 @@ export class Health {
       rates: { inPerSec: this.rateIn, outPerSec: this.rateOut },
       errors: { ...this.causes.totals },
       flowRefusals: { ...h.flowRefusals() },
+      cancelled: h.cancels(),
       slots,
       ...(h.spool ? { spool: this.spoolBeacon(h.spool) } : {}),
       at: now,

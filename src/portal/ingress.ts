@@ -40,6 +40,7 @@ import { decodeHeader, encodeHeader, FORWARD_IDENTITY, type Header, MessageType,
 import { SpoolFullError, type WriteResult } from '../spool/spool';
 import { Outbox } from '../transport/outbox';
 import { receiveEach } from '../transport/receive';
+import type { Cancels } from './cancels';
 import type { PortalCounters } from './counters';
 import type { InBatch } from './slot';
 import type { PauseState } from './pause';
@@ -61,6 +62,8 @@ export interface IngressHost {
   /** The spool side, when the stream has a spool. */
   readonly staging: Staging | null;
   readonly counters: PortalCounters;
+  /** The cancellations in force: asked once a batch whether any is. */
+  readonly cancels: Cancels;
   /** Records held in the portal now. */
   queued(): number;
   /** An accepted batch whose records go to the slots from memory: cut it and place its parts. */
@@ -207,7 +210,10 @@ export class Ingress {
     this.settle(batch);
     this.host.counters.batchesAcked++;
     if (ackChannel.hasSubscribers) ackChannel.publish({ seq: batch.seq, at: performance.now() });
-    this.out.push([batch.sender, encodeHeader(MessageType.ACK, batch.seq, this.host.routing.epoch, batch.count)]);
+    const header = encodeHeader(MessageType.ACK, batch.seq, this.host.routing.epoch, batch.count);
+    // Records dropped by a cancellation: a second frame, their count (docs/protocol.md, ACK).
+    if (batch.cancelled > 0) this.out.push([batch.sender, header, cancelledFrame(batch.cancelled)]);
+    else this.out.push([batch.sender, header]);
   }
 
   /** A batch taken back after it was accepted (its spool write failed): as if never accepted. */
@@ -294,7 +300,7 @@ export class Ingress {
     if (streamName !== stream.name) {
       return this.reject(sender, seq, 'UNKNOWN_STREAM', `this portal serves stream "${stream.name}", not "${streamName.slice(0, 64)}"`);
     }
-    const body = msg[3]!;
+    let body = msg[3]!;
     if (body.length > stream.maxBatchBytes) {
       return this.reject(sender, seq, 'TOO_LARGE', `batch body is ${body.length} bytes; the limit is ${stream.maxBatchBytes}`);
     }
@@ -320,6 +326,15 @@ export class Ingress {
     }
     const index = this.index;
     if (!index.scan(body, header.count)) return this.reject(sender, seq, 'MALFORMED', index.error);
+    let cancelled = 0;
+    if (this.host.cancels.active) {
+      const f = this.host.cancels.filter(body, index.count);
+      if (f) {
+        cancelled = f.dropped;
+        body = f.body;
+        index.scan(body, f.count);
+      }
+    }
     const plan = routing.route(body, index);
     if (!plan) return this.redirect(sender, header, body, index);
     const count = plan.count;
@@ -337,12 +352,19 @@ export class Ingress {
       }
     }
     this.host.counters.batchesIn++;
-    this.host.counters.recordsIn += count;
+    this.host.counters.recordsIn += count + cancelled;
     this.inflight.set(senderKey, inflight + 1);
-    const batch: InBatch = { sender, senderKey, seq, count, remaining: 0 };
+    const batch: InBatch = { sender, senderKey, seq, count: count + cancelled, remaining: 0, cancelled };
     // Written, with every batch staged in this turn of the event loop, at the group commit.
     if (staged) return staging!.keep(msg, batch, body, index, plan, modes!, staged);
     if (count > 0) this.host.deliver(batch, body, index, plan);
     if (batch.remaining === 0) this.ack(batch);
   }
+}
+
+/** An ACK's second frame: `n`, records of the batch dropped by a cancellation, 4 bytes big-endian. */
+function cancelledFrame(n: number): Buffer {
+  const b = Buffer.allocUnsafe(4);
+  b.writeUInt32BE(n >>> 0, 0);
+  return b;
 }

@@ -17,8 +17,6 @@
  * until their old owner has drained them; spooled records of buckets given up are forwarded to
  * their new owner (forwarder.ts). health.ts reports, control.ts answers the control socket.
  */
-import { readdirSync } from 'node:fs';
-import { join } from 'node:path';
 import { FlotillaError } from '../errors';
 import { CauseCounter, type Logger } from '../log';
 import { guardServer } from '../transport/curve';
@@ -30,9 +28,11 @@ import type { DrainedReply, LoadReport, PausedReply, PortalStats, ReleaseRequest
 import { type PortalBeacon } from '../protocol/beacons';
 import { agentBeaconEndpoint, controlEndpoint, ensureRunDir, slotsEndpoint } from '../protocol/endpoints';
 import type { RecordIndex } from '../protocol/envelope';
-import { Spool } from '../spool/spool';
+import type { Spool } from '../spool/spool';
 import { ControlServer } from '../transport/control-server';
 import { handlePortalRequest, type PortalControl } from './control';
+import { Cancels, portalCancelsHost } from './cancels';
+import { type Cancellation, type PortalCancelReply, readCancels } from '../protocol/cancel';
 import { newCounters } from './counters';
 import type { Delivery, InBatch, Slot } from './slot';
 import { drain, STOP_LINGER_MS } from './drain';
@@ -47,6 +47,7 @@ import { PauseState } from './pause';
 import { Replay } from './replay';
 import { type BatchPlan, cutLanes, Routing } from './router';
 import { Staging } from './staging';
+import { openPortalSpool } from './spool-open';
 import { PortalConfigs, type StreamConfigs } from './configs';
 
 export { DEFAULT_MAX_QUEUED_RECORDS, DEFAULT_SLOT_WINDOW, type PortalOptions } from './options';
@@ -78,6 +79,7 @@ export class Portal implements PortalControl {
   private readonly control: ControlServer;
   private readonly epochs: Epochs;
   private readonly handover: HandoverFile | null;
+  private readonly cancels: Cancels;
   /** The management bus: the stream's configurations and each slot's (configs.ts). */
   private readonly configs: PortalConfigs;
   private closed = false;
@@ -106,6 +108,7 @@ export class Portal implements PortalControl {
     this.causes = new CauseCounter(this.log, `portal ${stream.name}`);
     this.pause = new PauseState(this.runDir, stream.name, this.log);
     const deadMs = () => this.health.deadMs();
+    const cancels = (this.cancels = new Cancels(portalCancelsHost(() => ({ egress, routing: this.routing, staging: this.staging, ingress: this.ingress, replay: this.replay })), this.log));
     this.egress = new Egress(
       slots,
       o.slotWindow,
@@ -114,7 +117,9 @@ export class Portal implements PortalControl {
         onDone: (d) => this.onDone(d),
         onReady: (slot) => this.replay?.feed(slot),
         onHeartbeat: (slot) => slot.spooling && slot.pending.length === 0 && this.replay?.feed(slot),
-        onRegistered: (slot) => this.configs.onReady(slot),
+        ...cancels.egressEvents(),
+        // Cancellations in force, then the configuration, before the slot's deliveries.
+        onRegistered: (slot) => void (cancels.onRegistered(slot), this.configs.onReady(slot)),
         onConfigured: (slot, body) => this.configs.onConfigured(slot, body),
       },
       this.causes,
@@ -122,7 +127,7 @@ export class Portal implements PortalControl {
     );
     const tell = (slot: Slot, frames: Buffer[]) => this.egress.tell(slot, frames);
     this.configs = new PortalConfigs({ stream: stream.name, slots: this.egress.slots, epoch: () => this.routing.epoch, tell, count: (c, e) => this.causes.count(c, e) }, this.log);
-    this.spool = this.openSpool();
+    this.spool = openPortalSpool(stream, o.server, o.spoolDir, this.log, this.causes);
     const egress = this.egress;
     if (this.spool) {
       this.staging = new Staging(
@@ -153,6 +158,7 @@ export class Portal implements PortalControl {
       const staging = this.staging;
       this.replay = new Replay(this.spool, o.slotWindow, {
         routing: this.routing,
+        cancels,
         paused: this.holding,
         live: (slot) => egress.live(slot),
         stagedFor: (slot) => staging.stagedFor(slot),
@@ -174,6 +180,7 @@ export class Portal implements PortalControl {
         pause: this.pause,
         staging: this.staging,
         counters: this.counters,
+        cancels,
         queued: () => egress.queued,
         deliver: (batch, body, index, plan) => this.deliver(batch, body, index, plan),
       },
@@ -195,6 +202,7 @@ export class Portal implements PortalControl {
         forwarded: () => this.forwarder?.forwarded ?? 0,
         holds: () => this.epochs.holdViews(),
         flowRefusals: () => this.ingress.flowCounts,
+        cancels: () => cancels.counts(),
         configVersion: () => this.configs.version,
         tick: () => {
           this.feedSpooling(true);
@@ -237,6 +245,7 @@ export class Portal implements PortalControl {
     ensureRunDir(this.runDir);
     const ctl = controlEndpoint(this.runDir, name);
     await this.control.bindIpc(ctl, () => new FlotillaError('PORTAL_ALREADY_RUNNING', `a portal for stream ${name} already serves ${ctl}`));
+    this.cancels.load(readCancels(this.runDir));
     const self = routing.map.servers[routing.self]!;
     const host = o.bindHost ?? self.host;
     const port = o.port ?? portalPort(self, routing.stream);
@@ -347,6 +356,11 @@ export class Portal implements PortalControl {
     };
   }
 
+  /** Puts cancellations in force: drops their records held here, tells the components (cancels.ts). */
+  cancel(cancellations: Cancellation[]): Promise<PortalCancelReply> {
+    return this.cancels.apply(cancellations);
+  }
+
   /** Whether everything accepted before the last switch is processed (and forwarded). */
   drained(): DrainedReply {
     return this.epochs.drainedReply();
@@ -395,31 +409,5 @@ export class Portal implements PortalControl {
   private feedSpooling(idleOnly: boolean): void {
     if (!this.replay) return;
     for (const slot of this.egress.slots) if (slot.spooling && (!idleOnly || slot.pending.length === 0)) this.replay.feed(slot);
-  }
-
-  /**
-   * The stream's spool, if it has one. A stream whose spool was turned off may still have
-   * records on disk: they are acknowledged, so this run replays them, as with spill, rather than
-   * strand them.
-   */
-  private openSpool(): Spool | null {
-    const stream = this.routing.stream;
-    const server = this.o.server;
-    const settings = { ...stream.spool, dir: this.o.spoolDir ?? stream.spool.dir };
-    const dir = join(settings.dir, server, stream.name);
-    const leftOver = settings.mode === 'off' && hasSegments(dir);
-    if (settings.mode === 'off' && !leftOver) return null;
-    if (leftOver) this.log.warn({ dir }, `portal ${stream.name}: the stream's spool is off, but its spool directory holds records; this run replays them (as spill)`);
-    const count = (cause: string, example: string) => this.causes.count(cause, example);
-    return new Spool({ ...settings, mode: leftOver ? 'spill' : settings.mode }, server, stream.name, stream.buckets, this.log, count);
-  }
-}
-
-/** True if `dir` exists and holds spool segment files. */
-function hasSegments(dir: string): boolean {
-  try {
-    return readdirSync(dir).some((n) => n.endsWith('.seg'));
-  } catch {
-    return false;
   }
 }

@@ -8,6 +8,7 @@
 import type { Spool } from '../spool/spool';
 import type { Delivery, Slot } from './slot';
 import type { Routing } from './router';
+import { type Cancels, carryMarks } from './cancels';
 
 /** Bytes and records read back from the spool per delivery, at most. */
 export const REPLAY_BYTES = 256 << 10;
@@ -16,6 +17,8 @@ export const REPLAY_RECORDS = 2048;
 /** What replay needs of the rest of the portal. */
 export interface ReplayHost {
   readonly routing: Routing;
+  /** Records of cancelled roots are dropped as they are read back. */
+  readonly cancels: Cancels;
   paused(): boolean;
   live(slot: Slot): boolean;
   /** Records of the slot's buckets are staged, to be written at the next group commit. */
@@ -61,7 +64,11 @@ export class Replay {
       }
       const r = spool.read(bucket, REPLAY_BYTES, REPLAY_RECORDS);
       if (!r) break;
-      slot.pending.push(host.make(slot, r.body, r.count, [bucket, r.gen, r.off, r.count]));
+      const marks = [bucket, r.gen, r.off, r.count];
+      const f = host.cancels.active ? host.cancels.filter(r.body, r.count) : null;
+      // Every record cancelled: the cursor moves past them with the slot's previous delivery.
+      if (f && f.count === 0) carryMarks(marks, slot, (m) => this.commit(m));
+      else slot.pending.push(host.make(slot, f ? f.body : r.body, f ? f.count : r.count, marks));
     }
     host.pump(slot);
   }

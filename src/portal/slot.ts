@@ -16,6 +16,8 @@ export interface InBatch {
   count: number;
   /** Deliveries of the batch not yet done; the batch is acknowledged when this reaches 0. */
   remaining: number;
+  /** Its records dropped by a cancellation (cancels.ts): the ACK says so, in its cancelled frame. */
+  cancelled: number;
 }
 
 /** One slot's part of a batch, or records read back from the spool. */

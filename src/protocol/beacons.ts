@@ -142,6 +142,8 @@ export interface PortalBeacon {
   errors: Record<string, number>;
   /** Batches refused as flow control, by code (PAUSED, RESEND): not errors, so not in `errors`. */
   flowRefusals: Record<string, number>;
+  /** Records dropped by cancellations, and roots in force (absent from portals before cancellation). */
+  cancelled?: CancelCounts;
   slots: SlotBeacon[];
   /** The stream's disk spool on this server; absent when its mode is off. */
   spool?: SpoolBeacon;
@@ -149,4 +151,13 @@ export interface PortalBeacon {
   at: number;
   /** The newest configuration version its agent gave the portal (the management bus); 0 none. */
   configVersion?: number;
+}
+
+/** What a portal counts of cancellation since it started, and the roots in force. */
+export interface CancelCounts {
+  /** Records of cancelled roots the portal dropped (queued, held, read back from the spool, arriving). */
+  dropped: number;
+  /** Records its components skipped as cancelled (delivered before the CANCEL reached them, not begun). */
+  skipped: number;
+  inForce: number;
 }

@@ -13,10 +13,12 @@
 import type { StoreHealth } from '../map/store';
 import { type ErrorCode, FlotillaError } from '../errors';
 import type { SecurityStatus } from '../transport/connections';
+import { badRequest, buckets, digest, epoch, name, object, unknownCommand } from './fields';
 import type { MapRejection } from '../map/keeper';
 import type { SpoolStats } from '../spool/spool';
-import type { HoldView, PortalBeacon, SlotView } from './beacons';
+import type { CancelCounts, HoldView, PortalBeacon, SlotView } from './beacons';
 import type { HostHealth } from './host';
+import { type AgentCancelRequest, type CancelReply, parseAgentCancel, parsePortalCancel, type PortalCancelReply, type PortalCancelRequest } from './cancel';
 import { type ConfigureReply, type ConfigureRequest, parseConfigureRequest, parsePortalConfigure, type PortalConfigureRequest, type StreamConfigs } from './configure';
 
 export type { HoldView } from './beacons';
@@ -37,6 +39,7 @@ export type PortalRequest =
   /** Records per bucket and each slot's busy time, since the portal started. */
   | { cmd: 'load' }
   | ReleaseRequest
+  | PortalCancelRequest
   /** Management bus (configure.ts): from its agent, the stream's configurations for its components. */
   | PortalConfigureRequest;
 
@@ -70,7 +73,7 @@ export interface DrainedReply {
 }
 
 /** The portal's commands, as `parsePortalRequest` lists them in an error. */
-export const PORTAL_COMMANDS = ['ping', 'stats', 'beacon', 'pause', 'resume', 'switch', 'drained', 'load', 'release', 'configure'] as const;
+export const PORTAL_COMMANDS = ['ping', 'stats', 'beacon', 'pause', 'resume', 'switch', 'drained', 'load', 'release', 'configure', 'cancel'] as const;
 
 /** A portal's pause state after `pause` or `resume`. */
 export interface PausedReply {
@@ -98,6 +101,7 @@ export interface PortalReplies {
   drained: DrainedReply;
   load: LoadReport;
   release: { ok: true; released: number };
+  cancel: PortalCancelReply;
   configure: { ok: true; version: number };
 }
 
@@ -128,6 +132,8 @@ export interface PortalStats {
   slots: SlotView[];
   /** The ingress's transport, connections and handshakes (docs/security.md); absent before it binds. */
   security?: SecurityStatus;
+  /** Records dropped by cancellations, and the roots in force (docs/protocol.md, "Cancellation"). */
+  cancelled?: CancelCounts;
 }
 
 // ---- the agent's control socket --------------------------------------------------------------
@@ -151,10 +157,11 @@ export type AgentRequest =
    * `from` to say it has drained them (it is gone for good, or was removed from the map).
    */
   | { cmd: 'release'; stream: string; from: string }
+  | AgentCancelRequest
   | ConfigureRequest | { cmd: 'configs' }; // the management bus (configure.ts): configure a stream's components; the configurations kept
 
 /** The agent's commands, as `parseAgentRequest` lists them in an error. */
-export const AGENT_COMMANDS = ['ping', 'status', 'pause', 'resume', 'reload', 'map', 'load', 'drained', 'release', 'configure', 'configs'] as const;
+export const AGENT_COMMANDS = ['ping', 'status', 'pause', 'resume', 'reload', 'map', 'load', 'drained', 'release', 'configure', 'configs', 'cancel'] as const;
 
 /** What an agent says of its map to another agent (`map`), to agree before buckets move. */
 export interface MapInfo {
@@ -190,6 +197,7 @@ export interface AgentReplies {
   load: { server: string; streams: LoadReport[] };
   drained: HandoverReply;
   release: PortalReplies['release'] & { server: string };
+  cancel: CancelReply;
   configure: ConfigureReply; configs: { server: string; streams: StreamConfigs[] };
 }
 
@@ -356,6 +364,8 @@ export function parsePortalRequest(v: unknown): PortalRequest {
       return { cmd: 'switch', epoch: epoch(o, 'switch') };
     case 'release':
       return { cmd: 'release', from: name(o, 'from', 'release'), epoch: epoch(o, 'release'), digest: digest(o, 'release'), buckets: buckets(o, 'release') };
+    case 'cancel':
+      return parsePortalCancel(o);
     case 'configure':
       return parsePortalConfigure(o);
     default:
@@ -385,46 +395,11 @@ export function parseAgentRequest(v: unknown): AgentRequest {
       return { cmd: 'drained', stream: name(o, 'stream', 'drained', 'a stream name'), epoch: epoch(o, 'drained'), digest: digest(o, 'drained') };
     case 'release':
       return { cmd: 'release', stream: name(o, 'stream', 'release', 'a stream name'), from: name(o, 'from', 'release') };
+    case 'cancel':
+      return parseAgentCancel(o);
     case 'configure':
       return parseConfigureRequest(o);
     default:
       throw unknownCommand(o.cmd, AGENT_COMMANDS);
   }
-}
-
-function badRequest(message: string): FlotillaError {
-  return new FlotillaError('BAD_REQUEST', message);
-}
-
-function object(v: unknown): Record<string, unknown> {
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw badRequest('request is not a JSON object');
-  return v as Record<string, unknown>;
-}
-
-function unknownCommand(cmd: unknown, commands: readonly string[]): FlotillaError {
-  return badRequest(`unknown command ${JSON.stringify(cmd) ?? 'undefined'}; commands: ${commands.join(', ')}`);
-}
-
-function epoch(o: Record<string, unknown>, cmd: string): number {
-  const e = o.epoch;
-  if (typeof e !== 'number' || !Number.isInteger(e) || e < 0 || e > 0xffffffff) throw badRequest(`${cmd} needs "epoch", a whole number from 0 to 4294967295`);
-  return e;
-}
-
-function name(o: Record<string, unknown>, field: string, cmd: string, what = 'a server name'): string {
-  const v = o[field];
-  if (typeof v !== 'string' || !/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$/.test(v)) throw badRequest(`${cmd} needs "${field}", ${what} (letters, digits, _ . -)`);
-  return v;
-}
-
-function digest(o: Record<string, unknown>, cmd: string): string {
-  const v = o.digest;
-  if (typeof v !== 'string' || !/^[0-9a-f]{64}$/.test(v)) throw badRequest(`${cmd} needs "digest", a map's content digest (64 hex digits)`);
-  return v;
-}
-
-function buckets(o: Record<string, unknown>, cmd: string): number[] {
-  const v = o.buckets;
-  if (!Array.isArray(v) || v.length > 65536 || !v.every((b) => Number.isInteger(b) && b >= 0 && b < 65536)) throw badRequest(`${cmd} needs "buckets", a list of bucket numbers`);
-  return v as number[];
 }

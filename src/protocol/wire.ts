@@ -54,6 +54,11 @@ export const MessageType = {
   CONFIGURE: 20,
   /** component -> portal: [header(seq = version), json {slot, version, ok, reason?}]; the answer to CONFIGURE */
   CONFIGURED: 21,
+  // ---- cancellation (docs/protocol.md, "Cancellation") ----
+  /** portal -> component: [header (seq: 0, or the number to confirm), json {cancellations}]; out of band */
+  CANCEL: 22,
+  /** component -> portal: [header (seq: the CANCEL's)]; the cancellations are in force here */
+  CANCELLED: 23,
 } as const;
 export type MessageType = (typeof MessageType)[keyof typeof MessageType];
 

@@ -41,7 +41,8 @@ export interface ReplyHost {
   readonly stats: { acked: number; refused: number; redirects: number; resent: number; disconnects: number };
   readonly log: Logger;
   /** A batch of `count` records was acknowledged `ms` after it was (last) sent. */
-  acked(count: number, ms: number): void;
+  /** `cancelled`: records of the batch dropped by a cancellation (the ACK's second frame). */
+  acked(count: number, ms: number, cancelled: number): void;
   /** A batch was refused for good. */
   refused(err: WireError, count: number): void;
   /**
@@ -90,10 +91,12 @@ export class Replies {
         // portal): then only that batch's ACK does, so nothing newer gets there before it.
         if (ch.paused && (ch.waitFor === 0 || ch.waitFor === header.seq)) this.resume(ch);
         this.host.stats.acked += batch.count;
+        // A second frame: records of the batch dropped by a cancellation, not processed.
+        const cancelled = msg[1]?.length === 4 ? msg[1].readUInt32BE(0) : 0;
         if (ackHook.hasSubscribers) {
           ackHook.publish({ stream: ch.stream.name, server: ch.server, seq: header.seq, count: batch.count, at: performance.now() } satisfies SenderBatchEvent);
         }
-        this.host.acked(batch.count, performance.now() - batch.sentAt);
+        this.host.acked(batch.count, performance.now() - batch.sentAt, cancelled);
       } else if (header.type === MessageType.ERROR) {
         const err = WireError.parse(msg[1]?.toString() ?? '', msg[2]?.toString() ?? '', header.epoch);
         this.refused(ch, batch, err);

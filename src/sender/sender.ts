@@ -14,6 +14,8 @@
  * channels), `Channel` (channel.ts: one portal's socket and batches), `Replies` (replies.ts: the
  * reply state machine and the resend rule) and `Barrier` (barrier.ts: the map-change barrier).
  */
+import { cancelEverywhere } from './cancel';
+import type { CancelReply } from '../protocol/cancel';
 import { randomBytes } from 'node:crypto';
 import { FlotillaError, type WireError } from '../errors';
 import { createLogger, type Logger } from '../log';
@@ -76,6 +78,8 @@ export interface SenderStats {
   redirects: number;
   /** Connections to portals lost (each is replaced by a new one, and its batches resent). */
   disconnects: number;
+  /** Records acknowledged as cancelled: dropped by a cancellation, never processed (included in `acked`). */
+  cancelled: number;
 }
 
 /** A `flush()` in progress: per channel, the order of the last batch it waits for. */
@@ -104,9 +108,12 @@ export class Sender {
     for (const target of this.router.reroute(ch.stream.name, body, count)) target.closeBatch();
   };
   /** Counters since the sender was opened. */
-  readonly stats: SenderStats = { records: 0, acked: 0, refused: 0, batches: 0, resent: 0, redirects: 0, disconnects: 0 };
-  /** Called with each acknowledged batch: records in it and the ms from send to ack. */
-  onAck: ((count: number, ms: number) => void) | null = null;
+  readonly stats: SenderStats = { records: 0, acked: 0, refused: 0, batches: 0, resent: 0, redirects: 0, disconnects: 0, cancelled: 0 };
+  /**
+   * Called with each acknowledged batch: records in it, the ms from send to ack, and how many of
+   * them were cancelled (dropped by a cancellation, never processed) rather than processed.
+   */
+  onAck: ((count: number, ms: number, cancelled: number) => void) | null = null;
 
   /** Throws CONFIG_INVALID for an option that cannot work, or the keeper's error for a bad map. */
   constructor(opts: SenderOptions) {
@@ -142,7 +149,10 @@ export class Sender {
       },
       stats: this.stats,
       log,
-      acked: (count, ms) => this.onAck?.(count, ms),
+      acked: (count, ms, cancelled) => {
+        this.stats.cancelled += cancelled;
+        this.onAck?.(count, ms, cancelled);
+      },
       refused: (err, count) => this.onError(err, count),
       catchUp: (portalEpoch) => this.catchUp(portalEpoch),
       ownsAll: (ch, batch) => this.router.ownsAll(ch, batch),
@@ -235,6 +245,20 @@ export class Sender {
   private streamOf(name: string): MapStream {
     if (this.closed) throw new FlotillaError('SENDER_CLOSED', 'send on a closed sender');
     return this.router.stream(name);
+  }
+
+  /** The id of the record sent last, as a root id (32 hex digits): what `cancel` takes. */
+  get lastId(): string {
+    return this.id.toString('hex');
+  }
+
+  /**
+   * Cancels every record derived from root `rootId` on every server of the map, through their
+   * agents (docs/protocol.md, "Cancellation"); resolves once every agent has it on disk and has
+   * told its portals. `stream`: the stream the root was sent on (default the map's first).
+   */
+  cancel(rootId: string, opts: { stream?: string; ttlMs?: number; timeoutMs?: number } = {}): Promise<CancelReply[]> {
+    return cancelEverywhere(this.keeper.map, { stream: opts.stream ?? this.keeper.map.streams[0]!.name, root: rootId, ttlMs: opts.ttlMs }, opts.timeoutMs);
   }
 
   private nextId(): Buffer {
