@@ -34,7 +34,7 @@ import { answerDrained, BUSY_ROUND_MS, DEFAULT_HOLD_LIMIT_MS, EpochSwitcher, for
 import { Peers } from './peers';
 import { freshBeacons, pausePortals, portalLoads } from './portals';
 import { cancelHere } from './cancels';
-import { DEFAULT_HOST_SAMPLE_MS, HostSampler, type ProcessRef } from './host-health';
+import { DEFAULT_HOST_SAMPLE_MS, HostSampler, processesOf } from './host-health';
 import { ConfigStore } from './config-store';
 import { ConfigPusher, configureStream, type ConfigureHost } from './configure';
 
@@ -80,7 +80,7 @@ export class Agent {
   private readonly remote: ControlServer;
   private readonly startedAt = Date.now();
   private closed = false;
-  private watching = false;
+  private watching = false; // the map file's watch (not for an etcd map)
   private settle: NodeJS.Timeout | null = null;
   private readonly peers: Peers;
   private readonly switcher: EpochSwitcher;
@@ -92,6 +92,7 @@ export class Agent {
   private readonly configs: ConfigureHost;
   private readonly pusher: ConfigPusher;
   private configTimer: NodeJS.Timeout | null = null;
+  /** Where the map and handovers are kept: files and the agents, or etcd (control-plane.ts). */
   private readonly plane: ControlPlane;
   private publishError: string | null = null;
   /** The TCP control socket's connection cap and CURVE handshakes (null: no agent_port). */
@@ -400,14 +401,6 @@ export class Agent {
       if (!this.closed) this.reload();
     }, this.o.watchMs);
   };
-}
-
-/** A portal's process and its components', as its last beacon names them. */
-function processesOf(stream: string, beacon: PortalBeacon | null): ProcessRef[] {
-  if (!beacon) return [];
-  const out: ProcessRef[] = [{ role: 'portal', stream, slot: null, pid: beacon.pid }];
-  for (const s of beacon.slots) if (s.pid > 0 && s.state !== 'dead' && s.state !== 'missing') out.push({ role: 'component', stream, slot: s.slot, pid: s.pid });
-  return out;
 }
 
 /** The agent's options with defaults merged; throws CONFIG_INVALID naming a field that cannot work. */

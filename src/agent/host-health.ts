@@ -16,6 +16,7 @@ import { availableParallelism, loadavg } from 'node:os';
 import { dirname } from 'node:path';
 import type { Logger } from '../log';
 import type { FlotillaMap } from '../map/types';
+import type { PortalBeacon } from '../protocol/beacons';
 import type { DiskHealth, HostHealth, HostWarning, ProcessHealth } from '../protocol/host';
 
 /** How often the host is sampled. */
@@ -155,3 +156,11 @@ async function rssOf(pid: number): Promise<number> {
 
 const mib = (n: number) => `${(n / 2 ** 20).toFixed(0)} MiB`;
 const round2 = (n: number) => Math.round(n * 100) / 100;
+
+/** A portal's process and its components', as its last beacon names them. */
+export function processesOf(stream: string, beacon: PortalBeacon | null): ProcessRef[] {
+  if (!beacon) return [];
+  const out: ProcessRef[] = [{ role: 'portal', stream, slot: null, pid: beacon.pid }];
+  for (const s of beacon.slots) if (s.pid > 0 && s.state !== 'dead' && s.state !== 'missing') out.push({ role: 'component', stream, slot: s.slot, pid: s.pid });
+  return out;
+}
