@@ -51,6 +51,11 @@ export const ERROR_CODES = [
   'DIR_UNSAFE',
   /** A socket could not listen on its address (in use, not this host's, not permitted). */
   'BIND_FAILED',
+  // ---- memory limits (issue 11 item 3; docs/security.md, "Limits") ----
+  /** A portal's memory passed `max_rss_bytes` and still grew: it dropped every sender connection. */
+  'MEMORY_LIMIT',
+  /** Replies to a sender connection that does not read them passed `max_unread_replies`: dropped. */
+  'REPLIES_DROPPED',
 ] as const;
 export type ErrorCode = (typeof ERROR_CODES)[number];
 

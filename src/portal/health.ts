@@ -7,7 +7,7 @@
  */
 import * as zmq from 'zeromq';
 import type { CauseCounter, Logger } from '../log';
-import { DEAD_AFTER_BEATS, type HoldView, type PortalBeacon, type SpoolBeacon } from '../protocol/beacons';
+import { DEAD_AFTER_BEATS, type HoldView, type LimitsView, type PortalBeacon, type SpoolBeacon } from '../protocol/beacons';
 import type { PortalStats } from '../protocol/control';
 import type { Spool } from '../spool/spool';
 import type { PortalCounters } from './counters';
@@ -32,6 +32,8 @@ export interface HealthHost {
   holds(): HoldView[];
   /** Batches refused as flow control (PAUSED, RESEND), counted apart from errors. */
   flowRefusals(): Readonly<Record<string, number>>;
+  /** The memory limits and what they bound (limits.ts). */
+  limits(): LimitsView;
   /** Periodic work to do before each beacon (read back, forward). */
   tick(): void;
 }
@@ -101,6 +103,7 @@ export class Health {
       rates: { inPerSec: this.rateIn, outPerSec: this.rateOut },
       errors: { ...this.causes.totals },
       slots: h.egress.slots.map((s) => s.view(now, this.deadMs())),
+      limits: h.limits(),
     };
   }
 
@@ -143,6 +146,7 @@ export class Health {
       flowRefusals: { ...h.flowRefusals() },
       slots,
       ...(h.spool ? { spool: this.spoolBeacon(h.spool) } : {}),
+      limits: h.limits(),
       at: now,
     };
   }

@@ -21,8 +21,13 @@
  * except one from inside the flow on a stream with a spool, which is written there for the next
  * portal; reading goes on, so every batch a sender sent gets an answer before the socket closes.
  *
- * Memory is bounded: while more than `maxQueued` records wait in the portal, or a batch waits
- * for room in the spool, nothing more is read and senders wait in their TCP buffers.
+ * Memory is bounded: while more than `maxQueued` records, or more than max_queued_bytes of them,
+ * wait in the portal, or (without a spool) a slot's backlog is past max_slot_bytes, or a batch
+ * waits for room in the spool, nothing more is read and senders wait in their TCP buffers
+ * (ZeroMQ reads ahead at most RECEIVE_HWM messages per connection). Replies a sender does not
+ * read wait in ZeroMQ up to max_unread_replies for its connection; past that they are dropped
+ * and counted (REPLIES_DROPPED). What no count reaches (a multipart message that never ends)
+ * the memory guard cuts with `reset` (limits.ts).
  *
  * Named hooks: `flotilla:portal:batch` ({ seq, count, start, end }) around each message's
  * handling and `flotilla:portal:ack` ({ seq, at }) for each ACK, published only while someone
@@ -33,6 +38,7 @@ import * as zmq from 'zeromq';
 import type { WireErrorCode } from '../errors';
 import { bindNamed } from '../transport/bind';
 import type { CauseCounter, Logger } from '../log';
+import type { MemoryLimits } from '../map/types';
 import { RecordIndex } from '../protocol/envelope';
 import { decodeHeader, encodeHeader, FORWARD_IDENTITY, type Header, MessageType, VERSION } from '../protocol/wire';
 import { SpoolFullError, type WriteResult } from '../spool/spool';
@@ -48,6 +54,17 @@ import type { Staging } from './staging';
 export const OWED_TTL_MS = 10_000;
 /** Longest the ingress loop runs before it lets the rest of the event loop in. */
 const INGRESS_SLICE_MS = 10;
+/**
+ * Whole messages ZeroMQ reads ahead per sender connection while the portal does not read: each
+ * may be up to 4 x max_batch_bytes, so few; a sender's window waits in its own TCP buffers.
+ */
+export const RECEIVE_HWM = 4;
+/** How long replies to a connection that did not read are dropped without trying, ms. */
+const MUTE_MS = 1000;
+/** The kernel's send buffer of a sender connection (SO_SNDBUF), which only replies use. */
+const REPLY_BUFFER_BYTES = 64 * 1024;
+/** How long a reset waits for the port to be free again before it gives up (logged). */
+const REBIND_MS = 5000;
 
 const batchChannel = channel('flotilla:portal:batch');
 const ackChannel = channel('flotilla:portal:ack');
@@ -59,8 +76,12 @@ export interface IngressHost {
   /** The spool side, when the stream has a spool. */
   readonly staging: Staging | null;
   readonly counters: PortalCounters;
-  /** Records held in the portal now. */
+  /** Records held in the portal now, and their bytes. */
   queued(): number;
+  queuedBytes(): number;
+  /** Slots whose backlog is past max_slot_bytes now. */
+  slotsFull(): number;
+  readonly memory: MemoryLimits;
   /** An accepted batch whose records go to the slots from memory: cut it and place its parts. */
   deliver(batch: InBatch, body: Buffer, index: RecordIndex, plan: BatchPlan): void;
 }
@@ -68,8 +89,20 @@ export interface IngressHost {
 export class Ingress {
   /** Refusals that are flow control (during a pause), counted, never logged. */
   readonly flowCounts = { PAUSED: 0, RESEND: 0 };
-  private readonly socket: zmq.Router;
-  private readonly out: Outbox;
+  /** Replies dropped: their connection had max_unread_replies unread (REPLIES_DROPPED). */
+  repliesDropped = 0;
+  /** Times reading stopped because the records held passed max_queued_bytes. */
+  queuedBytesStops = 0;
+  private socket: zmq.Router;
+  private out: Outbox;
+  /**
+   * Connections a reply could not be queued for (max_unread_replies unread), by routing id: until
+   * when their replies are dropped without trying, so a flood of replies to a peer that does not
+   * read costs no failed send each.
+   */
+  private readonly muted = new Map<string, number>();
+  /** The endpoint bound (its port resolved), bound again by `reset`. */
+  private endpoint = '';
   /** Senders refused while paused, by routing id: told RESUME when the pause ends. */
   private readonly pausedSenders = new Map<string, Buffer>();
   /**
@@ -97,17 +130,88 @@ export class Ingress {
     private readonly causes: CauseCounter,
     private readonly log: Logger,
   ) {
-    // A frame up to 4x the batch limit is read and answered TOO_LARGE; beyond that libzmq drops
-    // the connection without reading it, so a hostile sender cannot make the portal buffer
-    // unbounded frames.
-    this.socket = new zmq.Router({ linger: 0, receiveHighWaterMark: 1000, sendHighWaterMark: 100_000, maxMessageSize: 4 * maxBatchBytes + 65536 });
-    this.out = new Outbox('portal:ingress', this.socket, (err) => causes.count('REPLY_FAILED', err.message));
+    this.socket = this.makeSocket(maxBatchBytes);
+    this.out = this.makeOutbox();
   }
 
   /** Binds the TCP endpoint; returns the port bound. */
   async bind(endpoint: string, fallbackPort: number): Promise<number> {
     await bindNamed(this.socket, endpoint, 'the portal');
-    return Number(/:(\d+)$/.exec(this.socket.lastEndpoint ?? '')?.[1] ?? fallbackPort);
+    const port = Number(/:(\d+)$/.exec(this.socket.lastEndpoint ?? '')?.[1] ?? fallbackPort);
+    this.endpoint = endpoint.replace(/:(\*|\d+)$/, `:${port}`);
+    return port;
+  }
+
+  /**
+   * Drops every sender connection (the memory guard's last resort, limits.ts): the socket is
+   * closed, which makes libzmq free what the connections held, and a new one binds the same
+   * port. Senders reconnect and send again what was not acknowledged; the ACKs of batches
+   * accepted before reach a sender that is back by then.
+   */
+  async reset(): Promise<void> {
+    if (this.closed) return;
+    const old = this.socket;
+    this.out.close();
+    this.socket = this.makeSocket(this.host.routing.stream.maxBatchBytes);
+    this.out = this.makeOutbox();
+    old.close();
+    // The old loop ends (its socket is no longer ours); the new one reads the new socket.
+    this.resumeReading?.();
+    void this.loop();
+    const deadline = performance.now() + REBIND_MS;
+    for (;;) {
+      try {
+        await this.socket.bind(this.endpoint);
+        return;
+      } catch (err) {
+        // libzmq closes the old listener on its own thread: the port is free a moment later.
+        if (this.closed) return;
+        if (performance.now() > deadline) return this.log.error({ err, endpoint: this.endpoint }, `portal: could not bind ${this.endpoint} again after dropping every sender connection`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    }
+  }
+
+  private makeSocket(maxBatchBytes: number): zmq.Router {
+    // A frame up to 4x the batch limit is read and answered TOO_LARGE; beyond that libzmq drops
+    // the connection without reading it. `mandatory` with no send timeout: a reply to a
+    // connection with max_unread_replies unread fails at once (EAGAIN) instead of being dropped
+    // unseen, and one to a connection that is gone fails too (EHOSTUNREACH, as dropped before).
+    return new zmq.Router({
+      linger: 0,
+      receiveHighWaterMark: RECEIVE_HWM,
+      sendHighWaterMark: this.host.memory.maxUnreadReplies,
+      // Replies are small: a kernel buffer of REPLY_BUFFER_BYTES per connection is plenty, and
+      // keeps one that does not read from parking megabytes in the kernel.
+      sendBufferSize: REPLY_BUFFER_BYTES,
+      mandatory: true,
+      sendTimeout: 0,
+      maxMessageSize: 4 * maxBatchBytes + 65536,
+    });
+  }
+
+  private makeOutbox(): Outbox {
+    return new Outbox('portal:ingress', this.socket, (err, msg) => {
+      const code = (err as { code?: string }).code;
+      if (code === 'EHOSTUNREACH') return; // the sender left; it sends again what it was owed
+      if (code !== 'EAGAIN') return this.causes.count('REPLY_FAILED', err.message);
+      this.repliesDropped++;
+      this.muted.set(msg[0]!.toString('latin1'), performance.now() + MUTE_MS);
+      this.causes.count('REPLIES_DROPPED', `a sender connection has ${this.host.memory.maxUnreadReplies} replies unread (max_unread_replies): its replies are dropped for ${MUTE_MS} ms`);
+    });
+  }
+
+  /** Queues a reply, unless its connection was found not reading lately (then it is dropped, counted). */
+  private reply(msg: Buffer[]): void {
+    if (this.muted.size > 0) {
+      const key = msg[0]!.toString('latin1');
+      const until = this.muted.get(key);
+      if (until !== undefined) {
+        if (performance.now() < until) return void this.repliesDropped++;
+        this.muted.delete(key);
+      }
+    }
+    this.out.push(msg);
   }
 
   /** Starts reading batches. */
@@ -175,7 +279,7 @@ export class Ingress {
     // Refusals during a pause are flow control, not errors: counted, never logged.
     if (code === 'PAUSED' || code === 'RESEND') this.flowCounts[code]++;
     else this.causes.count(code, message);
-    this.out.push([sender, encodeHeader(MessageType.ERROR, seq, this.host.routing.epoch, 0), Buffer.from(code), Buffer.from(message)]);
+    this.reply([sender, encodeHeader(MessageType.ERROR, seq, this.host.routing.epoch, 0), Buffer.from(code), Buffer.from(message)]);
   }
 
   /** Every record of `batch` is processed (or, with spool mode always, on disk): ACK it. */
@@ -183,7 +287,7 @@ export class Ingress {
     this.settle(batch);
     this.host.counters.batchesAcked++;
     if (ackChannel.hasSubscribers) ackChannel.publish({ seq: batch.seq, at: performance.now() });
-    this.out.push([batch.sender, encodeHeader(MessageType.ACK, batch.seq, this.host.routing.epoch, batch.count)]);
+    this.reply([batch.sender, encodeHeader(MessageType.ACK, batch.seq, this.host.routing.epoch, batch.count)]);
   }
 
   /** A batch taken back after it was accepted (its spool write failed): as if never accepted. */
@@ -195,7 +299,7 @@ export class Ingress {
 
   /** The pause ended: tells every sender refused meanwhile to resend what it holds. */
   resumeSenders(): void {
-    for (const sender of this.pausedSenders.values()) this.out.push([sender, encodeHeader(MessageType.RESUME, 0, this.host.routing.epoch, 0)]);
+    for (const sender of this.pausedSenders.values()) this.reply([sender, encodeHeader(MessageType.RESUME, 0, this.host.routing.epoch, 0)]);
     this.pausedSenders.clear();
   }
 
@@ -229,8 +333,9 @@ export class Ingress {
 
   private loop(): Promise<void> {
     let yieldedAt = performance.now();
-    return receiveEach(this.socket, {
-      closed: () => this.closed,
+    const socket = this.socket;
+    return receiveEach(socket, {
+      closed: () => this.closed || socket !== this.socket,
       gate: () => {
         // Stopping: keep reading, so every batch is answered (refusals cost nothing).
         if (this.stopping) return null;
@@ -240,10 +345,16 @@ export class Ingress {
           yieldedAt = performance.now();
           return new Promise((resolve) => setImmediate(resolve));
         }
-        if (this.host.queued() <= this.maxQueued && !(this.host.staging?.blocked ?? false)) return null;
-        return new Promise<void>((resolve) => (this.resumeReading = resolve)).then(() => {
-          this.resumeReading = null;
-        });
+        const h = this.host;
+        const bytesFull = h.queuedBytes() > h.memory.maxQueuedBytes;
+        // With a spool a full slot's records go there; without one, reading waits for it.
+        if (h.queued() <= this.maxQueued && !bytesFull && !(h.staging ? h.staging.blocked : h.slotsFull() > 0)) return null;
+        if (bytesFull) this.queuedBytesStops++;
+        let wake = () => {};
+        const waiting = new Promise<void>((resolve) => (wake = resolve));
+        this.resumeReading = wake;
+        // Cleared only if still ours: after a reset the new loop may wait already.
+        return waiting.then(() => void (this.resumeReading === wake && (this.resumeReading = null)));
       },
       handle: (msg) => this.handle(msg),
       failed: (err) => this.causes.count('RECEIVE_FAILED', err.message),

@@ -40,6 +40,7 @@ import { Forwarder } from './forwarder';
 import { chooseStartMap, HandoverFile } from './handover-file';
 import { Health } from './health';
 import { Ingress } from './ingress';
+import { limitsView, MemoryGuard } from './limits';
 import { parsePortalOptions, type PortalOptions } from './options';
 import { PauseState } from './pause';
 import { Replay } from './replay';
@@ -73,6 +74,8 @@ export class Portal implements PortalControl {
   private readonly control: ControlServer;
   private readonly epochs: Epochs;
   private readonly handover: HandoverFile | null;
+  /** Cuts what no count reaches: past max_rss_bytes every sender connection is dropped (limits.ts). */
+  private readonly guard: MemoryGuard;
   private closed = false;
   /** stop() has begun: nothing new is taken, the spool is not read (as while paused). */
   private stopping = false;
@@ -102,7 +105,7 @@ export class Portal implements PortalControl {
     this.egress = new Egress(
       slots,
       o.slotWindow,
-      { stream: stream.name, epoch: () => this.routing.epoch, deadMs },
+      { stream: stream.name, epoch: () => this.routing.epoch, deadMs, maxSlotBytes: () => stream.memory.maxSlotBytes },
       {
         onDone: (d) => this.onDone(d),
         onReady: (slot) => this.replay?.feed(slot),
@@ -126,6 +129,7 @@ export class Portal implements PortalControl {
           laneOf: (b) => this.routing.laneOf(b),
           paused: this.holding,
           live: (slot) => egress.live(slot),
+          full: (slot) => egress.full(slot),
           make: (slot, body, count, batch, marks) => egress.make(slot, body, count, batch, marks),
           drop: (d) => egress.drop(d),
           place: (d, lane) => this.place(d, lane),
@@ -164,6 +168,9 @@ export class Portal implements PortalControl {
         staging: this.staging,
         counters: this.counters,
         queued: () => egress.queued,
+        queuedBytes: () => egress.queuedBytes,
+        slotsFull: () => egress.slotsFull,
+        memory: stream.memory,
         deliver: (batch, body, index, plan) => this.deliver(batch, body, index, plan),
       },
       this.causes,
@@ -184,6 +191,7 @@ export class Portal implements PortalControl {
         forwarded: () => this.forwarder?.forwarded ?? 0,
         holds: () => this.epochs.holdViews(),
         flowRefusals: () => this.ingress.flowCounts,
+        limits: () => limitsView(stream.memory, this.ingress, egress, this.guard),
         tick: () => {
           this.feedSpooling(true);
           this.forwarder?.start();
@@ -209,6 +217,10 @@ export class Portal implements PortalControl {
       this.causes,
       this.log,
     );
+    this.guard = new MemoryGuard(stream.memory.maxRssBytes, (rss) => {
+      this.causes.count('MEMORY_LIMIT', `resident memory ${rss >> 20} MiB is past max_rss_bytes (${stream.memory.maxRssBytes >> 20} MiB) and growing: every sender connection is dropped (they reconnect)`);
+      void this.ingress.reset();
+    });
     this.control = new ControlServer({
       what: `portal ${stream.name}`,
       log: this.log,
@@ -237,6 +249,7 @@ export class Portal implements PortalControl {
     this.forwarder?.start();
     this.health.start(agentBeaconEndpoint(this.runDir));
     this.ingress.start();
+    this.guard.start();
     this.egress.start();
     this.control.start();
     this.log.info(
@@ -275,6 +288,7 @@ export class Portal implements PortalControl {
     }
     this.staging?.flush();
     this.health.stop();
+    this.guard.stop();
     this.causes.stop();
     await this.ingress.closeGracefully(STOP_LINGER_MS);
     this.egress.close();
@@ -365,7 +379,8 @@ export class Portal implements PortalControl {
   private onDone(d: Delivery): void {
     this.counters.recordsOut += d.count;
     if (d.batch && --d.batch.remaining === 0) this.ingress.ack(d.batch);
-    if (this.ingress.readingPaused && this.egress.queued <= this.o.maxQueuedRecords / 2 && !this.staging?.blocked) this.ingress.wake();
+    const e = this.egress;
+    if (this.ingress.readingPaused && e.queued <= this.o.maxQueuedRecords / 2 && e.queuedBytes <= this.routing.stream.memory.maxQueuedBytes / 2 && !this.staging?.blocked) this.ingress.wake();
     if (d.marks) this.replay!.commit(d.marks);
     if (d.slot.spooling) this.replay!.feed(d.slot);
   }

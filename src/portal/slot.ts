@@ -45,6 +45,8 @@ export class Slot {
   readonly inflight = new Map<number, Delivery>();
   queuedRecords = 0;
   inflightRecords = 0;
+  /** Bytes of the records queued for the slot or in flight to it (its backlog, for max_slot_bytes). */
+  bytes = 0;
   processed = 0;
   /** Mean time from DELIVER to DONE, ms, smoothed. */
   serviceMs = 0;
@@ -160,6 +162,7 @@ export class Slot {
       connected: this.routingId !== null,
       registrations: this.registrations,
       spooling: this.spooling,
+      bytes: this.bytes,
     };
   }
 }

@@ -13,7 +13,7 @@
 import { type ErrorCode, FlotillaError } from '../errors';
 import type { MapRejection } from '../map/keeper';
 import type { SpoolStats } from '../spool/spool';
-import type { HoldView, PortalBeacon, SlotView } from './beacons';
+import type { HoldView, LimitsView, PortalBeacon, SlotView } from './beacons';
 import type { HostHealth } from './host';
 
 export type { HoldView } from './beacons';
@@ -120,6 +120,8 @@ export interface PortalStats {
   rates: { inPerSec: number; outPerSec: number };
   errors: Record<string, number>;
   slots: SlotView[];
+  /** The memory limits and what they bound (docs/security.md, "Limits"). */
+  limits: LimitsView;
 }
 
 // ---- the agent's control socket --------------------------------------------------------------
