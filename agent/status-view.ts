@@ -6,6 +6,7 @@ import type { AgentStatus, StreamStatus } from '../src/protocol/control';
 import type { HostHealth } from '../src/protocol/host';
 import type { SlotBeacon, SpoolBeacon } from '../src/protocol/beacons';
 import { handoverLines } from './handover-view';
+import { limitsLines } from './limits-view';
 import { bytes, problemsOf, spooledWaiting, stateText } from '../src/agent/problems';
 
 /** A process that is not idle yet: a portal, or one slot (component) of it. */
@@ -103,6 +104,7 @@ export function formatStatus(st: AgentStatus, opts: { slots?: boolean } = {}): s
     for (const p of e.problems) lines.push(`    ${p.path}: ${p.message}`);
   }
   lines.push(...handoverLines(st));
+  lines.push(...limitsLines(st));
   if (st.host) lines.push(`  ${hostLine(st.host)}`);
   if (opts.slots) {
     const slotRows = [['STREAM', 'SLOT', 'PID', 'STATE', 'QUEUED', 'INFLIGHT', 'PROCESSED', 'MS/DELIVERY', 'SILENT'], ...st.streams.flatMap(slotRowsOf)];

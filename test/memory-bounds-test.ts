@@ -19,8 +19,8 @@ import { after, test } from 'node:test';
 import { bucketOf, slotOf } from '../src/map/bucket';
 import { encodeHeader, MessageType } from '../src/protocol/wire';
 import { Sender } from '../src/sender/sender';
-import { DIST, waitFor, type Deployment } from './support/deploy';
-import { assertAllUp, oneStream, portalProc, slotFiles, SLOTS, stopDeployments } from './support/failures';
+import { DIST, portalctlAsync, waitFor, type Deployment } from './support/deploy';
+import { assertAllUp, oneStream, portalctlStatus, portalProc, slotFiles, SLOTS, stopDeployments } from './support/failures';
 import { assertExactlyOnceInOrder, readRecorded, sentRounds } from './support/records';
 import { zmtp } from './support/zmtp';
 
@@ -89,7 +89,7 @@ const PADDED = {
 
 test('an endless multipart message: the portal drops the connection before max_rss_bytes + 64 MiB, and serves on', async () => {
   const MAX_RSS = 256 * MiB;
-  const d = await oneStream({ stream: { schema: PADDED, memory: { max_rss_bytes: MAX_RSS, max_queued_bytes: '64MiB' } } });
+  const d = await oneStream({ agent: true, stream: { schema: PADDED, memory: { max_rss_bytes: MAX_RSS, max_queued_bytes: '64MiB' } } });
   await recorders(d);
   const pid = portalProc(d).pid!;
   const port = d.map.streams[0]!.port;
@@ -126,6 +126,10 @@ test('an endless multipart message: the portal drops the connection before max_r
   assert.ok(peak < MAX_RSS + 64 * MiB, `the portal's peak resident memory ${mib(peak)} stays under max_rss_bytes + 64 MiB`);
   assert.ok(stats.limits.memoryResets >= 1, 'the reset is counted in status');
   assert.ok((stats.errors.MEMORY_LIMIT ?? 0) >= 1, 'and logged with its code, MEMORY_LIMIT');
+  // The operator sees it: in the agent's status (the portal's beacon) and in portalctl status.
+  await waitFor('the reset in the agent\'s status', async () => ((await portalctlStatus(d)).streams[0]?.beacon?.limits?.memoryResets ?? 0) >= 1);
+  const shown = await portalctlAsync(['status', '--map', d.mapFile, '--run-dir', d.runDirOf()]);
+  assert.match(shown.stdout, /orders: memory limits reached: max_rss_bytes (once|\d+ times) \(every sender connection dropped\)/);
   await normalSenderServed(d, 'after-endless-');
 });
 
