@@ -24,27 +24,25 @@
  * Memory is bounded: while more than `maxQueued` records, or more than max_queued_bytes of them,
  * wait in the portal, or (without a spool) a slot's backlog is past max_slot_bytes, or a batch
  * waits for room in the spool, nothing more is read and senders wait in their TCP buffers
- * (ZeroMQ reads ahead at most RECEIVE_HWM messages per connection). Replies a sender does not
- * read wait in ZeroMQ up to max_unread_replies for its connection; past that they are dropped
- * and counted (REPLIES_DROPPED). What no count reaches (a multipart message that never ends)
- * the memory guard cuts with `reset` (limits.ts).
+ * (ZeroMQ reads ahead a few messages per connection). Replies a sender does not read wait in
+ * ZeroMQ up to max_unread_replies for its connection, then are dropped (ingress-socket.ts).
+ * What no count reaches (a multipart message that never ends) the memory guard cuts with
+ * `reset` (limits.ts).
  *
  * Named hooks: `flotilla:portal:batch` ({ seq, count, start, end }) around each message's
  * handling and `flotilla:portal:ack` ({ seq, at }) for each ACK, published only while someone
  * subscribes (bench/tail/).
  */
 import { channel } from 'node:diagnostics_channel';
-import * as zmq from 'zeromq';
 import type { WireErrorCode } from '../errors';
-import { bindNamed } from '../transport/bind';
 import type { CauseCounter, Logger } from '../log';
 import type { MemoryLimits } from '../map/types';
 import { RecordIndex } from '../protocol/envelope';
 import { decodeHeader, encodeHeader, FORWARD_IDENTITY, type Header, MessageType, VERSION } from '../protocol/wire';
 import { SpoolFullError, type WriteResult } from '../spool/spool';
-import { Outbox } from '../transport/outbox';
 import { receiveEach } from '../transport/receive';
 import type { PortalCounters } from './counters';
+import { IngressSocket } from './ingress-socket';
 import type { InBatch } from './slot';
 import type { PauseState } from './pause';
 import type { BatchPlan, Routing } from './router';
@@ -54,17 +52,7 @@ import type { Staging } from './staging';
 export const OWED_TTL_MS = 10_000;
 /** Longest the ingress loop runs before it lets the rest of the event loop in. */
 const INGRESS_SLICE_MS = 10;
-/**
- * Whole messages ZeroMQ reads ahead per sender connection while the portal does not read: each
- * may be up to 4 x max_batch_bytes, so few; a sender's window waits in its own TCP buffers.
- */
-export const RECEIVE_HWM = 4;
-/** How long replies to a connection that did not read are dropped without trying, ms. */
-const MUTE_MS = 1000;
-/** The kernel's send buffer of a sender connection (SO_SNDBUF), which only replies use. */
-const REPLY_BUFFER_BYTES = 64 * 1024;
-/** How long a reset waits for the port to be free again before it gives up (logged). */
-const REBIND_MS = 5000;
+
 
 const batchChannel = channel('flotilla:portal:batch');
 const ackChannel = channel('flotilla:portal:ack');
@@ -89,20 +77,9 @@ export interface IngressHost {
 export class Ingress {
   /** Refusals that are flow control (during a pause), counted, never logged. */
   readonly flowCounts = { PAUSED: 0, RESEND: 0 };
-  /** Replies dropped: their connection had max_unread_replies unread (REPLIES_DROPPED). */
-  repliesDropped = 0;
   /** Times reading stopped because the records held passed max_queued_bytes. */
   queuedBytesStops = 0;
-  private socket: zmq.Router;
-  private out: Outbox;
-  /**
-   * Connections a reply could not be queued for (max_unread_replies unread), by routing id: until
-   * when their replies are dropped without trying, so a flood of replies to a peer that does not
-   * read costs no failed send each.
-   */
-  private readonly muted = new Map<string, number>();
-  /** The endpoint bound (its port resolved), bound again by `reset`. */
-  private endpoint = '';
+  private readonly sock: IngressSocket;
   /** Senders refused while paused, by routing id: told RESUME when the pause ends. */
   private readonly pausedSenders = new Map<string, Buffer>();
   /**
@@ -130,88 +107,28 @@ export class Ingress {
     private readonly causes: CauseCounter,
     private readonly log: Logger,
   ) {
-    this.socket = this.makeSocket(maxBatchBytes);
-    this.out = this.makeOutbox();
+    this.sock = new IngressSocket(maxBatchBytes, host.memory.maxUnreadReplies, causes, log);
   }
 
   /** Binds the TCP endpoint; returns the port bound. */
-  async bind(endpoint: string, fallbackPort: number): Promise<number> {
-    await bindNamed(this.socket, endpoint, 'the portal');
-    const port = Number(/:(\d+)$/.exec(this.socket.lastEndpoint ?? '')?.[1] ?? fallbackPort);
-    this.endpoint = endpoint.replace(/:(\*|\d+)$/, `:${port}`);
-    return port;
+  bind(endpoint: string, fallbackPort: number): Promise<number> {
+    return this.sock.bind(endpoint, fallbackPort);
+  }
+
+  /** Replies dropped: their connection had max_unread_replies unread (REPLIES_DROPPED). */
+  get repliesDropped(): number {
+    return this.sock.repliesDropped;
   }
 
   /**
-   * Drops every sender connection (the memory guard's last resort, limits.ts): the socket is
-   * closed, which makes libzmq free what the connections held, and a new one binds the same
-   * port. Senders reconnect and send again what was not acknowledged; the ACKs of batches
-   * accepted before reach a sender that is back by then.
+   * Drops every sender connection (the memory guard's last resort, limits.ts; ingress-socket.ts):
+   * the old loop ends with its socket, a new one reads the new socket.
    */
-  async reset(): Promise<void> {
+  reset(): void {
     if (this.closed) return;
-    const old = this.socket;
-    this.out.close();
-    this.socket = this.makeSocket(this.host.routing.stream.maxBatchBytes);
-    this.out = this.makeOutbox();
-    old.close();
-    // The old loop ends (its socket is no longer ours); the new one reads the new socket.
+    void this.sock.reset();
     this.resumeReading?.();
     void this.loop();
-    const deadline = performance.now() + REBIND_MS;
-    for (;;) {
-      try {
-        await this.socket.bind(this.endpoint);
-        return;
-      } catch (err) {
-        // libzmq closes the old listener on its own thread: the port is free a moment later.
-        if (this.closed) return;
-        if (performance.now() > deadline) return this.log.error({ err, endpoint: this.endpoint }, `portal: could not bind ${this.endpoint} again after dropping every sender connection`);
-        await new Promise((r) => setTimeout(r, 20));
-      }
-    }
-  }
-
-  private makeSocket(maxBatchBytes: number): zmq.Router {
-    // A frame up to 4x the batch limit is read and answered TOO_LARGE; beyond that libzmq drops
-    // the connection without reading it. `mandatory` with no send timeout: a reply to a
-    // connection with max_unread_replies unread fails at once (EAGAIN) instead of being dropped
-    // unseen, and one to a connection that is gone fails too (EHOSTUNREACH, as dropped before).
-    return new zmq.Router({
-      linger: 0,
-      receiveHighWaterMark: RECEIVE_HWM,
-      sendHighWaterMark: this.host.memory.maxUnreadReplies,
-      // Replies are small: a kernel buffer of REPLY_BUFFER_BYTES per connection is plenty, and
-      // keeps one that does not read from parking megabytes in the kernel.
-      sendBufferSize: REPLY_BUFFER_BYTES,
-      mandatory: true,
-      sendTimeout: 0,
-      maxMessageSize: 4 * maxBatchBytes + 65536,
-    });
-  }
-
-  private makeOutbox(): Outbox {
-    return new Outbox('portal:ingress', this.socket, (err, msg) => {
-      const code = (err as { code?: string }).code;
-      if (code === 'EHOSTUNREACH') return; // the sender left; it sends again what it was owed
-      if (code !== 'EAGAIN') return this.causes.count('REPLY_FAILED', err.message);
-      this.repliesDropped++;
-      this.muted.set(msg[0]!.toString('latin1'), performance.now() + MUTE_MS);
-      this.causes.count('REPLIES_DROPPED', `a sender connection has ${this.host.memory.maxUnreadReplies} replies unread (max_unread_replies): its replies are dropped for ${MUTE_MS} ms`);
-    });
-  }
-
-  /** Queues a reply, unless its connection was found not reading lately (then it is dropped, counted). */
-  private reply(msg: Buffer[]): void {
-    if (this.muted.size > 0) {
-      const key = msg[0]!.toString('latin1');
-      const until = this.muted.get(key);
-      if (until !== undefined) {
-        if (performance.now() < until) return void this.repliesDropped++;
-        this.muted.delete(key);
-      }
-    }
-    this.out.push(msg);
   }
 
   /** Starts reading batches. */
@@ -245,7 +162,7 @@ export class Ingress {
 
   /** Replies queued and not yet handed to the socket. */
   get unsent(): number {
-    return this.out.length;
+    return this.sock.unsent;
   }
 
   /**
@@ -253,17 +170,14 @@ export class Ingress {
    * ZeroMQ send them within `lingerMs` more, so no ACK of a processed batch is lost with the socket.
    */
   async closeGracefully(lingerMs: number): Promise<void> {
-    const deadline = performance.now() + lingerMs;
-    while (this.out.length > 0 && performance.now() < deadline) await new Promise((r) => setTimeout(r, 5));
-    this.socket.linger = lingerMs;
-    this.close();
+    await this.sock.handedOver(lingerMs);
+    this.close(lingerMs);
   }
 
-  close(): void {
+  close(lingerMs = 0): void {
     this.closed = true;
-    this.out.close();
     this.resumeReading?.();
-    this.socket.close();
+    this.sock.close(lingerMs);
   }
 
   /** Handles one sender message: refuse it, or accept it (staged, or on its way to the slots). */
@@ -279,7 +193,7 @@ export class Ingress {
     // Refusals during a pause are flow control, not errors: counted, never logged.
     if (code === 'PAUSED' || code === 'RESEND') this.flowCounts[code]++;
     else this.causes.count(code, message);
-    this.reply([sender, encodeHeader(MessageType.ERROR, seq, this.host.routing.epoch, 0), Buffer.from(code), Buffer.from(message)]);
+    this.sock.reply([sender, encodeHeader(MessageType.ERROR, seq, this.host.routing.epoch, 0), Buffer.from(code), Buffer.from(message)]);
   }
 
   /** Every record of `batch` is processed (or, with spool mode always, on disk): ACK it. */
@@ -287,7 +201,7 @@ export class Ingress {
     this.settle(batch);
     this.host.counters.batchesAcked++;
     if (ackChannel.hasSubscribers) ackChannel.publish({ seq: batch.seq, at: performance.now() });
-    this.reply([batch.sender, encodeHeader(MessageType.ACK, batch.seq, this.host.routing.epoch, batch.count)]);
+    this.sock.reply([batch.sender, encodeHeader(MessageType.ACK, batch.seq, this.host.routing.epoch, batch.count)]);
   }
 
   /** A batch taken back after it was accepted (its spool write failed): as if never accepted. */
@@ -299,7 +213,7 @@ export class Ingress {
 
   /** The pause ended: tells every sender refused meanwhile to resend what it holds. */
   resumeSenders(): void {
-    for (const sender of this.pausedSenders.values()) this.reply([sender, encodeHeader(MessageType.RESUME, 0, this.host.routing.epoch, 0)]);
+    for (const sender of this.pausedSenders.values()) this.sock.reply([sender, encodeHeader(MessageType.RESUME, 0, this.host.routing.epoch, 0)]);
     this.pausedSenders.clear();
   }
 
@@ -333,9 +247,9 @@ export class Ingress {
 
   private loop(): Promise<void> {
     let yieldedAt = performance.now();
-    const socket = this.socket;
+    const socket = this.sock.socket;
     return receiveEach(socket, {
-      closed: () => this.closed || socket !== this.socket,
+      closed: () => this.closed || socket !== this.sock.socket,
       gate: () => {
         // Stopping: keep reading, so every batch is answered (refusals cost nothing).
         if (this.stopping) return null;
