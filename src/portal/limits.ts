@@ -36,7 +36,8 @@ export class MemoryGuard {
 
   constructor(
     private readonly maxRssBytes: number,
-    private readonly trip: (rss: number) => void,
+    /** Called with why (for the log) when it trips: drop every sender connection. */
+    private readonly trip: (why: string) => void,
     private readonly readRss: () => number = () => process.memoryUsage.rss(),
   ) {
     this.ceiling = maxRssBytes;
@@ -59,7 +60,7 @@ export class MemoryGuard {
     if (rss > this.ceiling) {
       this.resets++;
       this.ceiling = rss + GUARD_MARGIN_BYTES;
-      this.trip(rss);
+      this.trip(`resident memory ${rss >> 20} MiB is past max_rss_bytes (${this.maxRssBytes >> 20} MiB) and growing: every sender connection is dropped (they reconnect)`);
     } else {
       this.ceiling = Math.max(this.maxRssBytes, Math.min(this.ceiling, rss + GUARD_MARGIN_BYTES));
     }

@@ -217,10 +217,7 @@ export class Portal implements PortalControl {
       this.causes,
       this.log,
     );
-    this.guard = new MemoryGuard(stream.memory.maxRssBytes, (rss) => {
-      this.causes.count('MEMORY_LIMIT', `resident memory ${rss >> 20} MiB is past max_rss_bytes (${stream.memory.maxRssBytes >> 20} MiB) and growing: every sender connection is dropped (they reconnect)`);
-      void this.ingress.reset();
-    });
+    this.guard = new MemoryGuard(stream.memory.maxRssBytes, (why) => (this.causes.count('MEMORY_LIMIT', why), this.ingress.reset()));
     this.control = new ControlServer({
       what: `portal ${stream.name}`,
       log: this.log,
