@@ -89,6 +89,22 @@ const FAMILIES: [string, MetricType, string, (st: AgentStatus) => Value[]][] = [
     (st.host?.processes ?? []).map((p) => ({ labels: { role: p.role, stream: p.stream ?? '', slot: p.slot ?? '', pid: p.pid }, value: p.rssBytes }))],
   ['flotilla_host_warnings', 'gauge', 'Host warnings raised (memory low, a spool disk near its floor), by code.', (st) =>
     ['MEMORY_LOW', 'SPOOL_DISK_LOW'].map((code) => ({ labels: { code }, value: (st.host?.warnings ?? []).filter((w) => w.code === code).length }))],
+  // ---- memory limits (docs/security.md, "Limits") ----
+  ['flotilla_portal_memory_bytes', 'gauge', "The portal's memory by kind: records held (queued or in flight) and resident, each beside its limit (max_queued_bytes, max_rss_bytes).", (st) =>
+    live(st).flatMap((s) => {
+      const l = s.beacon!.limits;
+      if (!l) return [];
+      const kinds: [string, number][] = [['queued', l.queuedBytes], ['max_queued', l.maxQueuedBytes], ['rss', l.rssBytes], ['max_rss', l.maxRssBytes]];
+      return kinds.map(([kind, value]) => ({ labels: { stream: s.stream, kind }, value }));
+    })],
+  ['flotilla_portal_limit_reached_total', 'counter', 'Times the portal reached a memory limit, by limit (for max_unread_replies: replies dropped).', (st) =>
+    live(st).flatMap((s) => {
+      const l = s.beacon!.limits;
+      if (!l) return [];
+      const limits: [string, number][] = [['max_queued_bytes', l.queuedBytesStops], ['max_slot_bytes', l.slotBytesStops], ['max_unread_replies', l.repliesDropped], ['max_rss_bytes', l.memoryResets]];
+      return limits.map(([limit, value]) => ({ labels: { stream: s.stream, limit }, value }));
+    })],
+  ['flotilla_slot_queued_bytes', 'gauge', "Bytes of the slot's backlog: records queued for it or in flight (max_slot_bytes).", (st) => perSlot(st).map(([s, x]) => slotValue(s, x.slot, (x as Partial<SlotView>).bytes ?? 0))],
 ];
 
 /** The agent's metrics registry: default process metrics and the families above. */

@@ -7,6 +7,7 @@ import type { AgentStatus, StreamStatus } from '../src/protocol/control';
 import type { HostHealth } from '../src/protocol/host';
 import type { SlotBeacon, SpoolBeacon } from '../src/protocol/beacons';
 import { handoverLines } from './handover-view';
+import { limitsLines } from './limits-view';
 import { bytes, problemsOf, spooledWaiting, stateText } from '../src/agent/problems';
 import { configLines } from './config-view';
 
@@ -111,6 +112,7 @@ export function formatStatus(st: AgentStatus, opts: { slots?: boolean } = {}): s
   lines.push(...handoverLines(st));
   lines.push(...cancelLines(st));
   lines.push(...configLines(st));
+  lines.push(...limitsLines(st));
   if (st.host) lines.push(`  ${hostLine(st.host)}`);
   if (st.security) lines.push(`  ${securityLine('agent port', st.security)}`);
   if (opts.slots) {

@@ -77,6 +77,11 @@ export const ERROR_CODES = [
   'PLAIN_TCP_REFUSED',
   /** A control request over TCP from a key that may not make it (only operators and servers change things). */
   'NOT_AUTHORIZED',
+  // ---- memory limits (issue 11 item 3; docs/security.md, "Limits") ----
+  /** A portal's memory passed `max_rss_bytes` and still grew: it dropped every sender connection. */
+  'MEMORY_LIMIT',
+  /** Replies to a sender connection that does not read them passed `max_unread_replies`: dropped. */
+  'REPLIES_DROPPED',
 ] as const;
 export type ErrorCode = (typeof ERROR_CODES)[number];
 

@@ -75,14 +75,15 @@ const CASE_TIMEOUT_MS = 120_000;
 const status = (s: Name): Promise<AgentStatus> => agentStatus(localAgent(d.runDirOf(s)));
 const portalEpoch = async (s: Name) => (await portalRequest(d.runDirOf(s), 'orders', { cmd: 'beacon' }, 2000)).epoch;
 const outs = () => SERVERS.flatMap((s) => [0, 1].map((slot) => d.outOf('orders', slot, s)));
-const textOf = (m: Record<string, unknown>) => stringify({ ...m, run_dir: d.runDir });
+// With the servers' keys and the test's operator key, as deploy() made them (hosts off loopback need CURVE).
+const textOf = (m: Record<string, unknown>) => stringify({ ...d.withKeys(m), run_dir: d.runDir });
 const parsed = (m: Record<string, unknown>) => parseMap(textOf(m), url);
 
 function startAgent(s: Name): void {
-  agents.set(s, d.startComponent(join(DIST, 'agent', 'main.js'), ['--map', url, '--server', s, '--run-dir', d.runDirOf(s), '--hold-limit', '30'], s));
+  agents.set(s, d.startComponent(join(DIST, 'agent', 'main.js'), ['--map', url, '--server', s, '--run-dir', d.runDirOf(s), '--hold-limit', '30', ...d.keyArgs(s)], s));
 }
 function startPortal(s: Name): void {
-  portals.set(s, d.startComponent(join(DIST, 'portal', 'main.js'), ['--map', url, '--server', s, '--stream', 'orders', '--run-dir', d.runDirOf(s), '--spool-dir', join(d.dir, 'spool')], s));
+  portals.set(s, d.startComponent(join(DIST, 'portal', 'main.js'), ['--map', url, '--server', s, '--stream', 'orders', '--run-dir', d.runDirOf(s), '--spool-dir', join(d.dir, 'spool'), ...d.keyArgs(s)], s));
 }
 function startRecorders(s: Name): void {
   const args = (slot: number) => ['--map', url, '--server', s, '--stream', 'orders', '--slot', String(slot), '--run-dir', d.runDirOf(s), '--out', d.outOf('orders', slot, s), '--delay-ms', '2'];

@@ -71,6 +71,11 @@ const BROKEN: [string, (m: Record<string, any>) => unknown, string][] = [
   ['a spool smaller than 4 batches', (m) => ((m.streams[0].spool = { mode: 'always', max_bytes: '1MiB' }), m), 'streams[0].spool.max_bytes: must hold at least 4 batches (4194304 bytes at max_batch_bytes 1048576)'],
   ['an fsync interval without fsync: interval', (m) => ((m.streams[0].spool = { mode: 'always', fsync: 'always', fsync_interval_ms: 100 }), m), 'streams[0].spool.fsync_interval_ms: applies only with fsync: interval (fsync is always)'],
   ['an unknown spool field', (m) => ((m.streams[0].spool = { mode: 'spill', size: 10 }), m), 'streams[0].spool.size: unknown field'],
+  // memory limits (docs/security.md, "Limits")
+  ['max_unread_replies under 2 x window', (m) => ((m.streams[0].window = 64), (m.streams[0].memory = { max_unread_replies: 100 }), m), 'streams[0].memory.max_unread_replies: must be at least 2 x window (128)'],
+  ['a slot bound smaller than a batch', (m) => ((m.streams[0].memory = { max_slot_bytes: '512KiB' }), m), 'streams[0].memory.max_slot_bytes: must hold at least one batch (max_batch_bytes 1048576)'],
+  ['max_rss_bytes below the records it lets the portal hold', (m) => ((m.streams[0].memory = { max_queued_bytes: '1GiB', max_rss_bytes: '1GiB' }), m), 'streams[0].memory.max_rss_bytes: must be at least max_queued_bytes + 64MiB (1140850688)'],
+  ['an unknown memory field', (m) => ((m.streams[0].memory = { max_frames: 10 }), m), 'streams[0].memory.max_frames: unknown field'],
 ];
 
 for (const [what, breakIt, expected] of BROKEN) {

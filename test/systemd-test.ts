@@ -53,7 +53,10 @@ for (const unit of SERVICES) {
     assert.equal(s.get('Type'), 'notify');
     assert.equal(s.get('NotifyAccess'), 'main', 'notifications come from the main process itself, no helper process');
     assert.match(s.get('WatchdogSec') ?? '', /^\d+s$/);
-    assert.match(s.get('LimitNOFILE') ?? '', /^\d+$/);
+    // One number (soft = hard), high enough that the connection caps, set below it, refuse a
+    // flood of connections before libzmq runs out of descriptors and aborts (docs/security.md).
+    assert.match(s.get('LimitNOFILE') ?? '', /^\d+$/, 'LimitNOFILE is one number');
+    assert.ok(Number(s.get('LimitNOFILE')) >= 16384, `LimitNOFILE ${s.get('LimitNOFILE')} is at least 16384`);
     assert.equal(s.get('RuntimeDirectory'), 'flotilla/prod');
     assert.equal(s.get('PartOf'), 'flotilla@prod.target');
     assert.equal(s.get('WantedBy'), 'flotilla@prod.target');

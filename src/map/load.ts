@@ -14,7 +14,7 @@ import { MAP_SCHEMA } from './schema';
 import { placeBuckets } from './placement';
 import { mapDigest } from './digest';
 import { resolveSecurity, type RawSecurity } from './security';
-import { DEFAULT_BUCKETS, DEFAULT_FSYNC_INTERVAL_MS, DEFAULT_HEARTBEAT_MS, DEFAULT_HTTP_HOST, DEFAULT_MAX_BATCH_BYTES, DEFAULT_SLOTS, DEFAULT_SPOOL_MAX_BYTES, DEFAULT_SPOOL_MIN_FREE_BYTES, DEFAULT_STOP_DRAIN_MS, DEFAULT_WEIGHT, DEFAULT_WINDOW, type FlotillaMap, type FsyncPolicy, type MapServer, type MapStream, type SpoolFullPolicy, type SpoolMode, type SpoolSettings } from './types';
+import { DEFAULT_BUCKETS, DEFAULT_FSYNC_INTERVAL_MS, DEFAULT_HEARTBEAT_MS, DEFAULT_HTTP_HOST, DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_QUEUED_BYTES, DEFAULT_MAX_RSS_BYTES, DEFAULT_MAX_SLOT_BYTES, DEFAULT_MAX_UNREAD_REPLIES, DEFAULT_SLOTS, DEFAULT_SPOOL_MAX_BYTES, DEFAULT_SPOOL_MIN_FREE_BYTES, DEFAULT_STOP_DRAIN_MS, DEFAULT_WEIGHT, DEFAULT_WINDOW, type FlotillaMap, type FsyncPolicy, type MapServer, type MapStream, type MemoryLimits, type SpoolFullPolicy, type SpoolMode, type SpoolSettings } from './types';
 
 /** Field names people reach for that the map calls something else. */
 const RENAMED: Record<string, string> = {
@@ -107,6 +107,12 @@ interface RawStream {
     fsync?: FsyncPolicy;
     fsync_interval_ms?: number;
     min_free_bytes?: number | string;
+  };
+  memory?: {
+    max_queued_bytes?: number | string;
+    max_slot_bytes?: number | string;
+    max_unread_replies?: number;
+    max_rss_bytes?: number | string;
   };
 }
 interface RawMap extends RawSecurity {
@@ -228,6 +234,23 @@ function resolveMap(whole: RawMap, file: string, at: LineOf, problems: MapProble
     if (spool.mode !== 'off' && spool.maxBytes < 4 * maxBatchBytes) {
       problem(['streams', i, 'spool', 'max_bytes'], `must hold at least 4 batches (${4 * maxBatchBytes} bytes at max_batch_bytes ${maxBatchBytes})`);
     }
+    const mem = s.memory ?? {};
+    const memory: MemoryLimits = {
+      maxQueuedBytes: parseSize(mem.max_queued_bytes ?? DEFAULT_MAX_QUEUED_BYTES),
+      maxSlotBytes: parseSize(mem.max_slot_bytes ?? DEFAULT_MAX_SLOT_BYTES),
+      maxUnreadReplies: mem.max_unread_replies ?? DEFAULT_MAX_UNREAD_REPLIES,
+      maxRssBytes: parseSize(mem.max_rss_bytes ?? DEFAULT_MAX_RSS_BYTES),
+    };
+    const window = s.window ?? DEFAULT_WINDOW;
+    // A sender that reads its replies is owed at most `window` of them: dropping one it waits for would stall it.
+    if (memory.maxUnreadReplies < 2 * window) problem(['streams', i, 'memory', 'max_unread_replies'], `must be at least 2 x window (${2 * window})`);
+    // A batch that fits no queue could never be taken.
+    for (const [field, bytes] of [['max_queued_bytes', memory.maxQueuedBytes], ['max_slot_bytes', memory.maxSlotBytes]] as const) {
+      if (bytes < maxBatchBytes) problem(['streams', i, 'memory', field], `must hold at least one batch (max_batch_bytes ${maxBatchBytes})`);
+    }
+    if (memory.maxRssBytes < memory.maxQueuedBytes + (64 << 20)) {
+      problem(['streams', i, 'memory', 'max_rss_bytes'], `must be at least max_queued_bytes + 64MiB (${memory.maxQueuedBytes + (64 << 20)}): the records held count in it`);
+    }
     if (sp.fsync_interval_ms !== undefined && spool.fsync !== 'interval') {
       problem(['streams', i, 'spool', 'fsync_interval_ms'], `applies only with fsync: interval (fsync is ${spool.fsync})`);
     }
@@ -237,11 +260,12 @@ function resolveMap(whole: RawMap, file: string, at: LineOf, problems: MapProble
       port: s.port,
       buckets,
       slots: s.slots ?? DEFAULT_SLOTS,
-      window: s.window ?? DEFAULT_WINDOW,
+      window,
       maxBatchBytes,
       type,
       schema,
       spool,
+      memory,
       // Placing buckets is the costly step: only for a map that may be taken.
       owner: complete && servers.some((x) => x.weight > 0) ? placeBuckets(s.name, buckets, servers) : new Uint16Array(buckets),
     });

@@ -115,6 +115,17 @@ export const MAP_SCHEMA = {
               min_free_bytes: size('Free-space floor of the spool filesystem (default 64MiB): below it the spool takes no records.'),
             },
           },
+          memory: {
+            type: 'object',
+            additionalProperties: false,
+            description: "Bounds of what the stream's portal holds in memory (docs/security.md, Limits); each past bound is counted in status.",
+            properties: {
+              max_queued_bytes: size('Bytes of records the portal holds, queued for its slots or in flight (default 256MiB): past it the portal stops reading from senders.'),
+              max_slot_bytes: size("Bytes of one slot's backlog (default 64MiB): past it the slot is full: its records go to the spool, or without one the portal stops reading."),
+              max_unread_replies: { type: 'integer', minimum: 16, maximum: 1000000, description: 'Replies (ACK, ERROR) queued for one sender connection that does not read them (default 1024); past it they are dropped and counted. At least 2 x window.' },
+              max_rss_bytes: size("The portal's resident memory (default 1GiB): past it, while it still grows (a message that never ends, buffers a peer fills), every sender connection is dropped; senders reconnect and resend."),
+            },
+          },
         },
       },
     },

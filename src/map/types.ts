@@ -15,6 +15,15 @@ export const DEFAULT_WEIGHT = 1;
 export const DEFAULT_SPOOL_MAX_BYTES = 1 << 30;
 export const DEFAULT_SPOOL_MIN_FREE_BYTES = 64 << 20;
 export const DEFAULT_FSYNC_INTERVAL_MS = 1000;
+// ---- memory limits of a portal (issue 11: bounded under abuse; docs/security.md, "Limits") ----
+/** Bytes of records a portal holds (queued for its slots or in flight) before it stops reading. */
+export const DEFAULT_MAX_QUEUED_BYTES = 256 << 20;
+/** Bytes one slot's backlog may hold: past it the slot is full (spooled, or reading stops). */
+export const DEFAULT_MAX_SLOT_BYTES = 64 << 20;
+/** Replies (ACK, ERROR) ZeroMQ may queue for one sender connection that does not read them. */
+export const DEFAULT_MAX_UNREAD_REPLIES = 1024;
+/** A portal's resident memory: past it, while it still grows, every sender connection is dropped. */
+export const DEFAULT_MAX_RSS_BYTES = 1 << 30;
 /** Where an agent's HTTP server (metrics, status page, /healthz) binds unless the map says. */
 export const DEFAULT_HTTP_HOST = '127.0.0.1';
 
@@ -33,6 +42,18 @@ export interface SpoolSettings {
   fsyncIntervalMs: number;
   /** Below this much free space on the spool's filesystem the spool takes no more records. */
   minFreeBytes: number;
+}
+
+/** A stream's memory limits in its portals, with defaults filled in (docs/security.md, "Limits"). */
+export interface MemoryLimits {
+  /** `max_queued_bytes`: bytes of records held in the portal before it stops reading from senders. */
+  maxQueuedBytes: number;
+  /** `max_slot_bytes`: bytes of one slot's backlog before the slot counts as full. */
+  maxSlotBytes: number;
+  /** `max_unread_replies`: replies queued for one sender connection that does not read them. */
+  maxUnreadReplies: number;
+  /** `max_rss_bytes`: the portal's resident memory, past which sender connections are dropped. */
+  maxRssBytes: number;
 }
 
 /** A server of the map, with its defaults filled in. */
@@ -69,6 +90,8 @@ export interface MapStream {
   /** owner[bucket] is the index in `map.servers` of the server that owns the bucket. */
   owner: Uint16Array;
   spool: SpoolSettings;
+  /** `memory`: the bounds of what the stream's portals hold in memory. */
+  memory: MemoryLimits;
 }
 
 /** A validated, resolved map. Immutable once built: a new map file is a new object. */

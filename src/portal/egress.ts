@@ -47,12 +47,20 @@ export interface EgressHost {
   epoch(): number;
   /** How long a component may stay silent before its slot is dead. */
   deadMs(): number;
+  /** `max_slot_bytes`: a slot whose backlog passes it is full. */
+  maxSlotBytes(): number;
 }
 
 export class Egress {
   readonly slots: Slot[];
   /** Records held in the portal: waiting for a slot or in flight to it. */
   queued = 0;
+  /** Their bytes (max_queued_bytes), counted per delivery, never per record. */
+  queuedBytes = 0;
+  /** Slots whose backlog is past max_slot_bytes now. */
+  slotsFull = 0;
+  /** Times a slot's backlog passed max_slot_bytes. */
+  slotBytesStops = 0;
   private readonly socket = new zmq.Router({ linger: 0, mandatory: true, sendHighWaterMark: 100_000 });
   private readonly out: Outbox;
   private readonly deliveries = new Map<number, Delivery>();
@@ -107,6 +115,7 @@ export class Egress {
     slot.queuedRecords += count;
     slot.routed += count;
     this.queued += count;
+    this.addBytes(slot, body.length);
     return d;
   }
 
@@ -116,6 +125,23 @@ export class Egress {
     d.slot.queuedRecords -= d.count;
     d.slot.routed -= d.count;
     this.queued -= d.count;
+    this.addBytes(d.slot, -d.body.length);
+  }
+
+  /** True if `slot`'s backlog is past max_slot_bytes. */
+  full(slot: Slot): boolean {
+    return slot.bytes > this.host.maxSlotBytes();
+  }
+
+  /** Counts `n` bytes more (or fewer) held for `slot`, and whether that made it full or not. */
+  private addBytes(slot: Slot, n: number): void {
+    const was = this.full(slot);
+    slot.bytes += n;
+    this.queuedBytes += n;
+    const is = this.full(slot);
+    if (is === was) return;
+    this.slotsFull += is ? 1 : -1;
+    if (is) this.slotBytesStops++;
   }
 
   /** Queues a delivery for its slot and sends what the slot's window allows. */
@@ -225,6 +251,7 @@ export class Egress {
     if (skipped?.length === 4) this.events.onSkipped?.(d, skipped.readUInt32BE(0));
     this.deliveries.delete(id);
     this.queued -= d.count;
+    this.addBytes(d.slot, -d.body.length);
     this.pump(d.slot);
     this.events.onDone(d);
     if (start > 0) doneChannel.publish({ id, start, end: performance.now() });

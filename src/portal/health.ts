@@ -8,12 +8,13 @@
 import type { CancelCounts } from '../protocol/beacons';
 import * as zmq from 'zeromq';
 import type { CauseCounter, Logger } from '../log';
-import { DEAD_AFTER_BEATS, type HoldView, type PortalBeacon, type SpoolBeacon } from '../protocol/beacons';
-import type { PortalStats } from '../protocol/control';
+import { DEAD_AFTER_BEATS, type HoldView, type LimitsView, type PortalBeacon, type SpoolBeacon } from '../protocol/beacons';
+import type { LoadReport, PortalStats } from '../protocol/control';
 import type { Spool } from '../spool/spool';
 import type { PortalCounters } from './counters';
 import type { Egress } from './egress';
 import type { Routing } from './router';
+import type { Slot } from './slot';
 
 /** What health reads of the rest of the portal. */
 export interface HealthHost {
@@ -35,6 +36,8 @@ export interface HealthHost {
   flowRefusals(): Readonly<Record<string, number>>;
   /** The newest configuration version the agent gave the portal (configs.ts). */
   configVersion?(): number;
+  /** The memory limits and what they bound (limits.ts). */
+  limits(): LimitsView;
   /** Periodic work to do before each beacon (read back, forward). */
   tick(): void;
   /** Records dropped by cancellations, and the roots in force (cancels.ts). */
@@ -85,6 +88,13 @@ export class Health {
     return DEAD_AFTER_BEATS * this.host.routing.map.heartbeatMs;
   }
 
+  /** Records per bucket and the slots' busy time since the portal started (portalctl weights). */
+  load(server: string, routing: Routing, slots: readonly Slot[]): LoadReport {
+    const buckets = Array.from(routing.bucketRecords);
+    const busy = slots.map((s) => ({ slot: s.index, processed: s.processed, busyMs: Math.round(s.busyMs) }));
+    return { server, stream: routing.stream.name, epoch: routing.epoch, sinceMs: this.uptimeMs(), buckets, slots: busy };
+  }
+
   /** Counters, rates and per-slot state, as `portalctl status` shows them. */
   stats(): PortalStats {
     const h = this.host;
@@ -107,6 +117,7 @@ export class Health {
       rates: { inPerSec: this.rateIn, outPerSec: this.rateOut },
       errors: { ...this.causes.totals },
       slots: h.egress.slots.map((s) => s.view(now, this.deadMs())),
+      limits: h.limits(),
     };
   }
 
@@ -150,6 +161,7 @@ export class Health {
       cancelled: h.cancels(),
       slots,
       ...(h.spool ? { spool: this.spoolBeacon(h.spool) } : {}),
+      limits: h.limits(),
       at: now,
       configVersion: h.configVersion?.() ?? 0,
     };

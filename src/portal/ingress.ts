@@ -21,27 +21,32 @@
  * except one from inside the flow on a stream with a spool, which is written there for the next
  * portal; reading goes on, so every batch a sender sent gets an answer before the socket closes.
  *
- * Memory is bounded: while more than `maxQueued` records wait in the portal, or a batch waits
- * for room in the spool, nothing more is read and senders wait in their TCP buffers.
+ * Memory is bounded: while more than `maxQueued` records, or more than max_queued_bytes of them,
+ * wait in the portal, or (without a spool) a slot's backlog is past max_slot_bytes, or a batch
+ * waits for room in the spool, nothing more is read and senders wait in their TCP buffers
+ * (ZeroMQ reads ahead a few messages per connection). Replies a sender does not read wait in
+ * ZeroMQ up to max_unread_replies for its connection, then are dropped (ingress-socket.ts).
+ * What no count reaches (a multipart message that never ends) the memory guard cuts with
+ * `reset` (limits.ts).
  *
  * Named hooks: `flotilla:portal:batch` ({ seq, count, start, end }) around each message's
  * handling and `flotilla:portal:ack` ({ seq, at }) for each ACK, published only while someone
  * subscribes (bench/tail/).
  */
 import { channel } from 'node:diagnostics_channel';
-import * as zmq from 'zeromq';
 import type { WireErrorCode } from '../errors';
-import { bindNamed } from '../transport/bind';
+import * as zmq from 'zeromq';
 import { ownKey } from '../transport/curve';
 import { provesIdentity } from '../transport/proof';
 import type { CauseCounter, Logger } from '../log';
+import type { MemoryLimits } from '../map/types';
 import { RecordIndex } from '../protocol/envelope';
 import { decodeHeader, encodeHeader, FORWARD_IDENTITY, type Header, MessageType, VERSION } from '../protocol/wire';
 import { SpoolFullError, type WriteResult } from '../spool/spool';
-import { Outbox } from '../transport/outbox';
 import { receiveEach } from '../transport/receive';
 import type { Cancels } from './cancels';
 import type { PortalCounters } from './counters';
+import { IngressSocket } from './ingress-socket';
 import type { InBatch } from './slot';
 import type { PauseState } from './pause';
 import type { BatchPlan, Routing } from './router';
@@ -51,6 +56,7 @@ import type { Staging } from './staging';
 export const OWED_TTL_MS = 10_000;
 /** Longest the ingress loop runs before it lets the rest of the event loop in. */
 const INGRESS_SLICE_MS = 10;
+
 
 const batchChannel = channel('flotilla:portal:batch');
 const ackChannel = channel('flotilla:portal:ack');
@@ -64,8 +70,12 @@ export interface IngressHost {
   readonly counters: PortalCounters;
   /** The cancellations in force: asked once a batch whether any is. */
   readonly cancels: Cancels;
-  /** Records held in the portal now. */
+  /** Records held in the portal now, and their bytes. */
   queued(): number;
+  queuedBytes(): number;
+  /** Slots whose backlog is past max_slot_bytes now. */
+  slotsFull(): number;
+  readonly memory: MemoryLimits;
   /** An accepted batch whose records go to the slots from memory: cut it and place its parts. */
   deliver(batch: InBatch, body: Buffer, index: RecordIndex, plan: BatchPlan): void;
 }
@@ -73,8 +83,9 @@ export interface IngressHost {
 export class Ingress {
   /** Refusals that are flow control (during a pause), counted, never logged. */
   readonly flowCounts = { PAUSED: 0, RESEND: 0 };
-  private readonly socket: zmq.Router;
-  private readonly out: Outbox;
+  /** Times reading stopped because the records held passed max_queued_bytes. */
+  queuedBytesStops = 0;
+  private readonly sock: IngressSocket;
   /** Routing ids that claim to be a forwarder's: whether each proved it (fromForwarder). */
   private readonly forwarders = new Map<string, boolean>();
   /** Senders refused while paused, by routing id: told RESUME when the pause ends. */
@@ -104,18 +115,31 @@ export class Ingress {
     private readonly causes: CauseCounter,
     private readonly log: Logger,
   ) {
-    // A frame up to 4x the batch limit is read and answered TOO_LARGE; beyond that libzmq drops
-    // the connection without reading it, so a hostile sender cannot make the portal buffer
-    // unbounded frames.
-    this.socket = new zmq.Router({ linger: 0, receiveHighWaterMark: 1000, sendHighWaterMark: 100_000, maxMessageSize: 4 * maxBatchBytes + 65536 });
-    this.out = new Outbox('portal:ingress', this.socket, (err) => causes.count('REPLY_FAILED', err.message));
+    this.sock = new IngressSocket(maxBatchBytes, host.memory.maxUnreadReplies, causes, log);
   }
 
-  /** Binds the TCP endpoint, after `prepare` (CURVE, src/transport/curve.ts) set the socket up; returns the port bound. */
-  async bind(endpoint: string, fallbackPort: number, prepare?: (socket: zmq.Router) => Promise<unknown>): Promise<number> {
-    await prepare?.(this.socket);
-    await bindNamed(this.socket, endpoint, 'the portal');
-    return Number(/:(\d+)$/.exec(this.socket.lastEndpoint ?? '')?.[1] ?? fallbackPort);
+  /**
+   * Binds the TCP endpoint, after `prepare` (CURVE and the connection cap, src/transport/curve.ts)
+   * set the socket up (again for the socket of each reset); returns the port bound.
+   */
+  bind(endpoint: string, fallbackPort: number, prepare?: (socket: zmq.Router) => Promise<unknown>): Promise<number> {
+    return this.sock.bind(endpoint, fallbackPort, prepare);
+  }
+
+  /** Replies dropped: their connection had max_unread_replies unread (REPLIES_DROPPED). */
+  get repliesDropped(): number {
+    return this.sock.repliesDropped;
+  }
+
+  /**
+   * Drops every sender connection (the memory guard's last resort, limits.ts; ingress-socket.ts):
+   * the old loop ends with its socket, a new one reads the new socket.
+   */
+  reset(): void {
+    if (this.closed) return;
+    void this.sock.reset();
+    this.resumeReading?.();
+    void this.loop();
   }
 
   /**
@@ -168,7 +192,7 @@ export class Ingress {
 
   /** Replies queued and not yet handed to the socket. */
   get unsent(): number {
-    return this.out.length;
+    return this.sock.unsent;
   }
 
   /**
@@ -176,17 +200,14 @@ export class Ingress {
    * ZeroMQ send them within `lingerMs` more, so no ACK of a processed batch is lost with the socket.
    */
   async closeGracefully(lingerMs: number): Promise<void> {
-    const deadline = performance.now() + lingerMs;
-    while (this.out.length > 0 && performance.now() < deadline) await new Promise((r) => setTimeout(r, 5));
-    this.socket.linger = lingerMs;
-    this.close();
+    await this.sock.handedOver(lingerMs);
+    this.close(lingerMs);
   }
 
-  close(): void {
+  close(lingerMs = 0): void {
     this.closed = true;
-    this.out.close();
     this.resumeReading?.();
-    this.socket.close();
+    this.sock.close(lingerMs);
   }
 
   /** Handles one sender message: refuse it, or accept it (staged, or on its way to the slots). */
@@ -202,7 +223,7 @@ export class Ingress {
     // Refusals during a pause are flow control, not errors: counted, never logged.
     if (code === 'PAUSED' || code === 'RESEND') this.flowCounts[code]++;
     else this.causes.count(code, message);
-    this.out.push([sender, encodeHeader(MessageType.ERROR, seq, this.host.routing.epoch, 0), Buffer.from(code), Buffer.from(message)]);
+    this.sock.reply([sender, encodeHeader(MessageType.ERROR, seq, this.host.routing.epoch, 0), Buffer.from(code), Buffer.from(message)]);
   }
 
   /** Every record of `batch` is processed (or, with spool mode always, on disk): ACK it. */
@@ -212,8 +233,8 @@ export class Ingress {
     if (ackChannel.hasSubscribers) ackChannel.publish({ seq: batch.seq, at: performance.now() });
     const header = encodeHeader(MessageType.ACK, batch.seq, this.host.routing.epoch, batch.count);
     // Records dropped by a cancellation: a second frame, their count (docs/protocol.md, ACK).
-    if (batch.cancelled > 0) this.out.push([batch.sender, header, cancelledFrame(batch.cancelled)]);
-    else this.out.push([batch.sender, header]);
+    if (batch.cancelled > 0) this.sock.reply([batch.sender, header, cancelledFrame(batch.cancelled)]);
+    else this.sock.reply([batch.sender, header]);
   }
 
   /** A batch taken back after it was accepted (its spool write failed): as if never accepted. */
@@ -225,7 +246,7 @@ export class Ingress {
 
   /** The pause ended: tells every sender refused meanwhile to resend what it holds. */
   resumeSenders(): void {
-    for (const sender of this.pausedSenders.values()) this.out.push([sender, encodeHeader(MessageType.RESUME, 0, this.host.routing.epoch, 0)]);
+    for (const sender of this.pausedSenders.values()) this.sock.reply([sender, encodeHeader(MessageType.RESUME, 0, this.host.routing.epoch, 0)]);
     this.pausedSenders.clear();
   }
 
@@ -259,8 +280,9 @@ export class Ingress {
 
   private loop(): Promise<void> {
     let yieldedAt = performance.now();
-    return receiveEach(this.socket, {
-      closed: () => this.closed,
+    const socket = this.sock.socket;
+    return receiveEach(socket, {
+      closed: () => this.closed || socket !== this.sock.socket,
       gate: () => {
         // Stopping: keep reading, so every batch is answered (refusals cost nothing).
         if (this.stopping) return null;
@@ -270,10 +292,16 @@ export class Ingress {
           yieldedAt = performance.now();
           return new Promise((resolve) => setImmediate(resolve));
         }
-        if (this.host.queued() <= this.maxQueued && !(this.host.staging?.blocked ?? false)) return null;
-        return new Promise<void>((resolve) => (this.resumeReading = resolve)).then(() => {
-          this.resumeReading = null;
-        });
+        const h = this.host;
+        const bytesFull = h.queuedBytes() > h.memory.maxQueuedBytes;
+        // With a spool a full slot's records go there; without one, reading waits for it.
+        if (h.queued() <= this.maxQueued && !bytesFull && !(h.staging ? h.staging.blocked : h.slotsFull() > 0)) return null;
+        if (bytesFull) this.queuedBytesStops++;
+        let wake = () => {};
+        const waiting = new Promise<void>((resolve) => (wake = resolve));
+        this.resumeReading = wake;
+        // Cleared only if still ours: after a reset the new loop may wait already.
+        return waiting.then(() => void (this.resumeReading === wake && (this.resumeReading = null)));
       },
       handle: (msg) => this.handle(msg),
       failed: (err) => this.causes.count('RECEIVE_FAILED', err.message),

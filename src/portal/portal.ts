@@ -42,6 +42,7 @@ import { Forwarder } from './forwarder';
 import { chooseStartMap, HandoverFile } from './handover-file';
 import { Health } from './health';
 import { Ingress } from './ingress';
+import { limitsView, MemoryGuard } from './limits';
 import { parsePortalOptions, type PortalOptions } from './options';
 import { PauseState } from './pause';
 import { Replay } from './replay';
@@ -82,6 +83,8 @@ export class Portal implements PortalControl {
   private readonly cancels: Cancels;
   /** The management bus: the stream's configurations and each slot's (configs.ts). */
   private readonly configs: PortalConfigs;
+  /** Cuts what no count reaches: past max_rss_bytes every sender connection is dropped (limits.ts). */
+  private readonly memory: MemoryGuard;
   private closed = false;
   /** stop() has begun: nothing new is taken, the spool is not read (as while paused). */
   private stopping = false;
@@ -112,7 +115,7 @@ export class Portal implements PortalControl {
     this.egress = new Egress(
       slots,
       o.slotWindow,
-      { stream: stream.name, epoch: () => this.routing.epoch, deadMs },
+      { stream: stream.name, epoch: () => this.routing.epoch, deadMs, maxSlotBytes: () => stream.memory.maxSlotBytes },
       {
         onDone: (d) => this.onDone(d),
         onReady: (slot) => this.replay?.feed(slot),
@@ -142,6 +145,7 @@ export class Portal implements PortalControl {
           laneOf: (b) => this.routing.laneOf(b),
           paused: this.holding,
           live: (slot) => egress.live(slot),
+          full: (slot) => egress.full(slot),
           make: (slot, body, count, batch, marks) => egress.make(slot, body, count, batch, marks),
           drop: (d) => egress.drop(d),
           place: (d, lane) => this.place(d, lane),
@@ -182,6 +186,9 @@ export class Portal implements PortalControl {
         counters: this.counters,
         cancels,
         queued: () => egress.queued,
+        queuedBytes: () => egress.queuedBytes,
+        slotsFull: () => egress.slotsFull,
+        memory: stream.memory,
         deliver: (batch, body, index, plan) => this.deliver(batch, body, index, plan),
       },
       this.causes,
@@ -204,6 +211,7 @@ export class Portal implements PortalControl {
         flowRefusals: () => this.ingress.flowCounts,
         cancels: () => cancels.counts(),
         configVersion: () => this.configs.version,
+        limits: () => limitsView(stream.memory, this.ingress, egress, this.memory),
         tick: () => {
           this.feedSpooling(true);
           this.forwarder?.start();
@@ -229,6 +237,7 @@ export class Portal implements PortalControl {
       this.causes,
       this.log,
     );
+    this.memory = new MemoryGuard(stream.memory.maxRssBytes, (why) => (this.causes.count('MEMORY_LIMIT', why), this.ingress.reset()));
     this.control = new ControlServer({
       what: `portal ${stream.name}`,
       log: this.log,
@@ -250,6 +259,7 @@ export class Portal implements PortalControl {
     const host = o.bindHost ?? self.host;
     const port = o.port ?? portalPort(self, routing.stream);
     this.port = await this.ingress.bind(`tcp://${host}:${port === 0 ? '*' : port}`, port, async (socket) => {
+      this.guard?.close(); // a reset's new socket (limits.ts) gets its own guard
       this.guard = await guardServer(socket, () => this.routing.map, 'portal', this.causes, this.log, `portal ${name}`);
     });
     await this.egress.bind(slotsEndpoint(this.runDir, name));
@@ -260,6 +270,7 @@ export class Portal implements PortalControl {
     this.forwarder?.start();
     this.health.start(agentBeaconEndpoint(this.runDir));
     this.ingress.start();
+    this.memory.start();
     this.egress.start();
     this.control.start();
     this.log.info(
@@ -298,6 +309,7 @@ export class Portal implements PortalControl {
     }
     this.staging?.flush();
     this.health.stop();
+    this.memory.stop();
     this.causes.stop();
     this.guard?.close();
     await this.ingress.closeGracefully(STOP_LINGER_MS);
@@ -345,15 +357,7 @@ export class Portal implements PortalControl {
 
   /** Records per bucket and the slots' busy time since the portal started (portalctl weights). */
   load(): LoadReport {
-    const r = this.routing;
-    return {
-      server: this.o.server,
-      stream: r.stream.name,
-      epoch: r.epoch,
-      sinceMs: this.health.uptimeMs(),
-      buckets: Array.from(r.bucketRecords),
-      slots: this.egress.slots.map((s) => ({ slot: s.index, processed: s.processed, busyMs: Math.round(s.busyMs) })),
-    };
+    return this.health.load(this.o.server, this.routing, this.egress.slots);
   }
 
   /** Puts cancellations in force: drops their records held here, tells the components (cancels.ts). */
@@ -400,7 +404,8 @@ export class Portal implements PortalControl {
   private onDone(d: Delivery): void {
     this.counters.recordsOut += d.count;
     if (d.batch && --d.batch.remaining === 0) this.ingress.ack(d.batch);
-    if (this.ingress.readingPaused && this.egress.queued <= this.o.maxQueuedRecords / 2 && !this.staging?.blocked) this.ingress.wake();
+    const e = this.egress;
+    if (this.ingress.readingPaused && e.queued <= this.o.maxQueuedRecords / 2 && e.queuedBytes <= this.routing.stream.memory.maxQueuedBytes / 2 && !this.staging?.blocked) this.ingress.wake();
     if (d.marks) this.replay!.commit(d.marks);
     if (d.slot.spooling) this.replay!.feed(d.slot);
   }

@@ -47,6 +47,8 @@ export class Slot {
   readonly inflight = new Map<number, Delivery>();
   queuedRecords = 0;
   inflightRecords = 0;
+  /** Bytes of the records queued for the slot or in flight to it (its backlog, for max_slot_bytes). */
+  bytes = 0;
   processed = 0;
   /** Mean time from DELIVER to DONE, ms, smoothed. */
   serviceMs = 0;
@@ -165,6 +167,7 @@ export class Slot {
       registrations: this.registrations,
       spooling: this.spooling,
       config: { ...this.config },
+      bytes: this.bytes,
     };
   }
 }

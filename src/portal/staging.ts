@@ -45,6 +45,8 @@ export interface StagingHost {
   paused(): boolean;
   /** The slot has a component heard from lately. */
   live(slot: Slot): boolean;
+  /** The slot's backlog is past max_slot_bytes. */
+  full(slot: Slot): boolean;
   make(slot: Slot, body: Buffer, count: number, batch: InBatch | null, marks: number[] | null): Delivery;
   drop(d: Delivery): void;
   /** flush -> place: a written batch's part goes to its slot (or its hold group). */
@@ -111,7 +113,7 @@ export class Staging {
         modes[l] = forwarded ? LANE_SPOOL : LANE_MEMORY;
       } else {
         const slot = slots[l]!;
-        if (!slot.spooling && (paused || !this.host.live(slot) || slot.queuedRecords >= this.slotFull)) slot.spooling = true;
+        if (!slot.spooling && (paused || !this.host.live(slot) || slot.queuedRecords >= this.slotFull || this.host.full(slot))) slot.spooling = true;
         modes[l] = slot.spooling ? LANE_SPOOL : this.always ? LANE_BOTH : LANE_MEMORY;
       }
       if (modes[l] !== LANE_MEMORY) write = true;

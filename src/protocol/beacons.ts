@@ -83,6 +83,31 @@ export interface SlotView extends SlotBeacon {
   connected: boolean;
   registrations: number;
   spooling: boolean;
+  /** Bytes of the slot's backlog: records queued for it or in flight (bounded by max_slot_bytes). */
+  bytes: number;
+}
+
+/**
+ * A portal's memory limits (the stream's `memory` in the map) beside what they bound now, and
+ * how often each was reached since the portal started (docs/security.md, "Limits").
+ */
+export interface LimitsView {
+  /** Bytes of records held (queued or in flight), and `max_queued_bytes`. */
+  queuedBytes: number;
+  maxQueuedBytes: number;
+  /** Times reading from senders stopped because the records held passed max_queued_bytes. */
+  queuedBytesStops: number;
+  maxSlotBytes: number;
+  /** Times a slot's backlog passed max_slot_bytes (it spooled, or reading stopped). */
+  slotBytesStops: number;
+  maxUnreadReplies: number;
+  /** Replies dropped because their sender connection had max_unread_replies unread (REPLIES_DROPPED). */
+  repliesDropped: number;
+  /** The portal's resident memory now, and `max_rss_bytes`. */
+  rssBytes: number;
+  maxRssBytes: number;
+  /** Times every sender connection was dropped because memory passed max_rss_bytes (MEMORY_LIMIT). */
+  memoryResets: number;
 }
 
 /** Buckets a portal holds for their old owner in a handover, until it has drained them. */
@@ -147,6 +172,8 @@ export interface PortalBeacon {
   slots: SlotBeacon[];
   /** The stream's disk spool on this server; absent when its mode is off. */
   spool?: SpoolBeacon;
+  /** The memory limits and what they bound (absent from a portal older than them). */
+  limits?: LimitsView;
   /** When the beacon was made (ms since the Unix epoch). */
   at: number;
   /** The newest configuration version its agent gave the portal (the management bus); 0 none. */

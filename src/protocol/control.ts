@@ -16,7 +16,7 @@ import type { SecurityStatus } from '../transport/connections';
 import { badRequest, buckets, digest, epoch, name, object, unknownCommand } from './fields';
 import type { MapRejection } from '../map/keeper';
 import type { SpoolStats } from '../spool/spool';
-import type { CancelCounts, HoldView, PortalBeacon, SlotView } from './beacons';
+import type { CancelCounts, HoldView, LimitsView, PortalBeacon, SlotView } from './beacons';
 import type { HostHealth } from './host';
 import { type AgentCancelRequest, type CancelReply, parseAgentCancel, parsePortalCancel, type PortalCancelReply, type PortalCancelRequest } from './cancel';
 import { type ConfigureReply, type ConfigureRequest, parseConfigureRequest, parsePortalConfigure, type PortalConfigureRequest, type StreamConfigs } from './configure';
@@ -134,6 +134,8 @@ export interface PortalStats {
   security?: SecurityStatus;
   /** Records dropped by cancellations, and the roots in force (docs/protocol.md, "Cancellation"). */
   cancelled?: CancelCounts;
+  /** The memory limits and what they bound (docs/security.md, "Limits"). */
+  limits: LimitsView;
 }
 
 // ---- the agent's control socket --------------------------------------------------------------

@@ -32,7 +32,8 @@ export class Outbox {
     /** Names the outbox in `flotilla:outbox:send` messages (which socket a message left by). */
     readonly name: string,
     private readonly socket: Writable,
-    private readonly onError: (err: Error) => void,
+    /** A send failed: the error, and the message that was not sent. */
+    private readonly onError: (err: Error, msg: Message) => void,
   ) {}
 
   /** Messages waiting to be handed to the socket. */
@@ -69,7 +70,7 @@ export class Outbox {
           await this.socket.send(msg);
         } catch (err) {
           if (this.closed) return;
-          this.onError(err as Error);
+          this.onError(err as Error, msg);
         }
       }
     } finally {
