@@ -122,17 +122,27 @@ test("alpha's public key with another secret: the handshake fails and is counted
   }
 });
 
-test('the agent port: an operator may pause and resume; an unlisted key and a sender key may not even read status', { skip }, async () => {
+test('the agent port: an operator may pause and resume; an unlisted key may not even read status; a sender key may only cancel', { skip }, async () => {
   const target = remoteAgent(d.map.servers[0]!)!;
-  const agentRefused = async () => (await agentStatus(localAgent(d.runDirOf('alpha')))).errors?.KEY_REFUSED ?? 0;
-  for (const name of ['stranger', 'web']) {
-    const before = await agentRefused();
-    useKey(readKeyFile(key(name)));
-    for (const request of [{ cmd: 'status' }, { cmd: 'pause' }, { cmd: 'resume' }, { cmd: 'release', stream: 'orders', from: 'alpha' }]) {
-      await assert.rejects(requestJson(target.endpoint, request, 1500, target.publicKey), /timed out/, `${name}: ${request.cmd}`);
-    }
-    await waitFor(`the agent to count ${name}'s refusals`, async () => (await agentRefused()) >= before + 4);
+  const errorsOf = async () => (await agentStatus(localAgent(d.runDirOf('alpha')))).errors ?? {};
+  const changes = [{ cmd: 'status' }, { cmd: 'pause' }, { cmd: 'resume' }, { cmd: 'release', stream: 'orders', from: 'alpha' }];
+  const before = (await errorsOf()).KEY_REFUSED ?? 0;
+  useKey(readKeyFile(key('stranger')));
+  for (const request of changes) {
+    await assert.rejects(requestJson(target.endpoint, request, 1500, target.publicKey), /timed out/, `stranger: ${request.cmd}`);
   }
+  await waitFor("the agent to count the stranger's refusals", async () => ((await errorsOf()).KEY_REFUSED ?? 0) >= before + 4);
+  // A listed sender passes the handshake, and then may only ping and cancel.
+  const refusedBefore = (await errorsOf()).NOT_AUTHORIZED ?? 0;
+  useKey(readKeyFile(key('web')));
+  for (const request of changes) {
+    const reply = (await requestJson(target.endpoint, request, 3000, target.publicKey)) as { code?: string; error?: string };
+    assert.equal(reply.code, 'NOT_AUTHORIZED', `web: ${request.cmd}: ${JSON.stringify(reply)}`);
+    assert.match(reply.error!, /sender web may not/);
+  }
+  assert.ok(((await errorsOf()).NOT_AUTHORIZED ?? 0) >= refusedBefore + 4);
+  const cancel = (await requestJson(target.endpoint, { cmd: 'cancel', stream: 'orders', root: 'ab'.repeat(16), ttlMs: 60_000 }, 3000, target.publicKey)) as { code?: string };
+  assert.equal(cancel.code, undefined, `web: cancel: ${JSON.stringify(cancel)}`);
   const pause = await portalctlAsync(['pause', '--cluster', '--map', d.mapFile, '--key', key('ops')]);
   assert.equal(pause.status, 0, pause.stderr);
   assert.match(pause.stdout, /alpha: paused orders/);

@@ -64,7 +64,7 @@ export function daemonKey(map: FlotillaMap, server: string, keyFile?: string, bi
   return pair;
 }
 
-/** Which keys a server socket admits: `portal` (servers, senders, operators) or `agent` (servers, operators). */
+/** Which keys a server socket admits: `portal` and `agent` both admit servers, operators and senders (an agent takes only `ping` and `cancel` from a sender: src/agent/authorize.ts). */
 export type Role = 'portal' | 'agent';
 
 /** Who holds `publicKey` in `map` for a socket of `role`, or null if the role does not admit it. */
@@ -73,7 +73,7 @@ export function holderOf(map: FlotillaMap, role: Role, publicKey: string): strin
   if (server) return `server ${server.name}`;
   const operator = map.security.operators.find((k) => k.publicKey === publicKey);
   if (operator) return `operator ${operator.name}`;
-  const sender = role === 'portal' ? map.security.senders.find((k) => k.publicKey === publicKey) : undefined;
+  const sender = map.security.senders.find((k) => k.publicKey === publicKey);
   return sender ? `sender ${sender.name}` : null;
 }
 

@@ -101,20 +101,28 @@ export const zmtp = {
     return Buffer.concat(frames.map((f, i) => zmtp.frame(f, i < frames.length - 1)));
   },
   /**
-   * Connects to 127.0.0.1:`port`, greets, writes READY and `bytes`, closes (FIN); resolves once
-   * closed. The rest waits for the portal's greeting: libzmq 4.3 fails the handshake (ZMTP
+   * Connects to 127.0.0.1:`port`, greets, writes READY, and `bytes` once the portal's READY is in
+   * (ZAP admitted the connection), then closes (FIN); resolves once closed. The rest waits for the portal's greeting: libzmq 4.3 fails the handshake (ZMTP
    * protocol error) when a greeting and what follows it arrive in one read.
    */
   async sendAndClose(port: number, bytes: Buffer): Promise<void> {
     const sock = tcpConnect(port, '127.0.0.1');
     let got = 0;
+    let sent = false;
     await new Promise<void>((resolve, reject) => {
       sock.once('error', reject);
       sock.once('connect', () => sock.write(zmtp.greeting()));
       sock.on('data', (data: Buffer) => {
         const before = got;
         got += data.length;
-        if (before < 64 && got >= 64) sock.end(Buffer.concat([zmtp.ready(), bytes]));
+        // Our READY once the portal's greeting is in; the bytes once its READY is (the portal
+        // answers READY after ZAP admits the connection: bytes sent before may be dropped with
+        // a connection that closes during its handshake, never having been a sender).
+        if (before < 64 && got >= 64) sock.write(zmtp.ready());
+        if (got > 64 && !sent) {
+          sent = true;
+          sock.end(bytes);
+        }
       });
       sock.once('close', () => resolve());
     });
