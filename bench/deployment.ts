@@ -41,7 +41,7 @@ export async function writeBenchMap(dir: string, slots = SLOTS, spool?: Record<s
     instance: 'bench',
     epoch: 1,
     run_dir: join(dir, 'run'),
-    ...(keyed ? { senders: keyed.senders } : {}),
+    ...(keyed ? { senders: keyed.senders } : { security: { plain_tcp: true } }),
     servers: [{ name: SERVER, host: '127.0.0.1', ...(keyed?.server ?? {}) }],
     streams: [{ name: STREAM, key: 'key', port, buckets: 1024, slots, window: WINDOW, schema: BENCH_SCHEMA, ...(spool ? { spool } : {}) }],
   };

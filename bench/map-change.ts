@@ -73,6 +73,7 @@ export async function runMapChange(dir: string): Promise<MapChangeResult> {
       epoch,
       heartbeat_ms: HEARTBEAT_MS,
       run_dir: runDir,
+      security: { plain_tcp: true }, // every server on loopback
       servers: SERVERS.map((name, i) => ({ name, host: '127.0.0.1', weight: w[i], ports: { bench: ports[i] } })),
       streams: [{ name: 'bench', key: 'key', port: ports[0], buckets: BUCKETS, slots: SLOTS, schema: { type: 'record', name: 'R', fields: [{ name: 'key', type: 'string' }, { name: 'n', type: 'long' }] } }],
     });

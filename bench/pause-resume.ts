@@ -57,6 +57,7 @@ export async function runPauseResume(dir: string): Promise<PauseResumeResult> {
       epoch: 1,
       heartbeat_ms: HEARTBEAT_MS,
       run_dir: runDir,
+      security: { plain_tcp: true }, // every server on loopback
       servers: SERVERS.map((name, i) => ({ name, host: '127.0.0.1', ports: { bench: ports[i] }, agent_port: ports[SERVERS.length + i] })),
       streams: [
         {

@@ -19,7 +19,7 @@ import { agentStatus, localAgent } from '../src/agent/client';
 import { createLogger } from '../src/log';
 import { Sender } from '../src/sender/sender';
 import { portalctl } from './support/cli';
-import { deploy, startAgent, waitAgent, waitFor, type Deployment } from './support/deploy';
+import { deploy, startAgent, waitAgent, waitFor, type Deployment, withPlainTcp } from './support/deploy';
 import { RECORD_SCHEMA } from './support/flows';
 import { freePorts } from './support/ports';
 
@@ -46,7 +46,7 @@ test('removing a stream that holds spooled records is refused with their count; 
 });
 
 async function removeWithSpooled(dep: Deployment, mapAt: (epoch: number, streams: object[]) => object, orders: object, audits: object): Promise<void> {
-  const write = (m: object) => writeFileSync(dep.mapFile, stringify({ ...m, run_dir: dep.runDir }));
+  const write = (m: object) => writeFileSync(dep.mapFile, stringify(withPlainTcp({ ...m, run_dir: dep.runDir } as Record<string, unknown>)));
   startAgent(dep);
   dep.startPortal('orders');
   await waitAgent(dep);
@@ -91,9 +91,9 @@ test('an edit written between reading the map and watching it is taken at start'
   const mapAt = (epoch: number) => ({ instance: 'test', epoch, servers: [{ name: 'solo', host: '127.0.0.1', weight: epoch }], streams: [{ name: 'orders', key: 'key', port, buckets: 64, slots: 2, schema: RECORD_SCHEMA('Order') }] });
   const dir = mkdtempSync(join(tmpdir(), 'flt-start-'));
   const file = join(dir, 'map.yaml');
-  writeFileSync(file, stringify({ ...mapAt(1), run_dir: join(dir, 'run') }));
+  writeFileSync(file, stringify(withPlainTcp({ ...mapAt(1), run_dir: join(dir, 'run') })));
   const agent = new Agent({ mapFile: file, server: 'solo', log: createLogger('agent', { server: 'solo' }), watchMs: 50 });
-  writeFileSync(file, stringify({ ...mapAt(2), run_dir: join(dir, 'run') })); // read in the constructor, not yet watched
+  writeFileSync(file, stringify(withPlainTcp({ ...mapAt(2), run_dir: join(dir, 'run') }))); // read in the constructor, not yet watched
   try {
     await agent.start();
     assert.equal(agent.map.epoch, 2, 'the edit made before the watch began is taken');
@@ -106,7 +106,7 @@ test('an edit written while the agent starts is taken, every time', async () => 
   const [port] = (await freePorts(1)) as [number];
   const mapAt = (epoch: number) => ({ instance: 'test', epoch, servers: [{ name: 'solo', host: '127.0.0.1', weight: epoch }], streams: [{ name: 'orders', key: 'key', port, buckets: 64, slots: 2, schema: RECORD_SCHEMA('Order') }] });
   const dep = (d = deploy(mapAt(1)));
-  const write = (epoch: number) => writeFileSync(dep.mapFile, stringify({ ...mapAt(epoch), run_dir: dep.runDir }));
+  const write = (epoch: number) => writeFileSync(dep.mapFile, stringify(withPlainTcp({ ...mapAt(epoch), run_dir: dep.runDir })));
   let epoch = 1;
   for (const delayMs of [100, 200, 250, 300, 350, 400, 500]) {
     const agent = startAgent(dep);

@@ -16,7 +16,7 @@ import { stringify } from 'yaml';
 import type { AgentStatus } from '../src/protocol/control';
 import { agentStatus, localAgent } from '../src/agent/client';
 import { portalctl } from './support/cli';
-import { deploy, startAgent, waitAgent, waitFor, type Deployment } from './support/deploy';
+import { deploy, startAgent, waitAgent, waitFor, type Deployment, withPlainTcp } from './support/deploy';
 import { RECORD_SCHEMA } from './support/flows';
 import { freePorts } from './support/ports';
 
@@ -39,7 +39,7 @@ function mapAt(epoch: number, edit: (m: Record<string, any>) => void = () => und
   return m;
 }
 
-const writeMap = (m: Record<string, any> | string) => writeFileSync(d.mapFile, typeof m === 'string' ? m : stringify(m));
+const writeMap = (m: Record<string, any> | string) => writeFileSync(d.mapFile, typeof m === 'string' ? m : stringify(withPlainTcp(m)));
 
 before(async () => {
   [port] = (await freePorts(1)) as [number];

@@ -14,6 +14,7 @@ import type { AgentStatus } from '../src/protocol/control';
 import { MapKeeper } from '../src/map/keeper';
 import type { PortalBeacon, SlotBeacon } from '../src/protocol/beacons';
 import { RECORD_SCHEMA } from './support/flows';
+import { withPlainTcp } from './support/deploy';
 
 const HB = 200;
 
@@ -101,7 +102,7 @@ test('the agent takes a valid edit that raises the epoch, and rejects what would
       streams: [{ name: 'orders', key: 'key', port: 7401, buckets: 64, schema: RECORD_SCHEMA('Order') }],
     };
     edit(m);
-    writeFileSync(file, stringify(m));
+    writeFileSync(file, stringify(withPlainTcp(m)));
   };
   map(1);
   const keeper = new MapKeeper(file, 'alpha', 'agent');

@@ -17,7 +17,7 @@ import type { PortalRequest } from '../src/protocol/control';
 import { loadMap } from '../src/map/load';
 import { diffMaps } from '../src/map/diff';
 import { Sender } from '../src/sender/sender';
-import { deploy, waitFor, type Deployment } from './support/deploy';
+import { deploy, waitFor, type Deployment, withPlainTcp } from './support/deploy';
 import { RECORD_SCHEMA, RoundLoad } from './support/flows';
 import { freePorts } from './support/ports';
 import { assertExactlyOnceInOrder, readRecorded, sentRounds } from './support/records';
@@ -55,14 +55,14 @@ test('buckets move from alpha to beta: never processed by both at once, nothing 
   const sender = new Sender({ map: dep.mapFile, lingerMs: 1 });
   const KEYS = 300;
   const load = new RoundLoad(sender, 'orders', KEYS, 5);
-  writeFileSync(dep.mapFile + '.v2', stringify({ ...v2, run_dir: dep.runDir }));
+  writeFileSync(dep.mapFile + '.v2', stringify(withPlainTcp({ ...v2, run_dir: dep.runDir })));
   const after2 = loadMap(dep.mapFile + '.v2');
   const predicted = diffMaps(before, after2).streams[0]!;
   const files = ['alpha', 'beta'].flatMap((server) => [0, 1].map((slot) => dep.outOf('orders', slot, server)));
   try {
     await waitFor('records flowing on both servers', () => new Set(readRecorded(files).map((r) => r.pid)).size === 4);
 
-    writeFileSync(dep.mapFile, stringify({ ...v2, run_dir: dep.runDir }));
+    writeFileSync(dep.mapFile, stringify(withPlainTcp({ ...v2, run_dir: dep.runDir })));
     assert.ok(predicted.moved > 0 && predicted.moves.every((m) => m.from === 'alpha' && m.to === 'beta'), JSON.stringify(predicted));
 
     const b = await ask('beta', { cmd: 'switch', epoch: 2 });

@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { DgramSocket } from 'node-unix-socket';
 import { stringify } from 'yaml';
-import { DIST, waitFor } from './support/deploy';
+import { DIST, waitFor, withPlainTcp } from './support/deploy';
 import { freePorts } from './support/ports';
 import { clicksMap } from './support/flows';
 import { portalctl } from './support/cli';
@@ -89,7 +89,7 @@ test('SIGHUP makes the agent read its map again and stay up; a portal ignores it
   const [agentPort, port] = await freePorts(2);
   const map = clicksMap({ instance: 'hup', runDir: join(dir, 'run'), agentPort: agentPort!, port: port!, slots: 1 });
   const file = join(dir, 'map.yaml');
-  writeFileSync(file, stringify(map));
+  writeFileSync(file, stringify(withPlainTcp(map)));
   const n = notifySocket('agent');
   // watch off: only SIGHUP makes the agent read the file
   const agent = start([join(DIST, 'agent', 'main.js'), '--map', file, '--server', 'local', '--watch', '0'], { NOTIFY_SOCKET: n.path });
@@ -97,7 +97,7 @@ test('SIGHUP makes the agent read its map again and stay up; a portal ignores it
   await waitFor(() => `the agent ready (${agent.out()})`, () => n.messages.some((m) => m.text.startsWith('READY=1')), 15_000);
   await waitFor(() => `the portal up (${portal.out()})`, () => portalctl('status', '--map', file).stdout.includes('clicks'), 15_000);
 
-  writeFileSync(file, stringify({ ...map, epoch: 2 }));
+  writeFileSync(file, stringify(withPlainTcp({ ...map, epoch: 2 })));
   agent.child.kill('SIGHUP');
   await waitFor(() => `the agent's reload (${agent.out()})`, () => /SIGHUP, reload: epoch 2 taken \(was 1\)/.test(agent.out()), 15_000);
   assert.equal(n.messages[1]?.text, 'RELOADING=1');

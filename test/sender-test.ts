@@ -11,7 +11,7 @@ import { bucketOf, slotOf } from '../src/map/bucket';
 import { FlotillaError } from '../src/errors';
 import { loadMap } from '../src/map/load';
 import { Sender } from '../src/sender/sender';
-import { deploy, waitFor, type Deployment } from './support/deploy';
+import { deploy, waitFor, type Deployment, withPlainTcp } from './support/deploy';
 import { RECORD_SCHEMA, twoStreamMap } from './support/flows';
 import { readRecorded } from './support/records';
 import { freePorts } from './support/ports';
@@ -82,7 +82,7 @@ test('after a map edit the sender follows WRONG_OWNER to the new owner and loses
   // The sender loads epoch 1 (alpha owns everything); then the map becomes epoch 2 and both
   // portals run it, so alpha redirects beta's keys.
   const sender = new Sender({ map: d.mapFile, lingerMs: 1 });
-  writeFileSync(d.mapFile, stringify({ ...v2, run_dir: d.runDir }));
+  writeFileSync(d.mapFile, stringify(withPlainTcp({ ...v2, run_dir: d.runDir })));
   const map2 = loadMap(d.mapFile);
   for (const server of ['alpha', 'beta']) {
     d.startPortal('orders', server);

@@ -4,7 +4,8 @@
  * and `portalctl map check` apply before anything binds: no plain TCP off loopback.
  *
  *   keys on every server   -> CURVE on every TCP socket, ZAP admits the map's keys (src/transport/zap.ts)
- *   no keys, all loopback  -> plain TCP (the one-host demo); `security.plain_tcp: true` says so
+ *   no keys, all loopback, `security.plain_tcp: true` -> plain TCP (the one-host demo)
+ *   no keys, all loopback, no plain_tcp               -> refused: plain TCP is asked for, never assumed
  *   no keys, a server off loopback -> refused, with how to make keys
  */
 import { isIP } from 'node:net';
@@ -55,11 +56,22 @@ export function isLoopback(host: string): boolean {
 
 /**
  * What is wrong with the map's transport: a server that binds an address off loopback in a map
- * without keys, or plain_tcp set off loopback. Empty when the map may run as it is.
+ * without keys, plain_tcp set off loopback, or a map without keys that does not ask for plain TCP.
+ * Empty when the map may run as it is.
  */
 export function transportProblems(map: Pick<FlotillaMap, 'servers' | 'security'>): MapProblem[] {
   if (map.security.curve) return [];
   const off = map.servers.map((s, i) => ({ s, i })).filter(({ s }) => !isLoopback(s.host));
+  if (off.length === 0 && !map.security.plainTcp) {
+    return [
+      {
+        path: 'security.plain_tcp',
+        message:
+          'the map has no keys and does not ask for plain TCP: on one host, say so with `security: { plain_tcp: true }` (loopback only); ' +
+          `across hosts, make a key pair per server (\`portalctl keys generate ${map.servers[0]?.name ?? 'NAME'} --dir /etc/flotilla/keys\`) and put each NAME.pub in its server's public_key (docs/security.md)`,
+      },
+    ];
+  }
   return off.map(({ s, i }) => ({
     path: `servers[${i}].host`,
     message:

@@ -46,7 +46,7 @@ export interface Deployment {
   keyArgs(server: string): string[];
   /**
    * A map object as this deployment writes it: with its servers' keys and the test's operator key
-   * when the deployment made keys (a map off loopback), else as it is. Tests that write map edits
+   * when the deployment made keys (a map off loopback), else with `security.plain_tcp` (loopback). Tests that write map edits
    * themselves pass them through this.
    */
   withKeys(mapObject: Record<string, unknown>): Record<string, unknown>;
@@ -79,7 +79,8 @@ export function deploy(mapObject: Record<string, unknown>, opts: DeployOptions =
   const mapFile = join(dir, 'map.yaml');
   const keys = testKeys(dir, mapObject);
   if (keys && !opts.keyOf) opts = { ...opts, keyOf: keys.keyOf };
-  writeFileSync(mapFile, stringify({ ...withSpoolDirs(keys ? keys.withKeys(mapObject) : mapObject), run_dir: runDir }));
+  const asWritten = (m: Record<string, unknown>) => (keys ? keys.withKeys(m) : withPlainTcp(m));
+  writeFileSync(mapFile, stringify({ ...withSpoolDirs(asWritten(mapObject)), run_dir: runDir }));
   const map = loadMap(mapFile);
   const procs: ChildProcess[] = [];
   const logs: string[] = [];
@@ -101,7 +102,7 @@ export function deploy(mapObject: Record<string, unknown>, opts: DeployOptions =
     logs,
     runDirOf: (server = map.servers[0]!.name) => join(runDir, server),
     keyArgs: (server) => (opts.keyOf ? ['--key', opts.keyOf(server)] : []),
-    withKeys: (m) => (keys ? keys.withKeys(m) : m),
+    withKeys: asWritten,
     startPortal(stream, server = map.servers[0]!.name) {
       // A spool the map does not place goes to this deployment's dir, not the machine-wide
       // default (/var/lib/flotilla/<instance>/spool), where another run's records would wait.
@@ -138,6 +139,13 @@ export function deploy(mapObject: Record<string, unknown>, opts: DeployOptions =
     },
   };
   return d;
+}
+
+/** A map without keys on loopback says it runs plain TCP (docs/security.md): as the demo's does. */
+export function withPlainTcp(m: Record<string, unknown>): Record<string, unknown> {
+  const servers = (m.servers ?? []) as { host: string; public_key?: string }[];
+  if (servers.some((s) => s.public_key !== undefined || !isLoopback(s.host))) return m;
+  return { ...m, security: { plain_tcp: true, ...(m.security as object | undefined) } };
 }
 
 /**
