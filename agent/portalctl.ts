@@ -67,7 +67,9 @@ addCancelCommand(program);
 addConfigureCommand(program);
 addKeyCommands(program);
 
-program.parseAsync().catch((err: unknown) => {
+// A command is done when its action is: exit then, whatever a client library still holds open
+// (the etcd client keeps dialing a member that is down after it is closed).
+program.parseAsync().then(() => process.exit(), (err: unknown) => {
   if (err instanceof CommanderError) process.exit(err.exitCode === 0 ? 0 : 2);
   die(err);
 });

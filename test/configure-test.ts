@@ -172,8 +172,12 @@ test('a rejected configuration is reported with its reason and a non-zero exit; 
   const [reply] = JSON.parse(thrown.stdout) as ConfigureReply[];
   assert.deepEqual(reply!.slots.map((s) => [s.slot, s.outcome, s.reason]), [[2, 'rejected', 'no cache here']]);
   assert.deepEqual((await d.stats('orders')).slots.map((s) => s.config?.running), before);
-  const status = await portalctl(['status']);
-  assert.match(status.stdout, /slot 2 runs v\d+ \(rejected v\d+: no cache here\)/);
+  // Status is read from the beacons: the rejection shows within a heartbeat.
+  let shown = '';
+  await waitFor(
+    () => `status to show slot 2's rejection: ${shown}`,
+    async () => /slot 2 runs v\d+ \(rejected v\d+: no cache here\)/.test((shown = (await portalctl(['status'])).stdout)),
+  );
   // The rejected version is the one kept (the operator's last word) until a good one replaces it.
   const fixed = await portalctl(['configure', 'orders', '--file', writeJson({ chunk: 64 })]);
   assert.equal(fixed.status, 0, fixed.stderr);

@@ -178,7 +178,9 @@ export class EtcdMapStore implements MapStore {
     if (this.closed) return;
     this.closed = true;
     if (this.poll) clearTimeout(this.poll);
-    await this.watcher?.cancel().catch(() => undefined);
+    // A watch's cancel goes to the member it streams from: never wait on a member that is gone.
+    const cancelled = this.watcher?.cancel().catch(() => undefined);
+    await Promise.race([cancelled, new Promise((r) => setTimeout(r, ETCD_CALL_MS).unref())]);
     this.client.close();
   }
 }
