@@ -40,7 +40,7 @@ test('portalctl keys generate writes the secret (0600) and its public key, and n
   assert.equal(readFileSync(join(keys, 'alpha.key'), 'utf8').trim(), secret, 'the key is kept');
 });
 
-test('map check refuses plain TCP off loopback, saying how to make keys; loopback with plain_tcp passes', () => {
+test('map check refuses plain TCP off loopback, saying how to make keys, and a map without keys that does not ask for plain TCP; loopback with plain_tcp passes', () => {
   const off = portalctl('map', 'check', mapFile('off', [{ name: 'alpha', host: '10.9.8.7' }]));
   assert.equal(off.status, 1);
   assert.match(off.stderr, /servers\[0\]\.host: alpha binds 10\.9\.8\.7, not a loopback address, and the map has no keys/);
@@ -52,6 +52,13 @@ test('map check refuses plain TCP off loopback, saying how to make keys; loopbac
   assert.match(opted.stderr, /plain_tcp is allowed only when every server is on loopback/);
   const loop = portalctl('map', 'check', mapFile('loop', [{ name: 'alpha', host: '127.0.0.1' }], { security: { plain_tcp: true } }));
   assert.equal(loop.status, 0, loop.stderr);
+  // On loopback too, plain TCP is asked for, never assumed.
+  const unsaid = portalctl('map', 'check', mapFile('unsaid', [{ name: 'alpha', host: '127.0.0.1' }]));
+  assert.equal(unsaid.status, 1);
+  assert.match(unsaid.stderr, /security\.plain_tcp: the map has no keys and does not ask for plain TCP: on one host, say so with `security: \{ plain_tcp: true \}`/);
+  const daemon = runCli('portal/main.js', ['--map', mapFile('unsaid', [{ name: 'alpha', host: '127.0.0.1' }]), '--server', 'alpha', '--stream', 'orders']);
+  assert.equal(daemon.status, 1);
+  assert.match(daemon.stderr, /PLAIN_TCP_REFUSED/);
   const pub = readFileSync(join(keys, 'alpha.pub'), 'utf8').trim();
   const half = portalctl('map', 'check', mapFile('half', [{ name: 'alpha', host: '10.9.8.7', public_key: pub }, { name: 'beta', host: '10.9.8.6' }]));
   assert.equal(half.status, 1);
@@ -84,7 +91,7 @@ test('a daemon refuses a missing key, a key open to others, another server\'s ke
   const env = runCli('agent/main.js', ['--map', mapFile('plain-off', [{ name: 'alpha', host: '10.9.8.7', agent_port: 7402 }]), '--server', 'alpha']);
   assert.equal(env.status, 1);
   assert.match(env.stderr, /PLAIN_TCP_REFUSED/);
-  const bind = portal(mapFile('bind', [{ name: 'alpha', host: '127.0.0.1' }]), '--bind', '0.0.0.0');
+  const bind = portal(mapFile('bind', [{ name: 'alpha', host: '127.0.0.1' }], { security: { plain_tcp: true } }), '--bind', '0.0.0.0');
   assert.equal(bind.status, 1);
   assert.match(bind.stderr, /--bind 0\.0\.0\.0 is not a loopback address/);
 });

@@ -39,6 +39,7 @@ export function clicksMap(o: { instance: string; runDir: string; agentPort: numb
     epoch: 1,
     heartbeat_ms: 200,
     run_dir: o.runDir,
+    security: { plain_tcp: true }, // one host on loopback
     servers: [{ name: 'local', host: '127.0.0.1', agent_port: o.agentPort }],
     streams: [{ name: 'clicks', key: 'user', port: o.port, slots: o.slots ?? 4, schema: { type: 'record', name: 'Click', fields: [{ name: 'user', type: 'string' }] } }],
   };
