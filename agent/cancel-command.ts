@@ -7,10 +7,10 @@
  */
 import { type Command, InvalidArgumentError } from 'commander';
 import { localAgent } from '../src/agent/client';
-import { loadMap } from '../src/map/load';
 import { MAX_CANCEL_TTL_MS } from '../src/protocol/cancel';
 import { agentsOf, cancelEverywhere } from '../src/sender/cancel';
 import { DEFAULT_MAP_FILE, errorText, targetsOf } from './control-commands';
+import { readMap, sourceOf } from './map-source';
 
 const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3600_000, d: 86_400_000 };
 
@@ -43,8 +43,8 @@ export function addCancelCommand(program: Command): void {
     .option('--json', 'print the agents\' replies as JSON')
     .addHelpText('after', '\nExamples:\n  portalctl cancel requests 5f1c0a9e33b2d4c1000000000000002a\n  portalctl cancel requests 5f1c0a9e33b2d4c1000000000000002a --ttl 1h --json\n')
     .action(async (stream: string, root: string, o: CancelFlags) => {
-      const file = o.map ?? process.env.FLOTILLA_MAP ?? DEFAULT_MAP_FILE;
-      const map = loadMap(file);
+      const file = sourceOf(o.map);
+      const map = readMap(file); // a file, or the etcd map read before the command
       const targets = o.server ? targetsOf({ map: file, server: o.server }) : o.runDir && agentsOf(map)[0]!.server === null ? [localAgent(o.runDir)] : agentsOf(map);
       try {
         const replies = await cancelEverywhere(map, { stream, root: root.toLowerCase(), ttlMs: o.ttl }, undefined, targets);

@@ -9,11 +9,11 @@
  * cannot be read; 3 a server has no lease; 5 a switch or a handover waits.
  */
 import type { Etcd3 } from 'etcd3';
-import { EtcdKeys } from '../src/map/etcd-keys';
+import type { EtcdKeys } from '../src/map/etcd-keys';
 import { parseMap } from '../src/map/load';
 import { shortDigest } from '../src/map/digest';
 import { parseEtcdSource } from '../src/map/store';
-import { etcdClient, readMapRecord } from '../src/map/store-etcd';
+import { etcdAt, readMapRecord } from '../src/map/store-etcd';
 import { readServerRecords, type ServerRecord } from '../src/agent/presence-etcd';
 import { HEALTH_EXIT } from '../src/agent/problems';
 
@@ -71,9 +71,9 @@ export function clusterExit(v: ClusterView): number {
 
 /** `portalctl status --cluster` on an etcd map. */
 export async function clusterStatus(source: string, json: boolean | undefined): Promise<void> {
-  const client = etcdClient(parseEtcdSource(source));
+  const { client, keys } = etcdAt(parseEtcdSource(source));
   try {
-    const v = await readCluster(client, new EtcdKeys(parseEtcdSource(source).prefix), source);
+    const v = await readCluster(client, keys, source);
     process.stdout.write((json ? JSON.stringify(v, null, 2) : formatCluster(v)) + '\n');
     process.exitCode = clusterExit(v);
   } catch (err) {

@@ -8,15 +8,13 @@
  */
 import { readFileSync } from 'node:fs';
 import { type Command, CommanderError, InvalidArgumentError } from 'commander';
-import { askAgent, type AgentTarget } from '../src/agent/client';
+import { agentConfigure, askAgent, type AgentTarget } from '../src/agent/client';
 import { FlotillaError } from '../src/errors';
 import { type Config, type ConfigureReply, DEFAULT_CONFIGURE_WAIT_MS, parseSetValue } from '../src/protocol/configure';
 import { errorText, gather, type TargetFlags, targetsOf, withTargetOptions } from './control-commands';
 
 /** How long configure waits for the components' answers unless --timeout says, s. */
 export const DEFAULT_CONFIGURE_TIMEOUT_S = DEFAULT_CONFIGURE_WAIT_MS / 1000;
-/** Beyond the components' wait: time for the agent's own steps and the reply. */
-const AGENT_MARGIN_MS = 5000;
 
 interface ConfigureFlags extends TargetFlags {
   slot?: number;
@@ -111,8 +109,8 @@ Examples:
         targets = known.filter((k) => k.ok).map((k) => k.target);
         version = 1 + Math.max(0, ...known.flatMap((k) => (k.ok ? k.value.streams.filter((s) => s.stream === stream).map((s) => s.version) : [])));
       }
-      const request = { cmd: 'configure' as const, stream, config, merge, timeoutMs: Math.round(o.timeout * 1000), ...(o.slot === undefined ? {} : { slot: o.slot }), ...(version ? { version } : {}) };
-      const results = await gather(targets, (t: AgentTarget) => askAgent(t, request, request.timeoutMs + AGENT_MARGIN_MS));
+      const request = { stream, config, merge, timeoutMs: Math.round(o.timeout * 1000), ...(o.slot === undefined ? {} : { slot: o.slot }), ...(version ? { version } : {}) };
+      const results = await gather(targets, (t: AgentTarget) => agentConfigure(t, request));
       if (o.json) print(JSON.stringify(results.map((r) => (r.ok ? r.value : { server: r.target.server, ok: false, error: errorText(r.error) })), null, 2));
       for (const r of results) {
         if (!r.ok) fail(errorText(r.error));

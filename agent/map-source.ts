@@ -5,7 +5,7 @@
  */
 import type { Command } from 'commander';
 import { loadMap, parseMap } from '../src/map/load';
-import { openMapStore } from '../src/map/open';
+import { readMapOnce } from '../src/map/store-etcd';
 import { isEtcdSource } from '../src/map/store';
 import type { FlotillaMap } from '../src/map/types';
 
@@ -23,12 +23,7 @@ export function sourceOf(map: string | undefined): string {
 export async function preloadMap(source: string): Promise<void> {
   if (!isEtcdSource(source) || loaded.has(source)) return;
   try {
-    const store = await openMapStore(source);
-    try {
-      loaded.set(source, parseMap(store.read(), source));
-    } finally {
-      await store.close();
-    }
+    loaded.set(source, parseMap(await readMapOnce(source), source));
   } catch (err) {
     loaded.set(source, err as Error);
   }

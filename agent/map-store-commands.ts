@@ -17,9 +17,8 @@ import { parse, stringify } from 'yaml';
 import { FlotillaError, MapInvalidError } from '../src/errors';
 import { commitApply, planApply } from '../src/map/apply';
 import { shortDigest } from '../src/map/digest';
-import { EtcdKeys } from '../src/map/etcd-keys';
 import { isEtcdSource, parseEtcdSource } from '../src/map/store';
-import { etcdClient, readMapRecord } from '../src/map/store-etcd';
+import { etcdAt, readMapRecord } from '../src/map/store-etcd';
 import { errorText } from './control-commands';
 import { printDiff } from './map-commands';
 import { sourceOf } from './map-source';
@@ -47,7 +46,7 @@ function etcdOf(o: StoreFlags) {
   } catch (err) {
     die1(errorText(err));
   }
-  return { source, client: etcdClient(parsed), keys: new EtcdKeys(parsed.prefix) };
+  return { source, ...etcdAt(parsed) };
 }
 
 /** Asks on the terminal; refuses without one (a script must say --yes). */

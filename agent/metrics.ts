@@ -9,7 +9,7 @@
  */
 import { collectDefaultMetrics, Registry } from 'prom-client';
 import { healthExit, problemsOf } from '../src/agent/problems';
-import { SERVICE_MS_BOUNDS, type SlotView } from '../src/protocol/beacons';
+import { type LimitsView, SERVICE_MS_BOUNDS, type SlotView } from '../src/protocol/beacons';
 import { WIRE_ERROR_CODES } from '../src/errors';
 import type { AgentStatus, PortalState } from '../src/protocol/control';
 
@@ -91,19 +91,9 @@ const FAMILIES: [string, MetricType, string, (st: AgentStatus) => Value[]][] = [
     ['MEMORY_LOW', 'SPOOL_DISK_LOW'].map((code) => ({ labels: { code }, value: (st.host?.warnings ?? []).filter((w) => w.code === code).length }))],
   // ---- memory limits (docs/security.md, "Limits") ----
   ['flotilla_portal_memory_bytes', 'gauge', "The portal's memory by kind: records held (queued or in flight) and resident, each beside its limit (max_queued_bytes, max_rss_bytes).", (st) =>
-    live(st).flatMap((s) => {
-      const l = s.beacon!.limits;
-      if (!l) return [];
-      const kinds: [string, number][] = [['queued', l.queuedBytes], ['max_queued', l.maxQueuedBytes], ['rss', l.rssBytes], ['max_rss', l.maxRssBytes]];
-      return kinds.map(([kind, value]) => ({ labels: { stream: s.stream, kind }, value }));
-    })],
+    perLimits(st, 'kind', (l) => [['queued', l.queuedBytes], ['max_queued', l.maxQueuedBytes], ['rss', l.rssBytes], ['max_rss', l.maxRssBytes]])],
   ['flotilla_portal_limit_reached_total', 'counter', 'Times the portal reached a memory limit, by limit (for max_unread_replies: replies dropped).', (st) =>
-    live(st).flatMap((s) => {
-      const l = s.beacon!.limits;
-      if (!l) return [];
-      const limits: [string, number][] = [['max_queued_bytes', l.queuedBytesStops], ['max_slot_bytes', l.slotBytesStops], ['max_unread_replies', l.repliesDropped], ['max_rss_bytes', l.memoryResets]];
-      return limits.map(([limit, value]) => ({ labels: { stream: s.stream, limit }, value }));
-    })],
+    perLimits(st, 'limit', (l) => [['max_queued_bytes', l.queuedBytesStops], ['max_slot_bytes', l.slotBytesStops], ['max_unread_replies', l.repliesDropped], ['max_rss_bytes', l.memoryResets]])],
   ['flotilla_slot_queued_bytes', 'gauge', "Bytes of the slot's backlog: records queued for it or in flight (max_slot_bytes).", (st) => perSlot(st).map(([s, x]) => slotValue(s, x.slot, (x as Partial<SlotView>).bytes ?? 0))],
 ];
 
@@ -154,6 +144,14 @@ function perSlot(st: AgentStatus) {
 }
 
 const slotValue = (stream: string, slot: number, value: number): Value => ({ labels: { stream, slot }, value });
+
+/** A value for each (name, number) pair of each live portal's memory limits, the name under `label`. */
+function perLimits(st: AgentStatus, label: string, pairs: (l: LimitsView) => [string, number][]): Value[] {
+  return live(st).flatMap((s) => {
+    const l = s.beacon!.limits;
+    return l ? pairs(l).map(([k, value]) => ({ labels: { stream: s.stream, [label]: k }, value })) : [];
+  });
+}
 
 function perSpool(st: AgentStatus, f: (sp: NonNullable<NonNullable<AgentStatus['streams'][number]['beacon']>['spool']>) => number): Value[] {
   return live(st).flatMap((s) => (s.beacon!.spool ? [{ labels: { stream: s.stream }, value: f(s.beacon!.spool) }] : []));

@@ -16,10 +16,9 @@ import { stopChildren } from '../daemon/children';
 import { agentStatus, localAgent } from '../src/agent/client';
 import { commitApply, planApply } from '../src/map/apply';
 import { bucketOf } from '../src/map/bucket';
-import { EtcdKeys } from '../src/map/etcd-keys';
 import { parseMap } from '../src/map/load';
 import { openMap } from '../src/map/open';
-import { etcdClient } from '../src/map/store-etcd';
+import { etcdAt } from '../src/map/store-etcd';
 import { portalRequest, portalStats } from '../src/portal/client';
 import { Sender } from '../src/sender/sender';
 import { startEtcd } from '../test/support/etcd';
@@ -63,8 +62,7 @@ async function until(what: string, check: () => Promise<boolean>, timeoutMs = 30
 export async function runMapChange(dir: string): Promise<MapChangeResult> {
   const etcd = await startEtcd({ members: 1 });
   const url = etcd.url(PREFIX);
-  const client = etcdClient({ endpoints: etcd.endpoints, prefix: PREFIX });
-  const keys = new EtcdKeys(PREFIX);
+  const { client, keys } = etcdAt({ endpoints: etcd.endpoints, prefix: PREFIX });
   const ports = await freePorts(SERVERS.length);
   const runDir = join(dir, 'mc-run');
   const textOf = (epoch: number, w: number[]) =>

@@ -12,8 +12,6 @@ export const RUN_DIR_MODE = 0o770;
 /** Mode of a stream's spool directory: the service's user, read-only to its group. */
 export const SPOOL_DIR_MODE = 0o750;
 
-const octal = (mode: number) => `0${(mode & 0o777).toString(8)}`;
-
 /**
  * Makes `dir` (and missing parents) a directory owned by this process's user with exactly
  * `mode`; returns what it did. Throws DIR_UNSAFE when it is not a directory or belongs to

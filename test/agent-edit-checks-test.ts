@@ -8,7 +8,6 @@
  *     is watched), every time.
  */
 import { strict as assert } from 'node:assert';
-import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,7 +18,7 @@ import { agentStatus, localAgent } from '../src/agent/client';
 import { createLogger } from '../src/log';
 import { Sender } from '../src/sender/sender';
 import { portalctl } from './support/cli';
-import { deploy, startAgent, waitAgent, waitFor, type Deployment, withPlainTcp } from './support/deploy';
+import { deploy, startAgent, waitAgent, stopped, waitFor, type Deployment, withPlainTcp } from './support/deploy';
 import { RECORD_SCHEMA } from './support/flows';
 import { freePorts } from './support/ports';
 
@@ -28,7 +27,6 @@ after(async () => {
   await d?.stop();
 });
 
-const stopped = (p: ChildProcess) => new Promise<void>((r) => (p.exitCode !== null || p.signalCode !== null ? r() : p.once('exit', () => r())));
 
 test('removing a stream that holds spooled records is refused with their count; taken once they are delivered', async () => {
   const [po, pa] = (await freePorts(2)) as [number, number];

@@ -16,7 +16,7 @@ import { after, before, test } from 'node:test';
 import { bucketOf, slotOf } from '../src/map/bucket';
 import { portalRequest, portalStats } from '../src/portal/client';
 import { Sender } from '../src/sender/sender';
-import { deploy, DIST, portalctlAsync, startAgent, waitAgent, waitFor, type Deployment } from './support/deploy';
+import { deploy, portalctlAsync, startAgent, waitAgent, waitFor, type Deployment } from './support/deploy';
 import { RECORD_SCHEMA } from './support/flows';
 import { freePorts } from './support/ports';
 import { assertExactlyOnceInOrder, readRecorded, sentRounds } from './support/records';
@@ -124,6 +124,12 @@ test('a cancellation drops the queued, held and spooled records of its root, and
     assert.equal(sender.stats.acked, sender.stats.records, 'every record acknowledged');
     const st = await stats('orders');
     assert.equal(st.cancelled?.inForce, 1);
+    // Deliveries cut by the cancellation gave their bytes back: with everything processed, the
+    // portal holds nothing (a leak would close ingress once it reached max_queued_bytes).
+    await waitFor('orders to hold no bytes once everything is processed', async () => {
+      const s = await stats('orders');
+      return s.queuedRecords === 0 && s.limits.queuedBytes === 0 && s.slots.every((x) => (x.bytes ?? 0) === 0);
+    });
   } finally {
     sender.close();
   }

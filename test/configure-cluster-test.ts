@@ -8,11 +8,12 @@
  * With --cluster every server gets the same version, even where the servers had different ones.
  */
 import { strict as assert } from 'node:assert';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import type { ConfigureReply } from '../src/protocol/configure';
 import { deploy, DIST, portalctlAsync, startAgent, waitAgent, waitFor, type Deployment } from './support/deploy';
+import { readJsonLines } from './support/records';
 import { RECORD_SCHEMA } from './support/flows';
 import { freePorts } from './support/ports';
 
@@ -20,8 +21,7 @@ const SERVERS = ['alpha', 'beta'];
 const FIXTURE = join(DIST, 'test', 'fixtures', 'configurable.js');
 let d: Deployment;
 const configsOf = (server: string) => join(d.dir, `configs-${server}.jsonl`);
-const versionsOf = (server: string): number[] =>
-  existsSync(configsOf(server)) ? readFileSync(configsOf(server), 'utf8').trim().split('\n').map((l) => (JSON.parse(l) as { version: number }).version) : [];
+const versionsOf = (server: string) => readJsonLines<{ version: number }>(configsOf(server)).map((c) => c.version);
 
 before(async () => {
   const [alphaPort, betaPort, alphaAgent, betaAgent] = (await freePorts(4)) as [number, number, number, number];

@@ -7,14 +7,13 @@
  *                                          <--CONFIGURED--             <--{"configured": v[, "error": why]}--
  */
 import { strict as assert } from 'node:assert';
-import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { Sender } from '../src/sender/sender';
 import { deploy, DIST, type Deployment, portalctlAsync, startAgent, waitAgent } from './support/deploy';
 import { RECORD_SCHEMA } from './support/flows';
 import { freePorts } from './support/ports';
-import { assertExactlyOnceInOrder, sentRounds } from './support/records';
+import { assertExactlyOnceInOrder, readJsonLines, sentRounds } from './support/records';
 
 const EXEC = join(DIST, 'portal', 'exec.js');
 const PROGRAM = join(DIST, '..', 'test', 'fixtures', 'exec-configurable.py');
@@ -22,8 +21,7 @@ const SLOTS = [0, 1];
 
 let d: Deployment;
 const configsOf = (slot: number) => join(d.dir, `exec-configs-${slot}.jsonl`);
-const readConfigs = (slot: number): { version: number; config: Record<string, unknown> }[] =>
-  existsSync(configsOf(slot)) ? readFileSync(configsOf(slot), 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as { version: number; config: Record<string, unknown> }) : [];
+const readConfigs = (slot: number) => readJsonLines<{ version: number; config: Record<string, unknown> }>(configsOf(slot));
 const portalctl = (args: string[]) => portalctlAsync([...args, '--map', d.mapFile, '--run-dir', d.runDirOf()]);
 
 before(async () => {

@@ -11,7 +11,7 @@
  */
 import { strict as assert } from 'node:assert';
 import type { ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { askAgent, localAgent } from '../src/agent/client';
@@ -20,7 +20,7 @@ import { Sender } from '../src/sender/sender';
 import { deploy, DIST, type Deployment, portalctlAsync, startAgent, waitAgent, waitFor } from './support/deploy';
 import { RECORD_SCHEMA } from './support/flows';
 import { freePorts } from './support/ports';
-import { assertExactlyOnceInOrder, checkRecords, type Sent } from './support/records';
+import { assertExactlyOnceInOrder, checkRecords, readJsonLines, type Sent } from './support/records';
 import { scrape, value } from './support/scrape';
 
 const HEARTBEAT_MS = 1000;
@@ -45,8 +45,7 @@ interface ConfigLine {
 }
 
 const configsOf = (slot: number) => join(d.dir, `configs-${slot}.jsonl`);
-const readConfigs = (slot: number): ConfigLine[] =>
-  existsSync(configsOf(slot)) ? readFileSync(configsOf(slot), 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as ConfigLine) : [];
+const readConfigs = (slot: number) => readJsonLines<ConfigLine>(configsOf(slot));
 
 /** Starts slot `slot`'s component and, like systemd's Restart=always, starts it again whenever it dies. */
 function supervise(slot: number): void {

@@ -120,5 +120,5 @@ test(`${FLOOD} idle connections to a portal and to an agent under a descriptor l
   await waitFor('the portal to listen again', async () => (await d.stats('orders')).security?.listening === true, 30_000, 200);
   const status = await portalctlAsync(['status', '--cluster', '--map', d.mapFile, '--json']);
   assert.equal(status.status, 0, status.stderr);
-  for (const p of d.procs.slice(0, 2)) assert.equal(p.exitCode, null, 'the agent and the portal are still running');
+  for (const p of d.procs.slice(0, 2)) assert.ok(p.exitCode === null && p.signalCode === null, `the agent and the portal are still running (exit ${p.exitCode}, signal ${p.signalCode})`);
 });

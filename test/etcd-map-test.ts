@@ -38,12 +38,12 @@ import type { AgentStatus } from '../src/protocol/control';
 import { Sender } from '../src/sender/sender';
 import type { ClusterView } from '../agent/cluster-view';
 import { formatStatus } from '../agent/status-view';
-import { DIST, deploy, portalctlAsync, waitFor, type Deployment } from './support/deploy';
+import { DIST, deploy, portalctlAsync, stopped, waitFor, type Deployment } from './support/deploy';
 import { startEtcd, type EtcdCluster } from './support/etcd';
 import { RECORD_SCHEMA, RoundLoad } from './support/flows';
 import { serverHosts, type ServerHosts } from './support/netns';
 import { freePorts } from './support/ports';
-import { assertNoBucketOnTwoServers, ownerOf, stopped } from './support/ownership';
+import { assertNoBucketOnTwoServers, ownerOf } from './support/ownership';
 import { assertExactlyOnceInOrder, readRecorded, sentRounds } from './support/records';
 
 const BUCKETS = 64;

@@ -31,11 +31,11 @@ import type { FlotillaMap } from '../src/map/types';
 import { portalRequest } from '../src/portal/client';
 import type { AgentStatus } from '../src/protocol/control';
 import { Sender } from '../src/sender/sender';
-import { DIST, deploy, portalctlAsync, waitFor, type Deployment } from './support/deploy';
+import { DIST, deploy, portalctlAsync, stopped, waitFor, type Deployment } from './support/deploy';
 import { RECORD_SCHEMA, RoundLoad } from './support/flows';
 import { serverHosts, type ServerHosts } from './support/netns';
 import { freePorts } from './support/ports';
-import { assertNoBucketOnTwoServers, stopped } from './support/ownership';
+import { assertNoBucketOnTwoServers } from './support/ownership';
 import { assertExactlyOnceInOrder, sentRounds } from './support/records';
 
 const BUCKETS = 64;

@@ -63,6 +63,10 @@ test('map check refuses plain TCP off loopback, saying how to make keys, and a m
   const half = portalctl('map', 'check', mapFile('half', [{ name: 'alpha', host: '10.9.8.7', public_key: pub }, { name: 'beta', host: '10.9.8.6' }]));
   assert.equal(half.status, 1);
   assert.match(half.stderr, /servers\[1\]\.public_key: is required: other servers have keys/);
+  // One key for two servers: which server a request came from could not be told.
+  const twin = portalctl('map', 'check', mapFile('twin', [{ name: 'alpha', host: '10.9.8.7', public_key: pub }, { name: 'beta', host: '10.9.8.6', public_key: pub }]));
+  assert.equal(twin.status, 1);
+  assert.match(twin.stderr, /servers\[1\]\.public_key: is also the key of server alpha: give each holder a key of its own/);
 });
 
 test('a daemon refuses a missing key, a key open to others, another server\'s key, and plain TCP off loopback', () => {
@@ -108,8 +112,10 @@ test("a forwarder's routing id (fwd/<server>) is proven by that server's key onl
   assert.equal(provesIdentity(`${id}/0123456789abcdef`, id, alpha.publicKey, portal), false);
 
   const signed = signRequest({ cmd: 'pause' }, web, portal.publicKey);
-  assert.deepEqual(verifyRequest(JSON.parse(JSON.stringify(signed)), portal).key, web.publicKey);
+  assert.deepEqual(verifyRequest(JSON.parse(JSON.stringify(signed)), portal, () => true).key, web.publicKey);
   const tampered = { ...(signed as Record<string, unknown>), cmd: 'resume' };
-  assert.throws(() => verifyRequest(tampered, portal), /proof does not hold/);
-  assert.throws(() => verifyRequest({ cmd: 'pause' }, portal), (e: FlotillaError) => e.code === 'NOT_AUTHORIZED');
+  assert.throws(() => verifyRequest(tampered, portal, () => true), /proof does not hold/);
+  // A key the map does not list is refused before any key agreement.
+  assert.throws(() => verifyRequest(JSON.parse(JSON.stringify(signed)), portal, () => false), /is not an operator's, a server's or a sender's/);
+  assert.throws(() => verifyRequest({ cmd: 'pause' }, portal, () => true), (e: FlotillaError) => e.code === 'NOT_AUTHORIZED');
 });

@@ -25,6 +25,7 @@ import { ControlServer } from '../transport/control-server';
 import { guardServer, ownKey } from '../transport/curve';
 import type { ConnectionGuard } from '../transport/connections';
 import { verifyRequest } from '../transport/proof';
+import { keyHolder } from '../map/security';
 import { authorize, type Caller, callerOf, redact } from './authorize';
 import { BeaconBook } from './beacons';
 import { runningEditProblems } from './edit-checks';
@@ -311,7 +312,7 @@ export class Agent {
     let caller: Caller;
     let req: AgentRequest;
     try {
-      const proven = verifyRequest(raw, ownKey());
+      const proven = verifyRequest(raw, ownKey(), (key) => keyHolder(this.map, key) !== null);
       caller = callerOf(this.map, proven.key);
       req = parseAgentRequest(proven.request);
       authorize(caller, req);
@@ -382,7 +383,7 @@ export class Agent {
   private async publish(): Promise<void> {
     if (!this.plane.presence) return;
     try {
-      await this.plane.presence.publish(this.status(), this.mapInfo());
+      await this.plane.presence.publish(this.mapInfo(), this.switcher.status, this.switcher.handovers);
       if (this.publishError) this.log.info(`etcd: the record of ${this.o.server} is written again`);
       this.publishError = null;
     } catch (err) {

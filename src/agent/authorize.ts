@@ -3,40 +3,30 @@
  * servers', operators' and senders' keys to the agent port (src/transport/zap.ts); each request
  * proves its key (src/transport/proof.ts), and then:
  *
- *   read-only (ping, status, map, load, drained)  operators and servers; status without local
- *                                                 paths or pids unless an operator asks
+ *   every command (and every one added later)     operators and servers
  *   release                                       operators, and the server that gave the buckets up (`from`)
- *   anything else (pause, resume, reload, and every command added later)   operators and servers
  *   senders                                       only ping and cancel (a producer cancels its own
  *                                                 requests: a root id is known only to who holds its records)
+ *   every reply to a key not an operator's        without local paths or pids (redact)
  *
  * Requests over ipc (this server's own run directory, guarded by its modes) are not checked here.
  */
 import { FlotillaError } from '../errors';
+import { type KeyHolder, keyHolder } from '../map/security';
 import type { FlotillaMap } from '../map/types';
 import type { AgentRequest } from '../protocol/control';
-
-/** Commands that change nothing: a new command is not one unless added here. */
-export const READ_ONLY_COMMANDS: readonly AgentRequest['cmd'][] = ['ping', 'status', 'map', 'load', 'drained', 'configs'];
 
 /** Commands a listed sender may make. */
 export const SENDER_COMMANDS: readonly AgentRequest['cmd'][] = ['ping', 'cancel'];
 
 /** Who proved a request: an operator, a server of the map, or a listed sender. */
-export interface Caller {
-  role: 'operator' | 'server' | 'sender';
-  name: string;
-}
+export type Caller = KeyHolder;
 
-/** The caller holding `key` in `map`; throws NOT_AUTHORIZED for a key that is neither an operator's nor a server's. */
+/** The caller holding `key` in `map`; throws NOT_AUTHORIZED for a key the map does not list. */
 export function callerOf(map: FlotillaMap, key: string): Caller {
-  const operator = map.security.operators.find((k) => k.publicKey === key);
-  if (operator) return { role: 'operator', name: operator.name };
-  const server = map.servers.find((s) => s.publicKey === key);
-  if (server) return { role: 'server', name: server.name };
-  const sender = map.security.senders.find((k) => k.publicKey === key);
-  if (sender) return { role: 'sender', name: sender.name };
-  throw new FlotillaError('NOT_AUTHORIZED', `key ${key} is not an operator's, a server's or a sender's in the map in force`);
+  const holder = keyHolder(map, key);
+  if (!holder) throw new FlotillaError('NOT_AUTHORIZED', `key ${key} is not an operator's, a server's or a sender's in the map in force`);
+  return holder;
 }
 
 /** Throws NOT_AUTHORIZED unless `caller` may make `req` (the table above). */

@@ -13,7 +13,7 @@ import { FlotillaError } from '../errors';
 import type { Logger } from '../log';
 import type { FlotillaMap } from '../map/types';
 import { portalRequest } from '../portal/client';
-import { type AgentCancelRequest, type CancelPortalResult, type CancelReply, readCancels, writeCancels } from '../protocol/cancel';
+import { type AgentCancelRequest, type CancelPortalResult, type CancelReply, CONFIRM_MS, readCancels, writeCancels } from '../protocol/cancel';
 
 /** Keeps the cancellation on disk, sends it to every portal here; what each portal did. */
 export async function cancelHere(
@@ -29,8 +29,8 @@ export async function cancelHere(
   const cancellation = { root: req.root, stream: req.stream, expiresAt };
   list.push(cancellation);
   writeCancels(o.runDir, list);
-  // The components confirm within CONFIRM_MS (portal/cancels.ts); give the portal that (CONFIRM_MS) and more.
-  const timeoutMs = o.timeoutMs + 4000;
+  // The portal answers once its components confirmed, within CONFIRM_MS; a second more for the rest.
+  const timeoutMs = o.timeoutMs + CONFIRM_MS + 1000;
   const portals = await Promise.all(
     o.map.streams.map(async ({ name }): Promise<CancelPortalResult> => {
       try {

@@ -51,15 +51,15 @@ export async function configureStream(h: ConfigureHost, req: ConfigureRequest): 
   const everyMs = Math.max(20, Math.floor(map.heartbeatMs / 10));
   for (;;) {
     const last = Date.now() >= deadline;
-    let views: SlotView[];
+    let views: SlotView[] | null = null;
     try {
       views = (await portalRequest(h.runDir, req.stream, { cmd: 'stats' }, h.portalTimeoutMs)).slots;
     } catch (err) {
-      if (!last) continue;
-      return { ...reply, unconfirmed: `${err instanceof Error ? err.message : String(err)}; version ${entry.version} is kept` };
+      // A portal that cannot answer now (restarting): asked again after the pause below.
+      if (last) return { ...reply, unconfirmed: `${err instanceof Error ? err.message : String(err)}; version ${entry.version} is kept` };
     }
-    const results = wanted.map((n) => slotResult(views[n], n, entry.version, last));
-    if (last || results.every((r) => r !== null)) {
+    const results = views ? wanted.map((n) => slotResult(views[n], n, entry.version, last)) : null;
+    if (results && (last || results.every((r) => r !== null))) {
       reply.slots = results.map((r, i) => r ?? { slot: wanted[i]!, pid: 0, outcome: 'not-taken', running: null });
       reply.ok = reply.slots.every((r) => r.outcome === 'taken' || r.outcome === 'not-running');
       return reply;

@@ -40,21 +40,23 @@ export class EtcdHandovers implements HandoverStore {
         const key = this.keys.drain(b.stream, this.server, r.epoch);
         // Written once: a restarted agent keeps the first record (and its time).
         await this.client.if(key, 'Create', '==', 0).then(this.client.put(key).value(JSON.stringify(record))).commit();
-        this.written.add(`${b.stream}/${r.epoch}`);
+        this.written.add(done);
       }),
     );
   }
 
   async drained(from: string, stream: string, epoch: number, digest: string): Promise<DrainWord> {
-    const records = Object.values(await this.client.getAll().prefix(this.keys.drainsOf(stream, from)).strings()).map((v) => JSON.parse(v) as DrainRecord);
+    // Records of this epoch and later only (keys sort by their padded epoch): asked every round while a hold waits.
+    const all = this.keys.drainsOf(stream, from);
+    const range = { start: this.keys.drain(stream, from, epoch), end: `${all.slice(0, -1)}${String.fromCharCode(all.charCodeAt(all.length - 1) + 1)}` };
+    const records = Object.values(await this.client.getAll().inRange(range).strings()).map((v) => JSON.parse(v) as DrainRecord);
     const same = records.find((r) => r.epoch === epoch);
     if (same && same.digest !== digest) return { drained: false, reason: `${from}: its drain record of epoch ${epoch} is for map ${shortDigest(same.digest)}, not ${shortDigest(digest)}` };
     if (same || records.some((r) => r.epoch > epoch)) return { drained: true };
     const alive = (await this.client.get(this.keys.server(from)).string()) !== null;
-    const newest = records.reduce((n, r) => Math.max(n, r.epoch), 0);
     return {
       drained: false,
-      reason: `${from}: no drain record of ${stream} for epoch ${epoch} in etcd yet${newest > 0 ? ` (its newest is for epoch ${newest})` : ''}${alive ? '; its portal is still draining or switching' : '; it holds no lease (its agent is down or cut off from etcd)'}`,
+      reason: `${from}: no drain record of ${stream} for epoch ${epoch} in etcd yet${alive ? '; its portal is still draining or switching' : '; it holds no lease (its agent is down or cut off from etcd)'}`,
     };
   }
 

@@ -8,7 +8,7 @@
 import type { Etcd3, Lease } from 'etcd3';
 import type { Logger } from '../log';
 import type { EtcdKeys } from '../map/etcd-keys';
-import type { AgentStatus, EpochSwitchStatus, HandoverStatus, MapInfo } from '../protocol/control';
+import type { EpochSwitchStatus, HandoverStatus, MapInfo } from '../protocol/control';
 
 /** Seconds a server's lease lives without a keep-alive (its agent dead or cut off from etcd). */
 export const DEFAULT_LEASE_TTL_S = 5;
@@ -24,7 +24,7 @@ export interface ServerRecord {
   info: MapInfo;
   epochSwitch: EpochSwitchStatus | null;
   handovers: HandoverStatus[];
-  /** Whether the agent's own map store answers (it does, or this record would not be here). */
+  /** The lease the record is under (gone with the agent, or when it loses etcd). */
   leaseId: string;
 }
 
@@ -42,12 +42,12 @@ export class EtcdPresence {
   ) {}
 
   /** Writes this agent's record under its lease (a new lease if the last one was lost); only what changed, or every REPUBLISH_MS. */
-  async publish(status: AgentStatus, info: MapInfo): Promise<void> {
-    const body = { info, epochSwitch: status.epochSwitch, handovers: status.handovers.map((h) => ({ ...h, waitingMs: 0 })) };
+  async publish(info: MapInfo, epochSwitch: EpochSwitchStatus | null, handovers: HandoverStatus[]): Promise<void> {
+    const body = { info, epochSwitch, handovers: handovers.map((h) => ({ ...h, waitingMs: 0 })) };
     const text = JSON.stringify(body);
     if (this.lease && text === this.last && Date.now() - this.lastAt < REPUBLISH_MS) return;
     const lease = this.lease ?? this.grant();
-    const record: ServerRecord = { server: this.server, pid: process.pid, at: Date.now(), ...body, handovers: status.handovers, leaseId: await lease.grant() };
+    const record: ServerRecord = { server: this.server, pid: process.pid, at: Date.now(), ...body, handovers, leaseId: await lease.grant() };
     try {
       await lease.put(this.keys.server(this.server)).value(JSON.stringify(record));
     } catch (err) {

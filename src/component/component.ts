@@ -30,7 +30,7 @@ import type { FlotillaMap } from '../map/types';
 import { slotsEndpoint } from '../protocol/endpoints';
 import { Outbox } from '../transport/outbox';
 import { Sender } from '../sender/sender';
-import { decodeHeader, encodeHeader, MessageType } from '../protocol/wire';
+import { countFrame, decodeHeader, encodeHeader, MessageType } from '../protocol/wire';
 import type { CancelMessage } from '../protocol/cancel';
 import { provenanceFrom, rootOf } from '../protocol/root';
 import { type Config, MAX_REASON_CHARS, parseConfigureBody } from '../protocol/configure';
@@ -167,6 +167,10 @@ export class Component<T = Record<string, unknown>> {
     };
   }
 
+  private forgetExpired(now: number): void {
+    for (const [root, expires] of this.cancelledRoots) if (expires <= now) this.cancelledRoots.delete(root);
+  }
+
   /** Connects to the portal and registers for the slot; records start arriving. */
   start(): void {
     // Watch before connecting: an ipc connect can complete before a later watcher would see it.
@@ -222,6 +226,8 @@ export class Component<T = Record<string, unknown>> {
 
   /** Tells the portal this component is alive, and how busy (see heartbeat.ts). */
   private beat(): void {
+    // Cancellations that expired are forgotten, so deliveries stop checking records once none is in force.
+    if (this.cancelledRoots.size > 0) this.forgetExpired(Date.now());
     const beacon: ComponentBeacon = {
       slot: this.opts.slot,
       pid: process.pid,
@@ -280,8 +286,7 @@ export class Component<T = Record<string, unknown>> {
     } catch {
       return this.causes.count('BAD_CANCEL', 'a CANCEL without a JSON body');
     }
-    const now = Date.now();
-    for (const [root, expires] of this.cancelledRoots) if (expires <= now) this.cancelledRoots.delete(root);
+    this.forgetExpired(Date.now());
     const roots: string[] = [];
     for (const c of Array.isArray(body.cancellations) ? body.cancellations : []) {
       if (typeof c?.root !== 'string' || typeof c.expiresAt !== 'number') continue;
@@ -340,7 +345,8 @@ export class Component<T = Record<string, unknown>> {
         let records = decodeBody<T>(msg[1], this.type, this.badRecord);
         // Records of a cancelled root not yet begun are skipped (docs/components.md, "Cancellation").
         if (this.cancelledRoots.size > 0) {
-          const kept = records.filter((r) => !this.ctx.cancelled(r));
+          const now = Date.now();
+          const kept = records.filter((r) => !((this.cancelledRoots.get(rootOf(r)) ?? 0) > now));
           skipped = records.length - kept.length;
           this.stats.cancelled += skipped;
           records = kept;
@@ -354,7 +360,7 @@ export class Component<T = Record<string, unknown>> {
       this.inflight = 0;
       if (this.closed) return;
       const done = encodeHeader(MessageType.DONE, header.seq, this.keeper.map.epoch, header.count);
-      this.outbox.push(skipped > 0 ? [done, u32(skipped)] : [done]);
+      this.outbox.push(skipped > 0 ? [done, countFrame(skipped)] : [done]);
     }
   }
 }
@@ -382,11 +388,4 @@ export function runComponent<T = Record<string, unknown>>(opts: ComponentOptions
     process.exit(1);
   });
   return component;
-}
-
-/** A 4-byte big-endian count: DONE's second frame, records skipped as cancelled. */
-function u32(n: number): Buffer {
-  const b = Buffer.allocUnsafe(4);
-  b.writeUInt32BE(n >>> 0, 0);
-  return b;
 }

@@ -70,9 +70,6 @@ export class EtcdKeys {
   drainsOf(stream: string, server: string): string {
     return `${this.prefix}/drains/${stream}/${server}/`;
   }
-  get drainsPrefix(): string {
-    return `${this.prefix}/drains/`;
-  }
   release(stream: string, server: string, epoch: number, from: string): string {
     return `${this.prefix}/releases/${stream}/${server}/${pad(epoch)}/${from}`;
   }

@@ -35,7 +35,12 @@ export function resolveSecurity(raw: RawSecurity, serverIndex: number[], problem
   const plainTcp = raw.security?.plain_tcp === true;
   if (plainTcp && keyed > 0) problem(['security', 'plain_tcp'], 'the servers have keys: remove plain_tcp (a keyed map runs CURVE on every TCP socket)');
   const seen = new Map<string, string>();
-  raw.servers.forEach((s, k) => s.public_key !== undefined && seen.set(s.public_key, `server ${s.name}`));
+  raw.servers.forEach((s, k) => {
+    if (s.public_key === undefined) return;
+    const other = seen.get(s.public_key);
+    if (other) problem(['servers', serverIndex[k]!, 'public_key'], `is also the key of ${other}: give each holder a key of its own`);
+    seen.set(s.public_key, `server ${s.name}`);
+  });
   const list = (field: 'operators' | 'senders'): MapKey[] =>
     (raw[field] ?? []).map((e, i) => {
       const other = seen.get(e.public_key);
@@ -46,6 +51,22 @@ export function resolveSecurity(raw: RawSecurity, serverIndex: number[], problem
   const operators = list('operators');
   const senders = list('senders');
   return { curve: keyed > 0, plainTcp, maxConnections: raw.security?.max_connections ?? DEFAULT_MAX_CONNECTIONS, operators, senders };
+}
+
+/** Who holds a public key in the map: a server, an operator or a listed sender. */
+export interface KeyHolder {
+  role: 'operator' | 'server' | 'sender';
+  name: string;
+}
+
+/** The holder of `key` in `map` (a server first, then an operator, then a sender), or null. */
+export function keyHolder(map: Pick<FlotillaMap, 'servers' | 'security'>, key: string): KeyHolder | null {
+  const server = map.servers.find((s) => s.publicKey === key);
+  if (server) return { role: 'server', name: server.name };
+  const operator = map.security.operators.find((k) => k.publicKey === key);
+  if (operator) return { role: 'operator', name: operator.name };
+  const sender = map.security.senders.find((k) => k.publicKey === key);
+  return sender ? { role: 'sender', name: sender.name } : null;
 }
 
 /** True for an address only this host can reach (127.0.0.0/8, ::1, localhost). */

@@ -33,9 +33,36 @@ export function etcdClient(source: EtcdSource): Etcd3 {
   });
 }
 
-/** The map record at `keys.map` and its revision (0: none written yet). */
-export async function readMapRecord(client: Etcd3, keys: EtcdKeys): Promise<{ record: MapRecord | null; revision: string }> {
-  const res = await client.get(keys.map).exec();
+/** A client of `source`'s members and the keys under its prefix. */
+export function etcdAt(source: EtcdSource): { client: Etcd3; keys: EtcdKeys } {
+  return { client: etcdClient(source), keys: new EtcdKeys(source.prefix) };
+}
+
+/** The map in force under `source`, read once (no watch); throws MAP_UNREADABLE when there is none or etcd does not answer. */
+export async function readMapOnce(source: string): Promise<string> {
+  const { client, keys } = etcdAt(parseEtcdSource(source));
+  try {
+    let record: MapRecord | null;
+    try {
+      record = (await readMapRecord(client, keys)).record;
+    } catch (err) {
+      throw new FlotillaError('MAP_UNREADABLE', `cannot read map ${source}: etcd does not answer (${(err as Error).message})`);
+    }
+    if (!record) throw new FlotillaError('MAP_UNREADABLE', `cannot read map ${source}: no map under the prefix yet (write one with portalctl map apply FILE --map ${source})`);
+    return record.text;
+  } finally {
+    client.close();
+  }
+}
+
+/**
+ * The map record at `keys.map` and its revision (0: none written yet). With `newerThan` (a
+ * revision), only a record written after it is sent: null when the map key has not changed.
+ */
+export async function readMapRecord(client: Etcd3, keys: EtcdKeys, newerThan = '0'): Promise<{ record: MapRecord | null; revision: string }> {
+  const query = client.get(keys.map);
+  if (newerThan !== '0') query.minModRevision(String(BigInt(newerThan) + 1n));
+  const res = await query.exec();
   const kv = res.kvs[0];
   if (!kv) return { record: null, revision: '0' };
   return { record: recordOf(kv.value.toString('utf8')), revision: kv.mod_revision };
@@ -81,6 +108,8 @@ export class EtcdMapStore implements MapStore {
   readonly keys: EtcdKeys;
   readonly health: StoreHealth;
   private text: string | null = null;
+  /** The map key's revision last taken ('0': none): the poll asks only for a newer one. */
+  private revision = '0';
   private epoch: number | null = null;
   private readonly listeners: (() => void)[] = [];
   private watcher: Watcher | null = null;
@@ -93,8 +122,7 @@ export class EtcdMapStore implements MapStore {
     /** Where losing and regaining etcd is said (settable: a daemon makes its logger after reading the map). */
     public log: Logger | undefined,
   ) {
-    this.client = etcdClient(parsed);
-    this.keys = new EtcdKeys(parsed.prefix);
+    ({ client: this.client, keys: this.keys } = etcdAt(parsed));
     this.health = { kind: 'etcd', source, connected: false, error: NOT_READ, since: Date.now() };
   }
 
@@ -125,19 +153,22 @@ export class EtcdMapStore implements MapStore {
 
   /** Reads the map key once; notes whether etcd answered; tells the listeners of a new map. */
   async refresh(): Promise<void> {
-    let record: MapRecord | null;
+    let read: { record: MapRecord | null; revision: string };
     try {
-      record = (await readMapRecord(this.client, this.keys)).record;
+      // Only a map written since the last one taken travels: the poll proves etcd answers, cheaply.
+      read = await readMapRecord(this.client, this.keys, this.revision);
     } catch (err) {
       this.setHealth(false, (err as Error).message);
       return;
     }
     this.setHealth(true, null);
-    this.take(record);
+    this.take(read.record, read.revision);
   }
 
-  private take(record: MapRecord | null): void {
-    if (!record || this.closed || (record.text === this.text && record.epoch === this.epoch)) return;
+  private take(record: MapRecord | null, revision: string): void {
+    if (!record || this.closed) return;
+    if (BigInt(revision) > BigInt(this.revision)) this.revision = revision;
+    if (record.text === this.text && record.epoch === this.epoch) return;
     this.text = record.text;
     this.epoch = record.epoch;
     for (const l of this.listeners) l();
@@ -156,7 +187,7 @@ export class EtcdMapStore implements MapStore {
       .then((w) => {
         if (this.closed) return void w.cancel();
         this.watcher = w;
-        w.on('put', (kv) => this.take(recordOf(kv.value.toString('utf8'))));
+        w.on('put', (kv) => this.take(recordOf(kv.value.toString('utf8')), kv.mod_revision));
         w.on('error', () => undefined); // the poll tells the health; the watch reconnects itself
       })
       .catch(() => undefined); // etcd down at the start of the watch: the poll carries on

@@ -11,16 +11,14 @@
  * acknowledged with the dropped records in the ACK's cancelled count, never as processed.
  */
 import type { Logger } from '../log';
-import type { Cancellation, CancelMessage, PortalCancelReply } from '../protocol/cancel';
-import { dropRoots, type Filtered } from '../protocol/root';
+import { type Cancellation, type CancelMessage, CONFIRM_MS, type PortalCancelReply } from '../protocol/cancel';
+import { dropRoots, type Filtered, rootTail } from '../protocol/root';
 import { encodeHeader, MessageType } from '../protocol/wire';
 import type { CancelCounts } from '../protocol/beacons';
 import type { Egress, EgressEvents } from './egress';
 import type { Routing } from './router';
 import type { Delivery, InBatch, Slot } from './slot';
 
-/** How long `apply` waits for the live components to confirm a CANCEL. */
-export const CONFIRM_MS = 3000;
 
 /** What cancelling needs of the rest of the portal. */
 export interface CancelsHost {
@@ -33,8 +31,8 @@ export interface CancelsHost {
   live(slot: Slot): boolean;
   /** Sends a message to the slot's registered component. */
   tell(slot: Slot, frames: Buffer[]): void;
-  /** A queued delivery made smaller by `dropped` records (its body and count already changed). */
-  shrunk(d: Delivery, dropped: number): void;
+  /** A queued delivery cut to `count` records in `body` (Egress.shrink), its batch's cancelled count raised. */
+  shrunk(d: Delivery, body: Buffer, count: number): void;
   /** A queued delivery dropped whole: forget it, settle its batch, carry its spool marks on. */
   gone(d: Delivery, before: Delivery | null): void;
 }
@@ -50,6 +48,8 @@ export class Cancels {
   dropped = 0;
   skipped = 0;
   private readonly roots = new Map<string, Cancellation>();
+  /** rootTail of each root in force: what a record's root is compared with first (dropRoots). */
+  private tails = new Set<number>();
   private readonly waits = new Map<number, Wait>();
   private seq = 0;
 
@@ -70,7 +70,7 @@ export class Cancels {
 
   /** `body` without the records of cancelled roots (counted), or null if it has none. */
   filter(body: Buffer, count: number): Filtered | null {
-    const f = dropRoots(body, count, this.isCancelled);
+    const f = dropRoots(body, count, this.tails, this.isCancelled);
     if (f) this.dropped += f.dropped;
     return f;
   }
@@ -79,6 +79,7 @@ export class Cancels {
   load(list: readonly Cancellation[]): void {
     const now = Date.now();
     for (const c of list) if (c.expiresAt > now) this.roots.set(c.root, c);
+    this.tails = new Set([...this.roots.keys()].map(rootTail));
   }
 
   /** What the portal's beacons and stats show; forgets expired cancellations (each heartbeat asks). */
@@ -95,6 +96,7 @@ export class Cancels {
   /** Forgets the cancellations that have expired. */
   prune(now = Date.now()): void {
     for (const [root, c] of this.roots) if (c.expiresAt <= now) this.roots.delete(root);
+    this.tails = new Set([...this.roots.keys()].map(rootTail));
   }
 
   /**
@@ -168,11 +170,7 @@ export class Cancels {
         this.host.gone(d, last);
         continue;
       }
-      if (f) {
-        d.body = f.body;
-        d.count = f.count;
-        this.host.shrunk(d, f.dropped);
-      }
+      if (f) this.host.shrunk(d, f.body, f.count);
       queue[kept++] = d;
       last = d;
     }
@@ -216,10 +214,9 @@ export function portalCancelsHost(parts: () => CancelParts): CancelsHost {
     flush: () => parts().staging?.flush(),
     live: (slot) => parts().egress.live(slot),
     tell: (slot, frames) => parts().egress.tell(slot, frames),
-    shrunk: (d, dropped) => {
-      d.slot.queuedRecords -= dropped;
-      parts().egress.queued -= dropped;
-      if (d.batch) d.batch.cancelled += dropped;
+    shrunk: (d, body, count) => {
+      if (d.batch) d.batch.cancelled += d.count - count;
+      parts().egress.shrink(d, body, count);
     },
     gone: (d, before) => {
       const p = parts();

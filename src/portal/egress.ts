@@ -15,7 +15,7 @@ import { channel } from 'node:diagnostics_channel';
 import * as zmq from 'zeromq';
 import type { CauseCounter, Logger } from '../log';
 import type { ComponentBeacon } from '../protocol/beacons';
-import { decodeHeader, encodeHeader, MessageType } from '../protocol/wire';
+import { decodeHeader, encodeHeader, MessageType, readCountFrame } from '../protocol/wire';
 import { Outbox } from '../transport/outbox';
 import { receiveEach } from '../transport/receive';
 import { type Delivery, type InBatch, Slot } from './slot';
@@ -126,6 +126,16 @@ export class Egress {
     d.slot.routed -= d.count;
     this.queued -= d.count;
     this.addBytes(d.slot, -d.body.length);
+  }
+
+  /** A queued delivery cut to `count` records in `body` (a cancellation dropped the rest): its counts and bytes follow. */
+  shrink(d: Delivery, body: Buffer, count: number): void {
+    const dropped = d.count - count;
+    this.addBytes(d.slot, body.length - d.body.length);
+    d.body = body;
+    d.count = count;
+    d.slot.queuedRecords -= dropped;
+    this.queued -= dropped;
   }
 
   /** True if `slot`'s backlog is past max_slot_bytes. */
@@ -248,7 +258,8 @@ export class Egress {
     if (!d) return this.causes.count('COMPONENT_UNKNOWN_DELIVERY', `DONE for delivery ${id}, which is not in flight`);
     if (!d.slot.finish(d, performance.now())) return; // answered twice; counted once
     // A second frame: records the component skipped as cancelled (docs/protocol.md, DONE).
-    if (skipped?.length === 4) this.events.onSkipped?.(d, skipped.readUInt32BE(0));
+    const n = readCountFrame(skipped);
+    if (n > 0) this.events.onSkipped?.(d, n);
     this.deliveries.delete(id);
     this.queued -= d.count;
     this.addBytes(d.slot, -d.body.length);

@@ -10,7 +10,8 @@
  * before if that is older (the agent then carries it forward with a switch and its holds) and the
  * portal can be switched from it in place.
  */
-import { closeSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
+import { writeFileAtomic } from '../atomic-file';
 import type { Logger } from '../log';
 import { parseMap } from '../map/load';
 import type { FlotillaMap } from '../map/types';
@@ -56,15 +57,7 @@ export class HandoverFile {
 
   /** Writes `state` so that a crash leaves the old file or the new one, never half of one. */
   save(state: HandoverState): void {
-    const tmp = `${this.path}.tmp`;
-    const fd = openSync(tmp, 'w', 0o660);
-    try {
-      writeSync(fd, JSON.stringify(state));
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-    renameSync(tmp, this.path);
+    writeFileAtomic(this.path, JSON.stringify(state));
   }
 }
 

@@ -41,7 +41,7 @@ import { provesIdentity } from '../transport/proof';
 import type { CauseCounter, Logger } from '../log';
 import type { MemoryLimits } from '../map/types';
 import { RecordIndex } from '../protocol/envelope';
-import { decodeHeader, encodeHeader, FORWARD_IDENTITY, type Header, MessageType, VERSION } from '../protocol/wire';
+import { countFrame, decodeHeader, encodeHeader, FORWARD_IDENTITY, type Header, MessageType, VERSION } from '../protocol/wire';
 import { SpoolFullError, type WriteResult } from '../spool/spool';
 import { receiveEach } from '../transport/receive';
 import type { Cancels } from './cancels';
@@ -233,7 +233,7 @@ export class Ingress {
     if (ackChannel.hasSubscribers) ackChannel.publish({ seq: batch.seq, at: performance.now() });
     const header = encodeHeader(MessageType.ACK, batch.seq, this.host.routing.epoch, batch.count);
     // Records dropped by a cancellation: a second frame, their count (docs/protocol.md, ACK).
-    if (batch.cancelled > 0) this.sock.reply([batch.sender, header, cancelledFrame(batch.cancelled)]);
+    if (batch.cancelled > 0) this.sock.reply([batch.sender, header, countFrame(batch.cancelled)]);
     else this.sock.reply([batch.sender, header]);
   }
 
@@ -388,11 +388,4 @@ export class Ingress {
     if (count > 0) this.host.deliver(batch, body, index, plan);
     if (batch.remaining === 0) this.ack(batch);
   }
-}
-
-/** An ACK's second frame: `n`, records of the batch dropped by a cancellation, 4 bytes big-endian. */
-function cancelledFrame(n: number): Buffer {
-  const b = Buffer.allocUnsafe(4);
-  b.writeUInt32BE(n >>> 0, 0);
-  return b;
 }

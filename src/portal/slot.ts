@@ -57,7 +57,6 @@ export class Slot {
    * DONE, whichever is later, to its DONE (a component works on one delivery at a time).
    */
   busyMs = 0;
-  private lastDoneAt = 0;
   /** Records handed to the slot (egress.ts counts them as they are queued for it). */
   routed = 0;
   /** Deliveries by time to DONE, per bound of SERVICE_MS_BOUNDS (one more: above the last). */
@@ -114,8 +113,7 @@ export class Slot {
     this.inflightRecords -= d.count;
     this.processed += d.count;
     const ms = now - d.sentAt;
-    this.busyMs += now - Math.max(d.sentAt, this.lastDoneAt);
-    this.lastDoneAt = now;
+    this.busyMs += now - Math.max(d.sentAt, this.doneAt);
     this.serviceMs = this.serviceMs === 0 ? ms : this.serviceMs * 0.9 + ms * 0.1;
     this.serviceMsSum += ms;
     this.doneAt = now;

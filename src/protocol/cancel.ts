@@ -9,7 +9,8 @@
  *     --{"cmd":"cancel","cancellations":[...]}--> each portal --CANCEL (22)--> each component
  *                                                            <--CANCELLED (23)--
  */
-import { closeSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
+import { writeFileAtomic } from '../atomic-file';
 import { join, resolve } from 'node:path';
 import { badRequest, name } from './fields';
 import { isRootId } from './root';
@@ -100,6 +101,9 @@ function isCancellation(c: unknown): c is Cancellation {
   return typeof o === 'object' && o !== null && typeof o.root === 'string' && isRootId(o.root) && typeof o.stream === 'string' && typeof o.expiresAt === 'number';
 }
 
+/** How long a portal waits for its live components to confirm a CANCEL, ms. */
+export const CONFIRM_MS = 3000;
+
 /** Where an agent keeps the cancellations in force. */
 export function cancelsFile(runDir: string): string {
   return join(resolve(runDir), 'cancels.json');
@@ -117,14 +121,5 @@ export function readCancels(runDir: string, now = Date.now()): Cancellation[] {
 
 /** Writes the cancellations in force so that a crash leaves the old file or the new one. */
 export function writeCancels(runDir: string, cancellations: readonly Cancellation[]): void {
-  const path = cancelsFile(runDir);
-  const tmp = `${path}.tmp`;
-  const fd = openSync(tmp, 'w', 0o660);
-  try {
-    writeSync(fd, JSON.stringify({ cancellations }));
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(tmp, path);
+  writeFileAtomic(cancelsFile(runDir), JSON.stringify({ cancellations }));
 }

@@ -9,7 +9,7 @@
  * the portal gets them, the CONFIGURE and CONFIGURED bodies, the agent's `configure` request and
  * its reply, and the checks of each.
  */
-import { FlotillaError } from '../errors';
+import { badRequest, name } from './fields';
 
 /** Largest configuration (as JSON) one `configure` may set. */
 export const MAX_CONFIG_BYTES = 16 * 1024;
@@ -142,22 +142,22 @@ export interface PortalConfigureRequest {
 
 /** Reads the fields of an agent's `configure` request; throws BAD_REQUEST naming the one at fault. */
 export function parseConfigureRequest(o: Record<string, unknown>): ConfigureRequest {
-  if (typeof o.stream !== 'string' || o.stream === '') throw bad('configure needs "stream", a stream name');
-  if (!isObject(o.config)) throw bad('configure needs "config", a JSON object');
+  const stream = name(o, 'stream', 'configure', 'a stream name');
+  if (!isObject(o.config)) throw badRequest('configure needs "config", a JSON object');
   const size = Buffer.byteLength(JSON.stringify(o.config));
-  if (size > MAX_CONFIG_BYTES) throw bad(`configure: "config" is ${size} bytes of JSON; at most ${MAX_CONFIG_BYTES}`);
-  const req: ConfigureRequest = { cmd: 'configure', stream: o.stream, config: o.config };
+  if (size > MAX_CONFIG_BYTES) throw badRequest(`configure: "config" is ${size} bytes of JSON; at most ${MAX_CONFIG_BYTES}`);
+  const req: ConfigureRequest = { cmd: 'configure', stream, config: o.config };
   if (o.slot !== undefined) {
-    if (!Number.isInteger(o.slot) || (o.slot as number) < 0) throw bad('configure: "slot" must be a whole number >= 0');
+    if (!Number.isInteger(o.slot) || (o.slot as number) < 0) throw badRequest('configure: "slot" must be a whole number >= 0');
     req.slot = o.slot as number;
   }
   if (o.merge !== undefined) req.merge = o.merge === true;
   if (o.version !== undefined) {
-    if (!isVersion(o.version) || o.version === 0) throw bad('configure: "version" must be a whole number from 1 to 4294967295');
+    if (!isVersion(o.version) || o.version === 0) throw badRequest('configure: "version" must be a whole number from 1 to 4294967295');
     req.version = o.version;
   }
   if (o.timeoutMs !== undefined) {
-    if (!Number.isInteger(o.timeoutMs) || (o.timeoutMs as number) < 1 || (o.timeoutMs as number) > 600_000) throw bad('configure: "timeoutMs" must be a whole number of ms from 1 to 600000');
+    if (!Number.isInteger(o.timeoutMs) || (o.timeoutMs as number) < 1 || (o.timeoutMs as number) > 600_000) throw badRequest('configure: "timeoutMs" must be a whole number of ms from 1 to 600000');
     req.timeoutMs = o.timeoutMs as number;
   }
   return req;
@@ -175,7 +175,7 @@ export function parsePortalConfigure(o: Record<string, unknown>): PortalConfigur
     !isObject(c.slots) ||
     !Object.entries(c.slots).every(([k, e]) => /^\d+$/.test(k) && entryOk(e))
   ) {
-    throw bad('configure needs "configs": {stream, version, all: {version, config} | null, slots: {"<slot>": {version, config}}}');
+    throw badRequest('configure needs "configs": {stream, version, all: {version, config} | null, slots: {"<slot>": {version, config}}}');
   }
   return { cmd: 'configure', configs: c as unknown as StreamConfigs };
 }
@@ -190,10 +190,6 @@ export function parseSetValue(text: string): unknown {
   } catch {
     return text;
   }
-}
-
-function bad(message: string): FlotillaError {
-  return new FlotillaError('BAD_REQUEST', message);
 }
 
 function jsonOf(frame: Buffer | undefined): unknown {

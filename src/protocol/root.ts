@@ -62,12 +62,19 @@ function varint(buf: Uint8Array, pos: number): number {
   return NaN;
 }
 
+/** The last 32 bits of a root id (its last 8 hex digits): what `dropRoots` compares first. */
+export function rootTail(root: string): number {
+  return Number.parseInt(root.slice(ROOT_ID_CHARS - 8), 16);
+}
+
 /**
  * Walks `count` well-formed envelopes of `body` (the portal scanned them already) and takes out
  * those whose root `cancelled(root)` says is cancelled, keeping the others in order. Null when
- * none is dropped (the body is used as it is).
+ * none is dropped (the body is used as it is). `tails` holds the rootTail of every root that may
+ * be cancelled: a record whose root's tail is not in it is kept without its root being made a
+ * string (per record: a number read, a Set looked up).
  */
-export function dropRoots(body: Buffer, count: number, cancelled: (root: string) => boolean): Filtered | null {
+export function dropRoots(body: Buffer, count: number, tails: ReadonlySet<number>, cancelled: (root: string) => boolean): Filtered | null {
   // Kept runs as [start, end) pairs; null until the first record is dropped.
   let runs: number[] | null = null;
   let runStart = 0;
@@ -76,7 +83,7 @@ export function dropRoots(body: Buffer, count: number, cancelled: (root: string)
   for (let n = 0; n < count && pos < body.length; n++) {
     const start = pos;
     pos = walkRecord(body, start);
-    if (!cancelled(lastRoot)) continue;
+    if (!tails.has(lastTail) || !cancelled(rootString(body))) continue;
     runs ??= [];
     if (start > runStart) runs.push(runStart, start);
     runStart = pos;
@@ -92,17 +99,38 @@ export function dropRoots(body: Buffer, count: number, cancelled: (root: string)
   return { body: out, count: count - dropped, dropped };
 }
 
-// The root of the record walkRecord walked last.
-let lastRoot = '';
+// The root of the record walkRecord walked last: its tail, and where it is (a root entry's 32
+// characters, or else the record's own 16-byte id).
+let lastTail = 0;
+let lastRootAt = -1;
+let lastIdAt = 0;
 
-/** Walks one envelope from `start`; sets lastRoot; returns where the next begins. */
+/** The root of the record walkRecord walked last, as a string. */
+function rootString(body: Buffer): string {
+  return lastRootAt >= 0 ? body.toString('latin1', lastRootAt, lastRootAt + ROOT_ID_CHARS) : body.toString('hex', lastIdAt, lastIdAt + 16);
+}
+
+/** The tail of the root id in `body` at `from` (32 characters), or -1 if they are not a root id (lowercase hex). */
+function rootIdTail(body: Buffer, from: number): number {
+  let tail = 0;
+  for (let k = 0; k < ROOT_ID_CHARS; k++) {
+    const c = body[from + k]!;
+    const digit = c >= 48 && c <= 57 ? c - 48 : c >= 97 && c <= 102 ? c - 87 : -1;
+    if (digit < 0) return -1;
+    if (k >= ROOT_ID_CHARS - 8) tail = tail * 16 + digit;
+  }
+  return tail;
+}
+
+/** Walks one envelope from `start`; notes its root (lastTail, lastRootAt, lastIdAt); returns where the next begins. */
 function walkRecord(body: Buffer, start: number): number {
   let len = varint(body, start); // key
   const idStart = at + len;
   varint(body, idStart + 16); // timestamp
   let pos = at;
   let first = true;
-  lastRoot = '';
+  lastRootAt = -1;
+  lastIdAt = idStart;
   for (let items = varint(body, pos); items !== 0 && !Number.isNaN(items); items = varint(body, pos)) {
     pos = at;
     if (items < 0) {
@@ -113,15 +141,18 @@ function walkRecord(body: Buffer, start: number): number {
     for (let i = 0; i < items; i++) {
       len = varint(body, pos);
       if (first && len === ROOT_ID_CHARS) {
-        const s = body.toString('latin1', at, at + len);
-        if (ROOT_RE.test(s)) lastRoot = s;
+        const tail = rootIdTail(body, at);
+        if (tail >= 0) {
+          lastTail = tail;
+          lastRootAt = at;
+        }
       }
       first = false;
       pos = at + len;
     }
   }
   pos = at;
-  if (lastRoot === '') lastRoot = body.toString('hex', idStart, idStart + 16);
+  if (lastRootAt < 0) lastTail = body.readUInt32BE(idStart + 12);
   len = varint(body, pos); // payload
   return at + len;
 }

@@ -98,3 +98,18 @@ export function decodeHeader(frame: Buffer | undefined): Header | null {
     inner: (frame[3]! & INNER_FLAG) !== 0,
   };
 }
+
+/**
+ * A count frame: 4 bytes big-endian, the second frame of an ACK (records of the batch dropped by
+ * a cancellation) and of a DONE (records the component skipped as cancelled).
+ */
+export function countFrame(n: number): Buffer {
+  const b = Buffer.allocUnsafe(4);
+  b.writeUInt32BE(n >>> 0, 0);
+  return b;
+}
+
+/** The count in an ACK's or a DONE's second frame; 0 when there is none (or it is not 4 bytes). */
+export function readCountFrame(frame: Buffer | undefined): number {
+  return frame?.length === 4 ? frame.readUInt32BE(0) : 0;
+}

@@ -26,7 +26,7 @@
 import { channel as hook } from 'node:diagnostics_channel';
 import { WireError } from '../errors';
 import type { Logger } from '../log';
-import { decodeHeader, MessageType } from '../protocol/wire';
+import { decodeHeader, MessageType, readCountFrame } from '../protocol/wire';
 import type { Channel, OutBatch, SenderBatchEvent } from './channel';
 
 const REDIRECT_RETRY_MS = 200;
@@ -92,7 +92,7 @@ export class Replies {
         if (ch.paused && (ch.waitFor === 0 || ch.waitFor === header.seq)) this.resume(ch);
         this.host.stats.acked += batch.count;
         // A second frame: records of the batch dropped by a cancellation, not processed.
-        const cancelled = msg[1]?.length === 4 ? msg[1].readUInt32BE(0) : 0;
+        const cancelled = readCountFrame(msg[1]);
         if (ackHook.hasSubscribers) {
           ackHook.publish({ stream: ch.stream.name, server: ch.server, seq: header.seq, count: batch.count, at: performance.now() } satisfies SenderBatchEvent);
         }

@@ -74,7 +74,7 @@ export class ConnectionGuard {
   zap: ZapCounts | null = null;
   curve = false;
   readonly cap: number;
-  private readonly mark = floodMark();
+  private readonly mark: number;
   private open = 0;
   private listening = true;
   private floods = 0;
@@ -92,7 +92,9 @@ export class ConnectionGuard {
     private readonly log: Logger,
     private readonly what: string,
   ) {
-    this.cap = effectiveCap(mapCap);
+    const fileLimit = openFileLimit(); // /proc/self/limits, read once
+    this.cap = effectiveCap(mapCap, fileLimit);
+    this.mark = floodMark(fileLimit);
     const events = socket.events;
     events.on('accept', () => this.accepted());
     events.on('disconnect', () => {

@@ -10,7 +10,7 @@
 import type * as zmq from 'zeromq';
 import { FlotillaError } from '../errors';
 import type { CauseCounter, Logger } from '../log';
-import { assertTransport, isLoopback } from '../map/security';
+import { assertTransport, isLoopback, keyHolder } from '../map/security';
 import type { FlotillaMap } from '../map/types';
 import { ConnectionGuard, HANDSHAKE_MS } from './connections';
 import { DEFAULT_KEY_DIR, type KeyPair, readKeyFile } from './keys';
@@ -64,18 +64,8 @@ export function daemonKey(map: FlotillaMap, server: string, keyFile?: string, bi
   return pair;
 }
 
-/** Which keys a server socket admits: `portal` and `agent` both admit servers, operators and senders (an agent takes only `ping` and `cancel` from a sender: src/agent/authorize.ts). */
+/** A server socket's role: its ZAP domain (each admits the map's servers, operators and senders: keyHolder). */
 export type Role = 'portal' | 'agent';
-
-/** Who holds `publicKey` in `map` for a socket of `role`, or null if the role does not admit it. */
-export function holderOf(map: FlotillaMap, role: Role, publicKey: string): string | null {
-  const server = map.servers.find((s) => s.publicKey === publicKey);
-  if (server) return `server ${server.name}`;
-  const operator = map.security.operators.find((k) => k.publicKey === publicKey);
-  if (operator) return `operator ${operator.name}`;
-  const sender = map.security.senders.find((k) => k.publicKey === publicKey);
-  return sender ? `sender ${sender.name}` : null;
-}
 
 /**
  * Makes `socket` (not yet bound) a guarded TCP server: connections capped (connections.ts; ZAP
@@ -87,7 +77,7 @@ export async function guardServer(socket: zmq.Socket, mapNow: () => FlotillaMap,
   socket.handshakeInterval = HANDSHAKE_MS;
   const curve = mapNow().security.curve;
   const guard = new ConnectionGuard(socket, mapNow().security.maxConnections, causes, log, what);
-  const admit = curve ? (key: string) => holderOf(mapNow(), role, key) : (key: string) => (key === '' ? 'a plain-TCP client' : null);
+  const admit = curve ? (key: string) => holderName(mapNow(), key) : (key: string) => (key === '' ? 'a plain-TCP client' : null);
   guard.zap = await guardDomain(role, admit, () => guard.full(), causes);
   guard.curve = curve;
   if (curve) {
@@ -98,4 +88,10 @@ export async function guardServer(socket: zmq.Socket, mapNow: () => FlotillaMap,
   }
   socket.zapDomain = role;
   return guard;
+}
+
+/** `server beta`, `operator ops`: who holds `key` in the map, or null. */
+function holderName(map: FlotillaMap, key: string): string | null {
+  const h = keyHolder(map, key);
+  return h ? `${h.role} ${h.name}` : null;
 }

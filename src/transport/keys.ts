@@ -6,7 +6,7 @@
  *
  *   portalctl keys generate alpha  ->  alpha.key (secret, 0600)   alpha.pub (public, in the map)
  */
-import { createPrivateKey, createPublicKey } from 'node:crypto';
+import { createPrivateKey, createPublicKey, type KeyObject } from 'node:crypto';
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as zmq from 'zeromq';
@@ -61,11 +61,16 @@ export function z85Encode(bytes: Buffer): string {
 // DER wrappers of a raw X25519 key (RFC 8410): CURVE keys are X25519 keys.
 const PKCS8_X25519 = Buffer.from('302e020100300506032b656e04220420', 'hex');
 
+/** A raw 32-byte CURVE secret key as node:crypto's X25519 private key. */
+export function x25519PrivateKey(raw: Buffer): KeyObject {
+  return createPrivateKey({ key: Buffer.concat([PKCS8_X25519, raw]), format: 'der', type: 'pkcs8' });
+}
+
 /** The public key (Z85) of a secret key (Z85); null if `secret` is not a CURVE secret key. */
 export function publicKeyOf(secret: string): string | null {
   const raw = Z85_KEY.test(secret) ? z85Decode(secret) : null;
   if (!raw) return null;
-  const key = createPublicKey(createPrivateKey({ key: Buffer.concat([PKCS8_X25519, raw]), format: 'der', type: 'pkcs8' }));
+  const key = createPublicKey(x25519PrivateKey(raw));
   const spki = key.export({ format: 'der', type: 'spki' });
   return z85Encode(spki.subarray(spki.length - 32));
 }

@@ -7,14 +7,13 @@
  *
  *   {"cmd": ..., "auth": {"key": <client public>, "at": <ms>, "mac": hmac(shared, at + "\n" + request)}}
  */
-import { createHmac, createPrivateKey, createPublicKey, diffieHellman, type KeyObject, timingSafeEqual } from 'node:crypto';
+import { createHmac, createPublicKey, diffieHellman, timingSafeEqual } from 'node:crypto';
 import { FlotillaError } from '../errors';
-import { type KeyPair, z85Decode } from './keys';
+import { type KeyPair, x25519PrivateKey, z85Decode } from './keys';
 
 /** How old a control request's proof may be when it arrives, ms (clocks of servers are kept in step). */
 export const PROOF_MAX_AGE_MS = 120_000;
 
-const PKCS8_X25519 = Buffer.from('302e020100300506032b656e04220420', 'hex');
 const SPKI_X25519 = Buffer.from('302a300506032b656e032100', 'hex');
 const shared = new Map<string, Buffer>();
 
@@ -23,7 +22,7 @@ function sharedSecret(me: KeyPair, theirPublic: string): Buffer {
   const id = `${me.publicKey}:${theirPublic}`;
   let s = shared.get(id);
   if (!s) {
-    const privateKey: KeyObject = createPrivateKey({ key: Buffer.concat([PKCS8_X25519, z85Decode(me.secretKey)!]), format: 'der', type: 'pkcs8' });
+    const privateKey = x25519PrivateKey(z85Decode(me.secretKey)!);
     const raw = z85Decode(theirPublic);
     if (!raw || raw.length !== 32) throw new FlotillaError('NOT_AUTHORIZED', `not a CURVE public key: ${theirPublic}`);
     const publicKey = createPublicKey({ key: Buffer.concat([SPKI_X25519, raw]), format: 'der', type: 'spki' });
@@ -43,15 +42,17 @@ export function signRequest(request: object, me: KeyPair, serverKey: string): ob
 
 /**
  * The request without its proof, and the public key that proved it sent it; throws
- * NOT_AUTHORIZED for a request over TCP without a proof, or with one that does not hold.
+ * NOT_AUTHORIZED for a request over TCP without a proof, with one that does not hold, or from a
+ * key `known` does not know (checked first: no key agreement, nothing cached, for a stranger's key).
  */
-export function verifyRequest(raw: unknown, me: KeyPair, now = Date.now()): { request: unknown; key: string } {
+export function verifyRequest(raw: unknown, me: KeyPair, known: (key: string) => boolean, now = Date.now()): { request: unknown; key: string } {
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return { request: raw, key: '' };
   const { auth, ...request } = raw as Record<string, unknown>;
   const a = auth as { key?: unknown; at?: unknown; mac?: unknown } | undefined;
   if (!a || typeof a.key !== 'string' || typeof a.at !== 'number' || typeof a.mac !== 'string') {
     throw new FlotillaError('NOT_AUTHORIZED', 'a control request over TCP must carry the proof of its key ("auth"): use portalctl, or the agent client, with your key');
   }
+  if (!known(a.key)) throw new FlotillaError('NOT_AUTHORIZED', `key ${a.key} is not an operator's, a server's or a sender's in the map in force`);
   if (Math.abs(now - a.at) > PROOF_MAX_AGE_MS) throw new FlotillaError('NOT_AUTHORIZED', `the request's proof is ${Math.round((now - a.at) / 1000)} s old (at most ${PROOF_MAX_AGE_MS / 1000} s: are the clocks in step?)`);
   const expected = Buffer.from(mac(sharedSecret(me, a.key), `${a.at}\n${JSON.stringify(request)}`));
   const given = Buffer.from(a.mac);

@@ -141,6 +141,9 @@ export function deploy(mapObject: Record<string, unknown>, opts: DeployOptions =
   return d;
 }
 
+/** Resolves once `p` has exited (at once if it has). */
+export const stopped = (p: ChildProcess) => new Promise<void>((r) => (p.exitCode !== null || p.signalCode !== null ? r() : p.once('exit', () => r())));
+
 /** A map without keys on loopback says it runs plain TCP (docs/security.md): as the demo's does. */
 export function withPlainTcp(m: Record<string, unknown>): Record<string, unknown> {
   const servers = (m.servers ?? []) as { host: string; public_key?: string }[];

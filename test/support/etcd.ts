@@ -14,7 +14,7 @@ import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePorts } from './ports';
-import { waitFor } from './deploy';
+import { stopped, waitFor } from './deploy';
 
 export const ETCD_BIN = process.env.ETCD_BIN ?? '/usr/bin/etcd';
 
@@ -38,7 +38,6 @@ export interface EtcdOptions {
   bindHost?: string;
 }
 
-const exited = (p: ChildProcess) => new Promise<void>((r) => (p.exitCode !== null || p.signalCode !== null ? r() : p.once('exit', () => r())));
 
 /** True when something accepts a TCP connection at host:port. */
 function answers(host: string, port: number): Promise<boolean> {
@@ -101,7 +100,7 @@ export async function startEtcd(o: EtcdOptions = {}): Promise<EtcdCluster> {
       const p = procs[i];
       if (!p) return;
       p.kill('SIGKILL');
-      await exited(p);
+      await stopped(p);
       procs[i] = null;
     },
     restart: async (i) => {
@@ -115,7 +114,7 @@ export async function startEtcd(o: EtcdOptions = {}): Promise<EtcdCluster> {
           if (!p) return;
           p.kill('SIGTERM');
           const t = setTimeout(() => p.kill('SIGKILL'), 3000);
-          await exited(p);
+          await stopped(p);
           clearTimeout(t);
         }),
       );

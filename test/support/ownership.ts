@@ -5,13 +5,10 @@
  * changes more often went back and forth, so two servers processed it in the same stretch.
  */
 import { strict as assert } from 'node:assert';
-import type { ChildProcess } from 'node:child_process';
 import { bucketOf } from '../../src/map/bucket';
 import type { FlotillaMap } from '../../src/map/types';
 import { readRecorded } from './records';
 
-/** Resolves once `p` has exited (at once if it has). */
-export const stopped = (p: ChildProcess) => new Promise<void>((r) => (p.exitCode !== null || p.signalCode !== null ? r() : p.once('exit', () => r())));
 
 /** The owner of bucket `b` of the map's first stream. */
 export const ownerOf = (m: FlotillaMap, b: number) => m.servers[m.streams[0]!.owner[b]!]!.name;

@@ -200,3 +200,8 @@ export function assertRepeatsWithinSlotWindow(c: RecordCheck, slot: number, dead
     );
   }
 }
+
+/** The JSON objects of a JSON-lines file, one a line (none if it does not exist yet). */
+export function readJsonLines<T>(path: string): T[] {
+  return existsSync(path) ? readFileSync(path, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as T) : [];
+}
