@@ -4,7 +4,7 @@
  * the routing logic is src/portal/.
  */
 import { Command } from 'commander';
-import { openMap } from '../src/map/open';
+import { MAP_FILE_SETTLE_MS, openMap } from '../src/map/open';
 import { createLogger } from '../src/log';
 import { Portal } from '../src/portal/portal';
 import { DAEMON_ENVIRONMENT_HELP, die, runDaemon, warnPrivateTmp, whichServer } from '../daemon/process';
@@ -42,7 +42,7 @@ async function main(): Promise<void> {
   program.parse();
   const o = program.opts<{ map: string; stream: string; server?: string; runDir?: string; key?: string; bind?: string; spoolDir?: string; stopDrainMs?: number }>();
   process.umask(0o007); // sockets and spool for the service's user and group only
-  const keeper = await openMap(o.map); // read again at each epoch switch (an etcd map: the newest seen)
+  const keeper = await openMap(o.map, { settleMs: MAP_FILE_SETTLE_MS, log: createLogger('portal', { stream: o.stream }) }); // read again at each epoch switch
   const server = whichServer(keeper.map, o.server);
   daemonKey(keeper.map, server, o.key, o.bind); // CURVE: this server's key, checked against the map (src/transport/curve.ts)
   const log = createLogger('portal', { stream: o.stream, server });

@@ -8,7 +8,7 @@
  *     is watched), every time.
  */
 import { strict as assert } from 'node:assert';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
@@ -117,5 +117,26 @@ test('an edit written while the agent starts is taken, every time', async () => 
       agent.kill('SIGTERM');
       await stopped(agent);
     }
+  }
+});
+
+test('an agent and a portal started while the map file is being written wait for it whole', async () => {
+  const [port] = (await freePorts(1)) as [number];
+  const dep = (d = deploy({ instance: 'test', epoch: 3, servers: [{ name: 'solo', host: '127.0.0.1' }], streams: [{ name: 'orders', key: 'key', port, buckets: 64, slots: 2, schema: RECORD_SCHEMA('Order') }] }));
+  const whole = readFileSync(dep.mapFile, 'utf8');
+  const settling = 'does not read as a map yet';
+  // An editor empties the file first, then writes it: each daemon sees the empty file at start.
+  writeFileSync(dep.mapFile, '');
+  startAgent(dep);
+  dep.startPortal('orders');
+  await waitFor('the agent and the portal to find the file empty', () => dep.logs.join('').split(settling).length - 1 === 2, 20_000);
+  try {
+    writeFileSync(dep.mapFile, whole.slice(0, whole.length >> 1)); // and cut short
+    writeFileSync(dep.mapFile, whole);
+    await waitAgent(dep);
+    assert.equal((await agentStatus(localAgent(dep.runDirOf()))).mapEpoch, 3);
+    await waitFor('the portal to answer', async () => (await dep.stats('orders').catch(() => null))?.epoch === 3);
+  } finally {
+    await dep.stop();
   }
 });
