@@ -6,8 +6,9 @@
  *       does (planApply + commitApply); t1: every agent's switch done, every portal at the new
  *       epoch, no handover left. map_change_ms = t1 - t0 (median of RUNS, alternating edits).
  *   unmoved_throughput_ratio: records/s acknowledged of keys whose bucket does not move, during
- *       [t0, t1] against the same length of time just before t0. Two senders offer RATE records/s
- *       together, paced, one the keys of unmoved buckets, the other the keys of moved ones.
+ *       [t0, t1] against the same length of time just before t0. Two senders, each in a process
+ *       of its own (map-change-load.ts), offer RATE records/s together, paced, one the keys of
+ *       unmoved buckets, the other the keys of moved ones.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
@@ -17,12 +18,11 @@ import { agentStatus, localAgent } from '../src/agent/client';
 import { commitApply, planApply } from '../src/map/apply';
 import { bucketOf } from '../src/map/bucket';
 import { parseMap } from '../src/map/load';
-import { openMap } from '../src/map/open';
 import { etcdAt } from '../src/map/store-etcd';
 import { portalRequest, portalStats } from '../src/portal/client';
-import { Sender } from '../src/sender/sender';
 import { startEtcd } from '../test/support/etcd';
 import { freePorts } from '../test/support/ports';
+import { type Child, ProcessGroup } from './procs';
 
 const DIST = join(__dirname, '..');
 const SERVERS = ['alpha', 'beta', 'gamma'];
@@ -59,6 +59,17 @@ async function until(what: string, check: () => Promise<boolean>, timeoutMs = 30
   }
 }
 
+/** With FLOTILLA_BENCH_TRACE set: each change's acknowledgements per 50 ms (unmoved/moved), on stderr. */
+async function trace(unmoved: Child, moved: Child, t0: number, ms: number): Promise<void> {
+  const at: number[] = [];
+  for (let t = -400; t <= ms + 400; t += 50) at.push(t0 + t);
+  const [u, m] = await Promise.all([unmoved.request<number[]>('ackedAt', { at }), moved.request<number[]>('ackedAt', { at })]);
+  const bins = at.slice(1).map((t, i) => `${Math.round(t - t0 - 50)}:${u[i + 1]! - u[i]!}/${m[i + 1]! - m[i]!}`);
+  process.stderr.write(`change of ${Math.round(ms)} ms, acknowledged per 50 ms from t0 (unmoved/moved):\n  ${bins.join(' ')}\n`);
+  const ps = await unmoved.request<Record<string, string>>('perServer', { from: t0 - 400, to: t0 + ms + 400 });
+  for (const [server, line] of Object.entries(ps)) process.stderr.write(`  unmoved keys to ${server}, acked/sent: ${line}\n`);
+}
+
 export async function runMapChange(dir: string): Promise<MapChangeResult> {
   const etcd = await startEtcd({ members: 1 });
   const url = etcd.url(PREFIX);
@@ -79,9 +90,8 @@ export async function runMapChange(dir: string): Promise<MapChangeResult> {
   const children: ChildProcess[] = [];
   const launch = (args: string[]) => children.push(spawn(process.execPath, args, { stdio: 'ignore' }));
   const serverRunDir = (s: string) => join(runDir, s);
-  const senders: Sender[] = [];
-  let sending = true;
-  const loops: Promise<void>[] = [];
+  const group = new ProcessGroup();
+  const now = () => performance.timeOrigin + performance.now();
   try {
     await write(1, WEIGHTS[0]!);
     for (const s of SERVERS) {
@@ -97,24 +107,15 @@ export async function runMapChange(dir: string): Promise<MapChangeResult> {
     const all = Array.from({ length: 20_000 }, (_, i) => `k${i}`);
     const unmovedKeys = all.filter((k) => !moves(bucketOf(k, BUCKETS)));
     const movedKeys = all.filter((k) => moves(bucketOf(k, BUCKETS)));
-    const unmoved = new Sender({ map: await openMap(url), log: undefined });
-    const moved = new Sender({ map: await openMap(url), log: undefined });
-    senders.push(unmoved, moved);
-    // Paced, as a steady flow is: records/s of each sender in proportion to its keys.
-    const loop = (sender: Sender, keyList: string[]) =>
-      (async () => {
-        const rate = (RATE * keyList.length) / all.length;
-        const started = Date.now();
-        let n = 0;
-        while (sending) {
-          const due = Math.floor(((Date.now() - started) / 1000) * rate);
-          for (; n < due; n++) sender.send('bench', { key: keyList[n % keyList.length]!, n });
-          await sender.writable();
-          await new Promise((r) => setTimeout(r, 2));
-        }
-      })();
-    loops.push(loop(unmoved, unmovedKeys), loop(moved, movedKeys));
-    await until('records flowing', async () => unmoved.stats.acked > RATE / 2);
+    // Each in a process of its own, as clients of a fleet are: the sender of moved keys loads the
+    // new map when it is redirected, and that work is not the unmoved keys' to wait for.
+    const rateOf = (keyList: string[]) => (RATE * keyList.length) / all.length;
+    const unmoved = group.start('unmoved', join(DIST, 'bench', 'map-change-load.js'), [url], { ipc: true });
+    const moved = group.start('moved', join(DIST, 'bench', 'map-change-load.js'), [url], { ipc: true });
+    await Promise.all([unmoved.ready, moved.ready]);
+    await unmoved.request('start', { keys: unmovedKeys, rate: rateOf(unmovedKeys) });
+    await moved.request('start', { keys: movedKeys, rate: rateOf(movedKeys) });
+    await until('records flowing', async () => (await unmoved.request<number>('acked')) > RATE / 2);
     const agents = SERVERS.map((s) => localAgent(serverRunDir(s)));
     const runsMs: number[] = [];
     const ratios: number[] = [];
@@ -122,15 +123,11 @@ export async function runMapChange(dir: string): Promise<MapChangeResult> {
     for (let i = 0; i < RUNS; i++) {
       epoch++;
       const w = WEIGHTS[(epoch - 1) % 2]!;
-      // Let the last change's moved records settle, then the rate before: a window as long as
-      // the last change (at least 1 s).
-      await new Promise((r) => setTimeout(r, SETTLE_MS));
+      // Let the last change's moved records settle; the rate before is taken over a window as
+      // long as the last change (at least 1 s) that ends where the change begins.
+      await new Promise((r) => setTimeout(r, SETTLE_MS + Math.max(1000, runsMs.at(-1) ?? 1000)));
       const windowMs = Math.max(1000, runsMs.at(-1) ?? 1000);
-      const a0 = unmoved.stats.acked;
-      await new Promise((r) => setTimeout(r, windowMs));
-      const before = (unmoved.stats.acked - a0) / windowMs;
-      const t0 = performance.now();
-      const b0 = unmoved.stats.acked;
+      const t0 = now();
       await write(epoch, w);
       await until(`epoch ${epoch} everywhere, nothing held`, async () => {
         const st = await Promise.all(agents.map((a) => agentStatus(a)));
@@ -138,12 +135,14 @@ export async function runMapChange(dir: string): Promise<MapChangeResult> {
         const epochs = await Promise.all(SERVERS.map(async (s) => (await portalRequest(serverRunDir(s), 'bench', { cmd: 'beacon' }, 1000)).epoch));
         return epochs.every((e) => e === epoch);
       });
-      const ms = performance.now() - t0;
+      const t1 = now();
+      const ms = t1 - t0;
       runsMs.push(ms);
-      ratios.push((unmoved.stats.acked - b0) / ms / before);
+      const [a, b, c] = await unmoved.request<[number, number, number]>('ackedAt', { at: [t0 - windowMs, t0, t1] });
+      ratios.push((c - b) / ms / ((b - a) / windowMs));
+      if (process.env.FLOTILLA_BENCH_TRACE) await trace(unmoved, moved, t0, ms);
     }
-    sending = false;
-    await Promise.all(loops);
+    await Promise.all([unmoved.request('stop'), moved.request('stop')]);
     const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
     let movedBuckets = 0;
     for (let b = 0; b < BUCKETS; b++) if (moves(b)) movedBuckets++;
@@ -156,12 +155,7 @@ export async function runMapChange(dir: string): Promise<MapChangeResult> {
       heartbeatMs: HEARTBEAT_MS,
     };
   } finally {
-    sending = false;
-    await Promise.all(loops).catch(() => undefined);
-    for (const s of senders) {
-      s.close();
-      await s.keeper.store?.close();
-    }
+    await group.stopAll();
     await stopChildren(children, 3000);
     client.close();
     await etcd.stop();

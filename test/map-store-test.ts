@@ -86,3 +86,27 @@ test('a keeper follows the map in etcd; invalid content written there never repl
     client.close();
   }
 });
+
+test('a keeper that does not follow (a portal, a component, a sender) parses a new map ahead and takes it only when told', async () => {
+  const client = etcdClient(parseEtcdSource(url));
+  const waiting = await openMap(url, { server: 'alpha' });
+  try {
+    const from = waiting.map.epoch;
+    await commitApply(client, keys, await planApply(client, keys, url, mapText(from + 1, 5), '/tmp/m.yaml'));
+    await waitFor(`epoch ${from + 1} to be parsed ahead`, () => waiting.preparedEpoch === from + 1, 10_000);
+    assert.equal(waiting.map.epoch, from, 'the map in force stays until the switch');
+    assert.deepEqual(waiting.reload(), { type: 'applied', from, epoch: from + 1 });
+    assert.equal(waiting.map.servers[0]!.weight, 5);
+    assert.equal(waiting.preparedEpoch, null);
+    // Written by hand past portalctl's checks: not parsed ahead, and rejected at the switch.
+    await client.put(keys.map).value(JSON.stringify({ epoch: from + 2, digest: 'x', text: mapText(from + 2).replace('key: key', 'key: nope'), appliedAt: 0 }));
+    await waitFor('the store to have the broken map', () => waiting.store!.read().includes('key: nope'), 10_000);
+    assert.equal(waiting.preparedEpoch, null);
+    const outcome = waiting.reload();
+    assert.equal(outcome.type, 'rejected');
+    assert.equal(waiting.map.epoch, from + 1);
+  } finally {
+    client.close();
+    await waiting.store?.close();
+  }
+});

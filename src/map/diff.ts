@@ -46,20 +46,23 @@ export function diffMaps(before: FlotillaMap, after: FlotillaMap): MapDiff {
       streams.push({ stream: a.name, change: 'changed', buckets: a.buckets, moved: a.buckets, moves: [], problems: streamProblems });
       continue;
     }
-    const counts = new Map<string, number>();
+    // Counted by server index (a matrix before x after), not by name: every process runs this
+    // on each new map, at the moment the flow needs its CPU.
+    const width = after.servers.length;
+    const counts = new Uint32Array(before.servers.length * width);
+    const same = before.servers.map((s) => after.servers.findIndex((x) => x.name === s.name));
     let moved = 0;
     for (let bucket = 0; bucket < a.buckets; bucket++) {
-      const from = before.servers[b.owner[bucket]!]!.name;
-      const to = after.servers[a.owner[bucket]!]!.name;
-      if (from === to) continue;
+      const from = b.owner[bucket]!;
+      const to = a.owner[bucket]!;
+      if (same[from] === to) continue;
       moved++;
-      const k = `${from}\u0000${to}`;
-      counts.set(k, (counts.get(k) ?? 0) + 1);
+      counts[from * width + to]!++;
     }
-    const moves = [...counts].map(([k, n]) => {
-      const [from, to] = k.split('\u0000') as [string, string];
-      return { from, to, buckets: n };
-    });
+    const moves: BucketMove[] = [];
+    for (let i = 0; i < counts.length; i++) {
+      if (counts[i]! > 0) moves.push({ from: before.servers[Math.floor(i / width)]!.name, to: after.servers[i % width]!.name, buckets: counts[i]! });
+    }
     moves.sort((x, y) => y.buckets - x.buckets || x.from.localeCompare(y.from) || x.to.localeCompare(y.to));
     streams.push({ stream: a.name, change: moved > 0 ? 'changed' : 'same', buckets: a.buckets, moved, moves, problems: streamProblems });
   }

@@ -296,6 +296,7 @@ function resolveMap(whole: RawMap, file: string, at: LineOf, problems: MapProble
     file,
     instance: raw.instance,
     epoch: raw.epoch,
+    schemaFiles: raw.streams.some((st) => typeof st.schema === 'string'),
     heartbeatMs: raw.heartbeat_ms ?? DEFAULT_HEARTBEAT_MS,
     stopDrainMs: raw.stop_drain_ms ?? DEFAULT_STOP_DRAIN_MS,
     runDir: raw.run_dir ?? `/run/flotilla/${raw.instance}`,

@@ -74,6 +74,10 @@ export async function openMap(source: string, o: OpenMapOptions = {}): Promise<M
       const outcome = keeper.reload();
       if (outcome.type === 'rejected') o.log?.error({ problems: outcome.rejection.problems }, `map ${store.source}: new map rejected, epoch ${outcome.epoch} stays in force`);
     });
+  } else if (store.kind === 'etcd') {
+    // Taken at the switch (a portal when its agent says, a component or sender when the portal's
+    // epoch shows it): parsed now, while the servers agree, not at the switch.
+    store.onChange(() => keeper.prepare());
   }
   return keeper;
 }

@@ -103,6 +103,8 @@ export interface FlotillaMap {
   digest: string;
   /** The text the map was read from (kept so a portal can come back on the map it last ran). */
   text: string;
+  /** Some stream's schema is a file the map names (read with the map: reading the map again reads them again). */
+  schemaFiles: boolean;
   heartbeatMs: number;
   /** `stop_drain_ms`: how long a portal that is told to stop drains what it accepted. */
   stopDrainMs: number;
