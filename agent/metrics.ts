@@ -55,7 +55,7 @@ const FAMILIES: [string, MetricType, string, (st: AgentStatus) => Value[]][] = [
     live(st).flatMap((s) => SLOT_STATES.map((state) => ({ labels: { stream: s.stream, state }, value: s.beacon!.slots.filter((x) => x.state === state).length })))],
   ['flotilla_slot_state', 'gauge', "1 for the slot's state (idle, busy, dead, missing), 0 for the others.", (st) =>
     perSlot(st).flatMap(([s, x]) => SLOT_STATES.map((state) => ({ labels: { stream: s, slot: x.slot, state }, value: x.state === state ? 1 : 0 })))],
-  ['flotilla_slot_records_in_total', 'counter', 'Records handed to the slot (queued for it, or read back for it from the spool).', (st) => perSlot(st).map(([s, x]) => slotValue(s, x.slot, x.routed))],
+  ['flotilla_slot_records_in_total', 'counter', "Records sent to the slot's component, each once (a resend after a component restart is not counted again).", (st) => perSlot(st).map(([s, x]) => slotValue(s, x.slot, x.routed))],
   ['flotilla_slot_records_out_total', 'counter', "Records the slot's components have done.", (st) => perSlot(st).map(([s, x]) => slotValue(s, x.slot, x.processed))],
   ['flotilla_slot_queued_records', 'gauge', 'Records waiting in the portal for the slot.', (st) => perSlot(st).map(([s, x]) => slotValue(s, x.slot, x.queued))],
   ['flotilla_slot_inflight_records', 'gauge', 'Records sent to the slot without DONE.', (st) => perSlot(st).map(([s, x]) => slotValue(s, x.slot, x.inflight))],

@@ -162,3 +162,24 @@ test('a cancellation issued while a portal is down takes effect when it starts',
     sender.close();
   }
 });
+
+test("a cancellation that drops whole queued deliveries never takes a slot's records-in count down", async () => {
+  const E = ROOT('e');
+  const sender = new Sender({ map: d.mapFile, lingerMs: 5, batchRecords: 100 });
+  try {
+    // Only records of E: slots 0 and 1 (400 ms a delivery) queue whole deliveries of E.
+    sendRounds(sender, 'orders', 'e-k', E, 0, 20);
+    const slowQueued = async () => (await stats('orders')).slots.filter((x) => x.slot < 2 && x.queued > 0).length;
+    await waitFor('slots 0 and 1 to queue records of E', async () => (await slowQueued()) === 2);
+    const routedOf = async () => new Map((await stats('orders')).slots.map((x) => [x.slot, x.routed]));
+    const before = await routedOf();
+    const reply = await cancel(E);
+    assert.equal(reply.status, 0, reply.stderr);
+    await waitFor('the queued deliveries of E to be dropped', async () => (await slowQueued()) === 0);
+    const after = await routedOf();
+    for (const [slot, n] of before) assert.ok(after.get(slot)! >= n, `slot ${slot}: records in went from ${n} to ${after.get(slot)} (flotilla_slot_records_in_total is a counter)`);
+    await sender.flush();
+  } finally {
+    sender.close();
+  }
+});

@@ -109,11 +109,10 @@ export class Egress {
 
   /** Makes a delivery of `count` records in `body` for `slot`, counted as held from now on. */
   make(slot: Slot, body: Buffer, count: number, batch: InBatch | null, marks: number[] | null): Delivery {
-    const d: Delivery = { id: this.nextId++, batch, slot, body, count, sentAt: performance.now(), marks };
+    const d: Delivery = { id: this.nextId++, batch, slot, body, count, sentAt: performance.now(), marks, handed: false };
     if (this.nextId > 0xffffffff) this.nextId = 1;
     this.deliveries.set(d.id, d);
     slot.queuedRecords += count;
-    slot.routed += count;
     this.queued += count;
     this.addBytes(slot, body.length);
     return d;
@@ -123,7 +122,6 @@ export class Egress {
   drop(d: Delivery): void {
     this.deliveries.delete(d.id);
     d.slot.queuedRecords -= d.count;
-    d.slot.routed -= d.count;
     this.queued -= d.count;
     this.addBytes(d.slot, -d.body.length);
   }
@@ -169,6 +167,12 @@ export class Egress {
       slot.inflight.set(d.id, d);
       slot.queuedRecords -= d.count;
       slot.inflightRecords += d.count;
+      // Counted once, when first sent: a delivery dropped before (spooled instead, cancelled) is
+      // not, and the records read back for it from the spool are, so the count only goes up.
+      if (!d.handed) {
+        d.handed = true;
+        slot.routed += d.count;
+      }
       d.sentAt = performance.now();
       if (deliverChannel.hasSubscribers) {
         const ordinal = (this.ordinals[slot.index] = (this.ordinals[slot.index] ?? -1) + 1);

@@ -35,6 +35,8 @@ export interface Delivery {
    * it is done, each bucket's spool cursor moves past them.
    */
   marks: number[] | null;
+  /** Sent to a component once (counted in the slot's `routed`; a resend after a restart is not counted again). */
+  handed: boolean;
 }
 
 export class Slot {
@@ -57,7 +59,7 @@ export class Slot {
    * DONE, whichever is later, to its DONE (a component works on one delivery at a time).
    */
   busyMs = 0;
-  /** Records handed to the slot (egress.ts counts them as they are queued for it). */
+  /** Records sent to the slot's component, each once (egress.ts counts them as it first sends them). */
   routed = 0;
   /** Deliveries by time to DONE, per bound of SERVICE_MS_BOUNDS (one more: above the last). */
   readonly serviceCounts = new Array<number>(SERVICE_MS_BOUNDS.length + 1).fill(0);

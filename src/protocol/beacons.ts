@@ -43,7 +43,7 @@ export interface SlotBeacon {
   processed: number;
   /** Mean time from DELIVER to DONE, ms, smoothed. */
   serviceMs: number;
-  /** Records handed to the slot: queued for it, or read back for it from the spool (cumulative). */
+  /** Records sent to the slot's component, each once (a resend after a restart is not counted again; cumulative, never down). */
   routed: number;
   /**
    * Deliveries by time from DELIVER to DONE (cumulative): `serviceCounts[i]` counts those that
