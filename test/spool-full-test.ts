@@ -70,10 +70,10 @@ test('the disk fills (ENOSPC) with when_full: reject: SPOOL_FULL to senders, the
   });
   let rounds = 0;
   try {
+    // Five rounds a flush: each flush waits for the spool to take what spilled (about 175 ms).
     while (refusals.length === 0) {
       assert.ok(rounds < 2000, 'the 1 MiB disk never filled');
-      for (let k = 0; k < KEYS; k++) sender.send('orders', { key: `k${k}`, seq: rounds });
-      rounds++;
+      for (let r = 0; r < 5; r++, rounds++) for (let k = 0; k < KEYS; k++) sender.send('orders', { key: `k${k}`, seq: rounds });
       await sender.flush();
     }
     assert.match(refusals[0]!, /^SPOOL_FULL: the spool .* could not write: ENOSPC/);
