@@ -9,7 +9,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import { ExecComponent } from '../src/component/exec';
 import { FlotillaError } from '../src/errors';
 import { createLogger } from '../src/log';
-import { openMap } from '../src/map/open';
+import { MAP_FILE_SETTLE_MS, openMap } from '../src/map/open';
 import { isEtcdSource } from '../src/map/store';
 import { serverOf, slotCount, streamOf } from '../src/map/lookup';
 import { die, runDaemon, warnPrivateTmp, whichServer } from '../daemon/process';
@@ -75,7 +75,8 @@ async function main(): Promise<void> {
   const o = program.opts<{ map: string; stream?: string; slot?: number; server?: string; runDir?: string; cancelLines?: boolean }>();
   const { stream, slot } = slotOf(o.stream, o.slot, process.env.FLOTILLA_UNIT_SLOT);
   const command = program.args.length > 0 ? program.args : commandOf(stream, process.env);
-  const keeper = await openMap(isEtcdSource(o.map) ? o.map : resolve(o.map));
+  // A map file being written is waited for, as the agent and portal do (src/map/open.ts).
+  const keeper = await openMap(isEtcdSource(o.map) ? o.map : resolve(o.map), { settleMs: MAP_FILE_SETTLE_MS, log: createLogger('portal-exec', { stream, slot }) });
   const map = keeper.map;
   const server = whichServer(map, o.server);
   const slots = slotCount(serverOf(map, server), streamOf(map, stream));

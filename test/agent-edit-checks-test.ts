@@ -124,19 +124,25 @@ test('an agent and a portal started while the map file is being written wait for
   const [port] = (await freePorts(1)) as [number];
   const dep = (d = deploy({ instance: 'test', epoch: 3, servers: [{ name: 'solo', host: '127.0.0.1' }], streams: [{ name: 'orders', key: 'key', port, buckets: 64, slots: 2, schema: RECORD_SCHEMA('Order') }] }));
   const whole = readFileSync(dep.mapFile, 'utf8');
-  const settling = 'does not read as a map yet';
-  // An editor empties the file first, then writes it: each daemon sees the empty file at start.
-  writeFileSync(dep.mapFile, '');
-  startAgent(dep);
-  dep.startPortal('orders');
-  await waitFor('the agent and the portal to find the file empty', () => dep.logs.join('').split(settling).length - 1 === 2, 20_000);
+  const waiting = () => dep.logs.join('').split('does not read as a map yet').length - 1;
   try {
-    writeFileSync(dep.mapFile, whole.slice(0, whole.length >> 1)); // and cut short
-    writeFileSync(dep.mapFile, whole);
-    await waitAgent(dep);
-    assert.equal((await agentStatus(localAgent(dep.runDirOf()))).mapEpoch, 3);
-    await waitFor('the portal to answer', async () => (await dep.stats('orders').catch(() => null))?.epoch === 3);
+    // An editor empties the file first, then writes it: each daemon, started then, finds it
+    // empty, then cut short, and waits (2 s at most) for all of it. One daemon at a time, each
+    // within its own wait.
+    for (const [what, start, answers] of [
+      ['the agent', () => startAgent(dep), async () => (await agentStatus(localAgent(dep.runDirOf()))).mapEpoch === 3],
+      ['the portal', () => dep.startPortal('orders'), async () => (await dep.stats('orders')).epoch === 3],
+    ] as const) {
+      const before = waiting();
+      writeFileSync(dep.mapFile, '');
+      start();
+      await waitFor(`${what} to find the file empty`, () => waiting() > before, 20_000);
+      writeFileSync(dep.mapFile, whole.slice(0, whole.length >> 1));
+      writeFileSync(dep.mapFile, whole);
+      await waitFor(`${what} to answer at epoch 3`, () => answers().catch(() => false));
+    }
   } finally {
     await dep.stop();
+    d = undefined;
   }
 });

@@ -98,10 +98,18 @@ test('a keeper that does not follow (a portal, a component, a sender) parses a n
     assert.deepEqual(waiting.reload(), { type: 'applied', from, epoch: from + 1 });
     assert.equal(waiting.map.servers[0]!.weight, 5);
     assert.equal(waiting.preparedEpoch, null);
+    // A map that parses but is no legal edit (its epoch not raised): parsed ahead, still refused
+    // at the switch with what is wrong, and the map in force stays.
+    await client.put(keys.map).value(JSON.stringify({ epoch: from + 1, digest: 'x', text: mapText(from + 1, 7), appliedAt: 0 }));
+    await waitFor('the illegal edit to be parsed ahead', () => waiting.preparedEpoch === from + 1, 10_000);
+    const illegal = waiting.reload();
+    assert.equal(illegal.type, 'rejected');
+    assert.equal(illegal.type === 'rejected' && illegal.rejection.problems[0]!.path, 'epoch');
+    assert.equal(waiting.map.servers[0]!.weight, 5, 'the map in force stays');
     // Written by hand past portalctl's checks: not parsed ahead, and rejected at the switch.
     await client.put(keys.map).value(JSON.stringify({ epoch: from + 2, digest: 'x', text: mapText(from + 2).replace('key: key', 'key: nope'), appliedAt: 0 }));
     await waitFor('the store to have the broken map', () => waiting.store!.read().includes('key: nope'), 10_000);
-    assert.equal(waiting.preparedEpoch, null);
+    assert.equal(waiting.preparedEpoch, null, 'a map that does not parse is not kept');
     const outcome = waiting.reload();
     assert.equal(outcome.type, 'rejected');
     assert.equal(waiting.map.epoch, from + 1);

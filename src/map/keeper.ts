@@ -144,8 +144,9 @@ export class MapKeeper {
     }
     let next: FlotillaMap;
     try {
-      next = this.prepared?.text === text && !this.prepared.schemaFiles ? this.prepared : parseMap(text, this.file);
+      const prepared = this.prepared;
       this.prepared = null;
+      next = prepared?.text === text && !prepared.schemaFiles ? prepared : parseMap(text, this.file);
     } catch (err) {
       if (!(err instanceof FlotillaError)) throw err;
       const problems = err instanceof MapInvalidError ? err.problems : [{ path: '(file)', message: err.message }];

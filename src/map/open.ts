@@ -9,6 +9,7 @@
  * With etcd, a new map written under the prefix is taken by the keeper as an edit of the file
  * would be (invalid content never replaces the map in force), and the process follows it.
  */
+import { existsSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { FlotillaError } from '../errors';
 import type { Logger } from '../log';
@@ -52,6 +53,7 @@ async function settledFile(store: FileMapStore, settleMs: number, log?: Logger):
       parseMap(store.read(), store.source);
       break;
     } catch (err) {
+      if (!existsSync(store.source)) break; // not being written: a wrong path, said by the caller's read
       if (tries === 0) log?.warn({ code: (err as FlotillaError).code }, `map ${store.source} does not read as a map yet (${(err as Error).message.split('\n')[0]}); reading it again for up to ${settleMs} ms, in case it is being written`);
       await sleep(100);
     }

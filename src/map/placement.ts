@@ -26,18 +26,19 @@ export function vnodesOf(weight: number): number {
  * epoch to the next: none of them depends on the map's weights, so a new epoch hashes only keys
  * it has not seen. Placing 1,024 buckets costs about 8 ms of md5 otherwise, in every process of
  * the instance at once (agents, portals, components, senders all load the new map together), and
- * that is time the flow of the unmoved buckets waits for. Bounded: cleared when full.
+ * that is time the flow of the unmoved buckets waits for. Bounded, and emptied between placements
+ * when the next would not fit.
  */
 const digests = new Map<string, Buffer>();
-const MAX_DIGESTS = 1 << 16;
+/** About 4 MB of heap: a dozen streams of 1,024 buckets with their servers' points. */
+const MAX_DIGESTS = 1 << 14;
 
-/** hashring's custom hasher (its public `algorithm` argument): md5, as ketama's, remembered. */
+/** hashring's custom hasher (its public `algorithm` argument): md5, as ketama's, remembered while there is room. */
 function md5(key: string): Buffer {
   let d = digests.get(key);
   if (d === undefined) {
-    if (digests.size >= MAX_DIGESTS) digests.clear();
     d = createHash('md5').update(key).digest();
-    digests.set(key, d);
+    if (digests.size < MAX_DIGESTS) digests.set(key, d);
   }
   return d;
 }
@@ -50,7 +51,14 @@ export function placeBuckets(stream: string, buckets: number, servers: readonly 
   // ('vnode count' 0 makes hashring use the per-server count as given.)
   // A server of weight 0 is left off the ring: it owns nothing.
   const vnodes: Record<string, { vnodes: number }> = {};
-  for (const s of servers) if (s.weight > 0) vnodes[s.name] = { vnodes: vnodesOf(s.weight) };
+  let keys = buckets;
+  for (const s of servers) {
+    if (s.weight > 0) vnodes[s.name] = { vnodes: vnodesOf(s.weight) };
+    keys += vnodesOf(s.weight);
+  }
+  // Emptied between placements, never during one: a placement the memo cannot hold whole just
+  // hashes what does not fit (a map of more than MAX_DIGESTS keys costs what it did before).
+  if (digests.size + keys > MAX_DIGESTS) digests.clear();
   // The LRU cache is useless here (each key is asked once) and costs memory; keep it tiny.
   const ring = new HashRing(vnodes, md5, { 'vnode count': 0, 'max cache size': 1 });
   const index = new Map(servers.map((s, i) => [s.name, i]));
