@@ -105,16 +105,19 @@ test('an endless multipart message: the portal drops the connection before max_r
   let closed = false;
   sock.on('error', () => undefined);
   sock.on('close', () => (closed = true));
+  // Our READY once the portal's greeting is in, the message once its READY is (ZAP admitted the
+  // connection; as zmtp.sendAndClose does: bytes sent before may fail the handshake).
   await new Promise<void>((resolve, reject) => {
     let got = 0;
     sock.once('error', reject);
     sock.once('connect', () => sock.write(zmtp.greeting()));
     sock.on('data', (data: Buffer) => {
+      const before = got;
       got += data.length;
-      if (got >= 64) resolve();
+      if (before < 64 && got >= 64) sock.write(zmtp.ready());
+      if (got > 64) resolve();
     });
   });
-  sock.write(zmtp.ready());
   sock.write(zmtp.frame(encodeHeader(MessageType.BATCH, 1, 1, 1), true));
   const frame = zmtp.frame(Buffer.alloc(64 * 1024, 7), true);
   let sent = 0;
