@@ -12,7 +12,7 @@ import { packageVersion } from '../daemon/version';
 import { daemonKey } from '../src/transport/curve';
 import { createLogger } from '../src/log';
 import { parseMap } from '../src/map/load';
-import { MAP_FILE_SETTLE_MS, openMapStore } from '../src/map/open';
+import { MAP_FILE_SETTLE_MS, openMapStore, readWhole } from '../src/map/open';
 
 const program = new Command('flotilla-agent')
   .description(
@@ -51,8 +51,8 @@ async function main(): Promise<void> {
   program.parse();
   const o = program.opts<{ map: string; server?: string; runDir?: string; key?: string; bind?: string; holdLimit?: string; hostSampleMs: string; watch: number }>();
   process.umask(0o007); // sockets for the service's user and group only
-  const store = await openMapStore(o.map, createLogger('agent'), MAP_FILE_SETTLE_MS); // a file being written: read it whole
-  const map = parseMap(store.read(), store.source);
+  const store = await openMapStore(o.map);
+  const map = await readWhole(store, MAP_FILE_SETTLE_MS, createLogger('agent'), () => parseMap(store.read(), store.source)); // a file being written: read it whole
   const server = whichServer(map, o.server);
   daemonKey(map, server, o.key, o.bind); // CURVE: this server's key, checked against the map (src/transport/curve.ts)
   const log = createLogger('agent', { server });

@@ -10,10 +10,8 @@
  *       of its own (map-change-load.ts), offer RATE records/s together, paced, one the keys of
  *       unmoved buckets, the other the keys of moved ones.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import { stopChildren } from '../daemon/children';
 import { agentStatus, localAgent } from '../src/agent/client';
 import { commitApply, planApply } from '../src/map/apply';
 import { bucketOf } from '../src/map/bucket';
@@ -87,8 +85,6 @@ export async function runMapChange(dir: string): Promise<MapChangeResult> {
       streams: [{ name: 'bench', key: 'key', port: ports[0], buckets: BUCKETS, slots: SLOTS, schema: { type: 'record', name: 'R', fields: [{ name: 'key', type: 'string' }, { name: 'n', type: 'long' }] } }],
     });
   const write = async (epoch: number, w: number[]) => commitApply(client, keys, await planApply(client, keys, url, textOf(epoch, w), join(dir, 'map-change.yaml')));
-  const children: ChildProcess[] = [];
-  const launch = (args: string[]) => children.push(spawn(process.execPath, args, { stdio: 'ignore' }));
   const serverRunDir = (s: string) => join(runDir, s);
   const group = new ProcessGroup();
   const now = () => performance.timeOrigin + performance.now();
@@ -96,9 +92,9 @@ export async function runMapChange(dir: string): Promise<MapChangeResult> {
     await write(1, WEIGHTS[0]!);
     for (const s of SERVERS) {
       const common = ['--map', url, '--server', s, '--run-dir', serverRunDir(s)];
-      launch([join(DIST, 'agent', 'main.js'), ...common]);
-      launch([join(DIST, 'portal', 'main.js'), ...common, '--stream', 'bench']);
-      for (let slot = 0; slot < SLOTS; slot++) launch([join(DIST, 'bench', 'sink.js'), url, s, 'bench', String(slot), serverRunDir(s)]);
+      group.start(`agent ${s}`, join(DIST, 'agent', 'main.js'), common);
+      group.start(`portal ${s}`, join(DIST, 'portal', 'main.js'), [...common, '--stream', 'bench']);
+      for (let slot = 0; slot < SLOTS; slot++) group.start(`sink ${s}/${slot}`, join(DIST, 'bench', 'sink.js'), [url, s, 'bench', String(slot), serverRunDir(s)]);
     }
     for (const s of SERVERS) await until(`the slots of ${s}`, async () => (await portalStats(serverRunDir(s), 'bench', 500)).slots.every((x) => x.connected));
     // Keys of buckets no edit moves, and the others.
@@ -125,8 +121,8 @@ export async function runMapChange(dir: string): Promise<MapChangeResult> {
       const w = WEIGHTS[(epoch - 1) % 2]!;
       // Let the last change's moved records settle; the rate before is taken over a window as
       // long as the last change (at least 1 s) that ends where the change begins.
-      await new Promise((r) => setTimeout(r, SETTLE_MS + Math.max(1000, runsMs.at(-1) ?? 1000)));
       const windowMs = Math.max(1000, runsMs.at(-1) ?? 1000);
+      await new Promise((r) => setTimeout(r, SETTLE_MS + windowMs));
       const t0 = now();
       await write(epoch, w);
       await until(`epoch ${epoch} everywhere, nothing held`, async () => {
@@ -156,7 +152,6 @@ export async function runMapChange(dir: string): Promise<MapChangeResult> {
     };
   } finally {
     await group.stopAll();
-    await stopChildren(children, 3000);
     client.close();
     await etcd.stop();
   }

@@ -106,8 +106,12 @@ test('a keeper that does not follow (a portal, a component, a sender) parses a n
     assert.equal(illegal.type, 'rejected');
     assert.equal(illegal.type === 'rejected' && illegal.rejection.problems[0]!.path, 'epoch');
     assert.equal(waiting.map.servers[0]!.weight, 5, 'the map in force stays');
-    // Written by hand past portalctl's checks: not parsed ahead, and rejected at the switch.
-    await client.put(keys.map).value(JSON.stringify({ epoch: from + 2, digest: 'x', text: mapText(from + 2).replace('key: key', 'key: nope'), appliedAt: 0 }));
+    // A good map parsed ahead, then one written by hand past portalctl's checks that does not
+    // parse: the one parsed ahead is not kept (the store no longer has it), and the broken one is
+    // rejected at the switch.
+    await commitApply(client, keys, await planApply(client, keys, url, mapText(from + 2, 8), '/tmp/m.yaml'));
+    await waitFor(`epoch ${from + 2} to be parsed ahead`, () => waiting.preparedEpoch === from + 2, 10_000);
+    await client.put(keys.map).value(JSON.stringify({ epoch: from + 3, digest: 'x', text: mapText(from + 3).replace('key: key', 'key: nope'), appliedAt: 0 }));
     await waitFor('the store to have the broken map', () => waiting.store!.read().includes('key: nope'), 10_000);
     assert.equal(waiting.preparedEpoch, null, 'a map that does not parse is not kept');
     const outcome = waiting.reload();

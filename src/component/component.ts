@@ -159,12 +159,13 @@ export class Component<T = Record<string, unknown>> {
         return this.senderFor().send(stream, value, from ? provenanceFrom(from, hop) : [hop]);
       },
       writable: () => (this.sender ? this.sender.writable() : Promise.resolve()),
-      cancelled: (record) => {
-        if (this.cancelledRoots.size === 0) return false;
-        const expires = this.cancelledRoots.get(rootOf(record));
-        return expires !== undefined && expires > Date.now();
-      },
+      cancelled: (record) => this.cancelledRoots.size > 0 && this.isCancelled(record, Date.now()),
     };
+  }
+
+  /** True if `record`'s root is cancelled as of `now` (ms since the Unix epoch). */
+  private isCancelled(record: Delivered<unknown>, now: number): boolean {
+    return (this.cancelledRoots.get(rootOf(record)) ?? 0) > now;
   }
 
   private forgetExpired(now: number): void {
@@ -346,7 +347,7 @@ export class Component<T = Record<string, unknown>> {
         // Records of a cancelled root not yet begun are skipped (docs/components.md, "Cancellation").
         if (this.cancelledRoots.size > 0) {
           const now = Date.now();
-          const kept = records.filter((r) => !((this.cancelledRoots.get(rootOf(r)) ?? 0) > now));
+          const kept = records.filter((r) => !this.isCancelled(r, now));
           skipped = records.length - kept.length;
           this.stats.cancelled += skipped;
           records = kept;

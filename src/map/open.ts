@@ -14,7 +14,6 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { FlotillaError } from '../errors';
 import type { Logger } from '../log';
 import { MapKeeper } from './keeper';
-import { parseMap } from './load';
 import { isEtcdSource, type MapStore } from './store';
 import { EtcdMapStore } from './store-etcd';
 import { FileMapStore } from './store-file';
@@ -25,7 +24,7 @@ export interface OpenMapOptions {
   /** Names the process in that problem ("this agent"). */
   role?: string;
   log?: Logger;
-  /** A map file: at start, wait this long for it to read as a whole map (see settledFile). Default 0: read it as it is. */
+  /** A map file: at start, wait this long for it to read as a whole map (see readWhole). Default 0: read it as it is. */
   settleMs?: number;
   /** An etcd map: take each new map as soon as it is written (default false: a portal takes it at its switch, a component and a sender when the portal's epoch shows it; the agent follows the store itself). */
   follow?: boolean;
@@ -35,38 +34,38 @@ export interface OpenMapOptions {
 export const MAP_FILE_SETTLE_MS = 2000;
 
 /** The store of `source`: a file, or an etcd prefix (connected, its map read; throws MAP_UNREADABLE if it cannot be). */
-export async function openMapStore(source: string, log?: Logger, settleMs = 0): Promise<MapStore> {
-  if (isEtcdSource(source)) return EtcdMapStore.open(source, { log });
-  return settledFile(new FileMapStore(source), settleMs, log);
+export async function openMapStore(source: string, log?: Logger): Promise<MapStore> {
+  return isEtcdSource(source) ? EtcdMapStore.open(source, { log }) : new FileMapStore(source);
 }
 
 /**
- * An editor or a script writing the map file empties it first, so a daemon starting at that
- * moment reads an empty or cut-short file and would exit on it. Until `settleMs` have passed, a
- * file that does not parse is read again every 100 ms; past that, the caller's own read reports
- * the problem, as it does for a map that is simply invalid.
+ * `read()` (the caller's own first read of `store`'s map), and, while `settleMs` have not passed,
+ * again every 100 ms when it fails on a map file that exists but does not read as a map: an
+ * editor or a script writing the file empties it first, so a daemon starting at that moment
+ * reads it empty or cut short and would exit on it. Past that, or for any other failure (no such
+ * file, an unknown server), the failure is the caller's, as for a map that is simply invalid.
  */
-async function settledFile(store: FileMapStore, settleMs: number, log?: Logger): Promise<FileMapStore> {
+export async function readWhole<T>(store: MapStore, settleMs: number, log: Logger | undefined, read: () => T): Promise<T> {
   const deadline = Date.now() + settleMs;
-  for (let tries = 0; Date.now() < deadline; tries++) {
+  for (let tries = 0; ; tries++) {
     try {
-      parseMap(store.read(), store.source);
-      break;
+      return read();
     } catch (err) {
-      if (!existsSync(store.source)) break; // not being written: a wrong path, said by the caller's read
-      if (tries === 0) log?.warn({ code: (err as FlotillaError).code }, `map ${store.source} does not read as a map yet (${(err as Error).message.split('\n')[0]}); reading it again for up to ${settleMs} ms, in case it is being written`);
+      const code = (err as FlotillaError).code;
+      const writing = store.kind === 'file' && (code === 'MAP_INVALID' || code === 'MAP_UNREADABLE') && existsSync(store.source);
+      if (!writing || Date.now() >= deadline) throw err;
+      if (tries === 0) log?.warn({ code }, `map ${store.source} does not read as a map yet (${(err as Error).message.split('\n')[0]}); reading it again for up to ${settleMs} ms, in case it is being written`);
       await sleep(100);
     }
   }
-  return store;
 }
 
 /** A keeper of the map at `source`; with etcd, following each new map written there if `follow`. */
 export async function openMap(source: string, o: OpenMapOptions = {}): Promise<MapKeeper> {
-  const store = await openMapStore(source, o.log, o.settleMs);
+  const store = await openMapStore(source, o.log);
   let keeper: MapKeeper;
   try {
-    keeper = new MapKeeper(store, o.server ?? null, o.role);
+    keeper = await readWhole(store, o.settleMs ?? 0, o.log, () => new MapKeeper(store, o.server ?? null, o.role));
   } catch (err) {
     await store.close();
     throw err;

@@ -79,7 +79,7 @@ export class Cancels {
   load(list: readonly Cancellation[]): void {
     const now = Date.now();
     for (const c of list) if (c.expiresAt > now) this.roots.set(c.root, c);
-    this.tails = new Set([...this.roots.keys()].map(rootTail));
+    this.retail();
   }
 
   /** What the portal's beacons and stats show; forgets expired cancellations (each heartbeat asks). */
@@ -95,7 +95,13 @@ export class Cancels {
 
   /** Forgets the cancellations that have expired. */
   prune(now = Date.now()): void {
+    const before = this.roots.size;
     for (const [root, c] of this.roots) if (c.expiresAt <= now) this.roots.delete(root);
+    if (this.roots.size < before) this.retail();
+  }
+
+  /** The tails of the roots in force again, after they changed. */
+  private retail(): void {
     this.tails = new Set([...this.roots.keys()].map(rootTail));
   }
 
